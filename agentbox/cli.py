@@ -1,0 +1,375 @@
+"""The `agentbox` command line: parses arguments and calls into the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from agentbox import __version__, config, keys
+from agentbox.config import EX_CONFIG, ConfigError
+from agentbox.control import ControlClient, ControlError, socket_path
+
+EX_USAGE = 2
+EX_UNAVAILABLE = 69
+EX_FAILED = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EX_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _loaded(args: argparse.Namespace) -> config.Loaded:
+    try:
+        return config.load(getattr(args, "config", None))
+    except ConfigError as exc:
+        raise CliError(f"bad configuration: {exc}", EX_CONFIG) from None
+
+
+def _client(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlClient:
+    try:
+        return ControlClient(socket_path(config.default_state_dir()), timeout)
+    except ControlError as exc:
+        raise CliError(exc.message, EX_UNAVAILABLE) from None
+
+
+# ---- run ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agentbox import daemon  # noqa: PLC0415 (the daemon's imports are not needed elsewhere)
+
+    return daemon.main(args.config)
+
+
+# ---- tasks -------------------------------------------------------------------------------
+
+
+def _spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.spec:
+        try:
+            text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            spec = json.loads(text)
+        except OSError as exc:
+            raise CliError(f"cannot read {args.spec}: {exc.strerror}", EX_USAGE) from None
+        except ValueError as exc:
+            raise CliError(f"{args.spec}: not JSON: {exc}", EX_USAGE) from None
+        if not isinstance(spec, dict):
+            raise CliError(f"{args.spec}: a task spec is a JSON object", EX_USAGE)
+        if args.prompt:
+            raise CliError("give either PROMPT or --spec, not both", EX_USAGE)
+    else:
+        if not args.prompt:
+            raise CliError("nothing to submit: give a PROMPT or --spec FILE", EX_USAGE)
+        spec = {"prompt": args.prompt}
+    for key in ("id", "tier", "kind", "max_tokens", "priority", "deadline_s"):
+        value = getattr(args, key)
+        if value is not None:
+            spec[key] = value
+    if args.schema:
+        try:
+            spec["schema"] = json.loads(Path(args.schema).read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--schema {args.schema}: {exc}", EX_USAGE) from None
+    return spec
+
+
+def _show_task(task: dict[str, Any]) -> None:
+    route = task.get("route") or {}
+    usage = task.get("usage") or {}
+    print(f"id:       {task['id']}")
+    print(f"state:    {task['state']}")
+    if route:
+        print(f"route:    {route.get('tier')} / {route.get('provider')} / {route.get('model')}"
+              f"  ({route.get('reason')})")
+    print(f"attempts: {task.get('attempts', 0)}")
+    if usage:
+        print(f"usage:    {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out,"
+              f" ${usage.get('cost_usd', 0):.4f}")
+    if task.get("timings"):
+        print("timings:  " + ", ".join(f"{k} {v}" for k, v in task["timings"].items()))
+    if task.get("error"):
+        print(f"error:    {task['error']['code']}: {task['error']['message']}")
+    if task.get("output") is not None:
+        print("output:")
+        print(task["output"])
+
+
+def _progress(event: dict[str, Any]) -> None:
+    if not sys.stderr.isatty():
+        return
+    task = event["task"]
+    route = task.get("route") or {}
+    name = event["event"]
+    text = {
+        "accepted": f"queued as {task['id']}",
+        "known": f"already known as {task['id']} ({task['state']})",
+        "running": f"running on {route.get('provider')} (attempt {task.get('attempts')})",
+        "progress": f"generating: {(task.get('info') or {}).get('output_tokens', 0)} tokens",
+        "retry": f"attempt failed, retrying in {(task.get('info') or {}).get('retry_in_s')} s",
+    }.get(name, name)
+    sys.stderr.write(f"\r\x1b[2K{text}")
+    sys.stderr.flush()
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    with _client(args, timeout=None if args.wait else 30) as client:
+        try:
+            reply: dict[str, Any] = {}
+            for msg in client.stream("submit", spec=spec, wait=args.wait):
+                if msg["type"] == "event":
+                    _progress(msg)
+                reply = msg
+        except ControlError as exc:
+            if sys.stderr.isatty():
+                sys.stderr.write("\r\x1b[2K")
+            if args.json:
+                _print_json({"id": spec.get("id"), "state": "rejected",
+                             "error": {"code": exc.code, "message": exc.message}})
+            raise CliError(f"rejected ({exc.code}): {exc.message}") from None
+        finally:
+            if args.wait and sys.stderr.isatty():
+                sys.stderr.write("\r\x1b[2K")
+    task = reply["task"]
+    if args.json:
+        _print_json(task)
+    elif not args.wait:
+        print(task["id"])
+    elif task["state"] == "succeeded":
+        print(task["output"])
+    else:
+        _show_task(task)
+    return 0 if task["state"] not in ("failed", "rejected", "expired", "cancelled") else EX_FAILED
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            if args.tasks_cmd == "list":
+                tasks = client.call("list", state=args.state, limit=args.limit)["tasks"]
+                if args.json:
+                    _print_json(tasks)
+                    return 0
+                if not tasks:
+                    print("no tasks")
+                for t in tasks:
+                    route = t.get("route") or {}
+                    print(f"{t['id']:<26} {t['state']:<10} {route.get('provider', '-'):<10}"
+                          f" attempts={t.get('attempts', 0)}")
+                return 0
+            op = "get" if args.tasks_cmd == "get" else "cancel"
+            task = client.call(op, id=args.id)["task"]
+        except ControlError as exc:
+            raise CliError(exc.message) from None
+    if args.json:
+        _print_json(task)
+    else:
+        _show_task(task)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            status = client.call("status")["status"]
+        except ControlError as exc:
+            raise CliError(exc.message) from None
+    if args.json:
+        _print_json(status)
+        return 0
+    local = status["local"]
+    print(f"agentbox {status['version']} on {status['name']} ({status['device_id']}), pid {status['pid']},"
+          f" up {status['uptime_s']} s, {status['rss_mb']} MB")
+    for lane, counts in sorted(status["queue"].items()) or [("all", {})]:
+        print(f"lane {lane}: {counts.get('queued', 0)} queued, {counts.get('running', 0)} running")
+    print(f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
+          f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        try:
+            message = client.call("reload")["message"]
+        except ControlError as exc:
+            raise CliError(exc.message) from None
+    print(message)
+    return 0 if message == "reloaded" else EX_CONFIG
+
+
+# ---- keys and config -------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    loaded = _loaded(args)
+    store = keys.KeyStore(loaded.state_dir)
+    kinds = {n: p.kind for n, p in loaded.settings.providers.items()}
+    try:
+        if args.keys_cmd == "set":
+            if sys.stdin.isatty():
+                raw = getpass.getpass(f"key for {args.name} (input hidden): ")
+            else:
+                raw = sys.stdin.read()
+            store.set(args.name, raw)
+            info = keys.describe(store, args.name, kinds.get(args.name))
+            print(f"saved key {args.name} (…{info.last4 or '****'}) in {store.dir}")
+            if args.name not in kinds and args.name != "mqtt":
+                print(f"note: no [providers.{args.name}] section in the configuration yet",
+                      file=sys.stderr)
+            return 0
+        if args.keys_cmd == "delete":
+            if not store.delete(args.name):
+                raise CliError(f"no stored key named {args.name!r}")
+            print(f"deleted key {args.name}")
+            return 0
+    except keys.KeyError_ as exc:
+        raise CliError(str(exc)) from None
+    names = sorted(set(store.names()) | set(kinds))
+    infos = [keys.describe(store, n, kinds.get(n)) for n in names]
+    if args.json:
+        _print_json([{"name": i.name, "source": i.source or None, "last4": i.last4 or None}
+                     for i in infos])
+        return 0
+    if not infos:
+        print("no keys; add one with: agentbox keys set PROVIDER")
+    for i in infos:
+        print(f"{i.name:<16} {i.source or 'missing':<24} {'…' + i.last4 if i.last4 else ''}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    loaded = _loaded(args)
+    if args.config_cmd == "check":
+        print(f"configuration ok ({loaded.path or 'built-in defaults'}); state dir {loaded.state_dir}")
+        return 0
+    data = config.redacted(loaded.settings.model_dump(mode="json"))
+    data["_source"] = {"file": str(loaded.path) if loaded.path else None,
+                       "state_dir": str(loaded.state_dir), "device_id": loaded.device_id}
+    if args.json:
+        _print_json(data)
+        return 0
+    for section, values in data.items():
+        print(f"[{section}]")
+        if isinstance(values, dict):
+            for key, value in values.items():
+                print(f"{key} = {json.dumps(value)}")
+        print()
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from agentbox import doctor  # noqa: PLC0415
+
+    loaded = _loaded(args)
+    checks = doctor.run_checks(loaded, f"ok ({loaded.path or 'built-in defaults'})")
+    if args.json:
+        _print_json([c.to_dict() for c in checks])
+    else:
+        for c in checks:
+            print(f"[{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+            if c.hint:
+                print(f"       -> {c.hint}")
+    return 0 if all(c.ok for c in checks) else EX_FAILED
+
+
+# ---- parser ------------------------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"agentbox: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="agentbox", description="Runs AI tasks on this box: local model, cloud, MQTT.")
+    p.add_argument("--version", action="version", version=f"agentbox {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="run the daemon in the foreground (what systemd runs)")
+    run.add_argument("--config", help="TOML file (default $AGENTBOX_CONFIG or /etc/agentbox/agentbox.toml)")
+    run.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("submit", help="submit a task to the local daemon")
+    s.add_argument("prompt", nargs="?", help="the prompt text")
+    s.add_argument("--spec", help="a whole task spec as a JSON file ('-' for stdin)")
+    s.add_argument("--id", help="idempotency key: resubmitting it never runs the task twice")
+    s.add_argument("--tier", choices=["auto", "local", "cloud"])
+    s.add_argument("--kind", choices=["complete", "agent"])
+    s.add_argument("--max-tokens", dest="max_tokens", type=int)
+    s.add_argument("--priority", type=int, help="0 (lowest) to 9 (highest), default 5")
+    s.add_argument("--deadline", dest="deadline_s", type=float, help="seconds until it expires")
+    s.add_argument("--schema", help="JSON Schema file the output must satisfy")
+    s.add_argument("--wait", action="store_true", help="wait and print the result")
+    s.add_argument("--json", action="store_true", help="print the task as JSON")
+    s.set_defaults(fn=cmd_submit)
+
+    t = sub.add_parser("tasks", help="list, inspect and cancel tasks")
+    tsub = t.add_subparsers(dest="tasks_cmd", required=True, parser_class=Parser)
+    tl = tsub.add_parser("list")
+    tl.add_argument("--state")
+    tl.add_argument("--limit", type=int, default=50)
+    tl.add_argument("--json", action="store_true")
+    for name in ("get", "cancel"):
+        tc = tsub.add_parser(name)
+        tc.add_argument("id")
+        tc.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_tasks)
+
+    st = sub.add_parser("status", help="the running daemon's state")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    rl = sub.add_parser("reload", help="make the daemon re-read config and keys (like SIGHUP)")
+    rl.set_defaults(fn=cmd_reload)
+
+    k = sub.add_parser("keys", help="the key store")
+    ksub = k.add_subparsers(dest="keys_cmd", required=True, parser_class=Parser)
+    ks = ksub.add_parser("set", help="store a key read from stdin or a hidden prompt")
+    ks.add_argument("name")
+    kd = ksub.add_parser("delete")
+    kd.add_argument("name")
+    kl = ksub.add_parser("list", help="key names and where each comes from; never the key")
+    kl.add_argument("--json", action="store_true")
+    for kp in (ks, kd, kl):
+        kp.add_argument("--config")
+    k.set_defaults(fn=cmd_keys)
+
+    c = sub.add_parser("config", help="show or check the configuration")
+    csub = c.add_subparsers(dest="config_cmd", required=True, parser_class=Parser)
+    cs = csub.add_parser("show", help="the effective configuration, secrets redacted")
+    cs.add_argument("--json", action="store_true")
+    cc = csub.add_parser("check", help="validate; exit 78 with a message when it is bad")
+    for cp in (cs, cc):
+        cp.add_argument("--config")
+    c.set_defaults(fn=cmd_config)
+
+    d = sub.add_parser("doctor", help="check config, state, keys, broker, model and disk")
+    d.add_argument("--config")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except CliError as exc:
+        print(f"agentbox: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EX_FAILED
+    return code

@@ -1,0 +1,274 @@
+"""`agentbox run`: builds the components, starts them in order, stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from agentbox import __version__, config, keys, logs
+from agentbox.config import EX_CONFIG, ConfigError, Loaded
+from agentbox.control import ControlError, ControlServer, socket_path
+from agentbox.notify import Notifier
+from agentbox.providers.base import Provider
+from agentbox.providers.local import LocalProvider
+from agentbox.routing.router import CLOUD, LOCAL, Router
+from agentbox.routing.runner import ProviderRunner
+from agentbox.tasks.scheduler import Scheduler
+from agentbox.tasks.service import TaskService
+from agentbox.tasks.store import Store, StoreError
+
+log = logging.getLogger("agentbox.daemon")
+STATUS_EVERY_S = 5.0
+PRUNE_EVERY_S = 600.0
+DB_NAME = "agentbox.db"
+
+
+class StateDirError(Exception):
+    """The state directory cannot be used; one line saying how to fix it."""
+
+
+def prepare_state_dir(path: Path) -> None:
+    """Create the state dir owner-only, or explain why it cannot be used."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateDirError(
+            f"cannot create the state directory {path}: {exc.strerror}"
+            " (set AGENTBOX_STATE_DIR to a writable directory)"
+        ) from None
+    if not path.is_dir():
+        raise StateDirError(f"state directory {path} is not a directory")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise StateDirError(
+            f"state directory {path} is not writable by uid {os.geteuid()}"
+            " (fix its owner, or set AGENTBOX_STATE_DIR)"
+        )
+    if path.stat().st_uid == os.geteuid():
+        path.chmod(0o700)
+
+
+def rss_mb() -> float:
+    """Current resident set size, from /proc (ru_maxrss would be the peak)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
+
+
+class Daemon:
+    """One process: store, scheduler, providers, control socket, systemd notifications."""
+
+    def __init__(self, loaded: Loaded, config_arg: str | None = None) -> None:
+        self.loaded = loaded
+        self.config_arg = config_arg
+        self.notifier = Notifier()
+        self.started = time.monotonic()
+        self.keystore = keys.KeyStore(loaded.state_dir)
+        settings = loaded.settings
+        self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled)
+        self.local = LocalProvider(settings.local.model_path, settings.local.threads, settings.local.context)
+        self.providers: dict[str, Provider] = {LOCAL: self.local}
+        self.router = Router(settings)
+        self.service = TaskService(
+            self.store, lambda: self.router, lambda: self.loaded.settings.tasks.max_attempts,
+            settings.mqtt.max_payload_bytes,
+        )
+        self.scheduler = Scheduler(
+            self.store, ProviderRunner(self.providers),
+            {LOCAL: 1, CLOUD: settings.tasks.cloud_concurrency},
+            settings.tasks.retry_base_s, self.service.notify,
+        )
+        self.service.attach(self.scheduler)
+        self.control = ControlServer(socket_path(loaded.state_dir), self.service, self.status, self.reload)
+        self._stop = asyncio.Event()
+        self._last_status = ""
+
+    # ---- status ----------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        counts = await self.store.counts()
+        return {
+            "version": __version__,
+            "device_id": self.loaded.device_id,
+            "name": self.loaded.settings.device.name,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "rss_mb": round(rss_mb(), 1),
+            "state_dir": str(self.loaded.state_dir),
+            "config": str(self.loaded.path) if self.loaded.path else None,
+            "accepting": self.service.accepting,
+            "queue": counts,
+            "accepted": self.service.accepted,
+            "finished": self.scheduler.finished,
+            "local": self.local.status(),
+            "providers": sorted(self.loaded.settings.providers),
+        }
+
+    async def _status_line(self) -> str:
+        counts = await self.store.counts()
+        queued = sum(c.get("queued", 0) for c in counts.values())
+        running = sum(c.get("running", 0) for c in counts.values())
+        model = "loaded" if self.local.loaded else "not loaded"
+        return f"ready: {queued} queued, {running} running; local model {model}"
+
+    # ---- reload ----------------------------------------------------------------------
+
+    def _refresh_secrets(self) -> None:
+        values: set[str] = set()
+        names = {"mqtt", *self.keystore.names()}
+        kinds = {n: p.kind for n, p in self.loaded.settings.providers.items()}
+        for name in names | set(kinds):
+            with contextlib.suppress(keys.KeyError_):
+                value, _ = keys.resolve(self.keystore, name, kinds.get(name))
+                if value:
+                    values.add(value)
+        logs.SCRUBBER.set_secrets(values)
+
+    async def reload(self) -> str:
+        """SIGHUP: re-read config and keys; running and queued tasks are untouched."""
+        self.notifier.reloading()
+        try:
+            new = config.load(self.config_arg)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.ready(await self._status_line())
+            return f"refused: {exc}"
+        old = self.loaded.settings
+        if new.state_dir != self.loaded.state_dir:
+            log.warning("state directory changes need a restart; still using %s", self.loaded.state_dir)
+            new = new.model_copy(update={"state_dir": self.loaded.state_dir})
+        self.loaded = new
+        settings = new.settings
+        self.router = Router(settings)
+        self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
+        self.scheduler.retry_base_s = settings.tasks.retry_base_s
+        self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
+        self.local.configure(settings.local.model_path, settings.local.threads, settings.local.context)
+        if settings.mqtt != old.mqtt:
+            log.warning("mqtt settings change needs a restart to take effect")
+        self._refresh_secrets()
+        log.info("reloaded configuration%s and keys", f" from {new.path}" if new.path else "")
+        self.notifier.ready(await self._status_line())
+        return "reloaded"
+
+    # ---- background duties -----------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        """Pings from the event loop, and only while the store's writer thread answers."""
+        interval = self.notifier.watchdog_s
+        if not interval:
+            return
+        period = interval / 2
+        while True:
+            try:
+                await asyncio.wait_for(self.store.ping(), timeout=period)
+                self.notifier.watchdog()
+            except (TimeoutError, StoreError) as exc:
+                log.error("store did not answer (%s); withholding the watchdog ping", exc or "timeout")
+            await asyncio.sleep(period)
+
+    async def _housekeeping(self) -> None:
+        """STATUS= updates, and pruning of old finished tasks so a small disk never fills."""
+        next_prune = 0.0
+        while True:
+            try:
+                line = await self._status_line()
+                if line != self._last_status:
+                    self._last_status = line
+                    self.notifier.status(line)
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    t = self.loaded.settings.tasks
+                    n = await self.store.prune(time.time(), t.retention_hours * 3600, t.max_finished)
+                    if n:
+                        log.info("pruned %d finished task(s)", n)
+            except StoreError as exc:
+                log.error("housekeeping: %s", exc)
+            await asyncio.sleep(STATUS_EVERY_S)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        reloads: set[asyncio.Task[str]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(self.reload(), name="reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        settings = self.loaded.settings
+        log.info(
+            "agentbox %s starting: device %s, state %s, config %s",
+            __version__, self.loaded.device_id, self.loaded.state_dir, self.loaded.path or "(defaults)",
+        )
+        prepare_state_dir(self.loaded.state_dir)
+        self._refresh_secrets()
+        report = await self.store.open()
+        if report.schema_from != report.schema_to:
+            log.info("store schema migrated from v%d to v%d", report.schema_from, report.schema_to)
+        if report.requeued or report.ended:
+            log.warning(
+                "recovered after an unclean stop: %d task(s) requeued, %d ended",
+                report.requeued, report.ended,
+            )
+        try:
+            await self.control.start()
+            async with asyncio.TaskGroup() as tg:
+                self.scheduler.start(tg)
+                duties = [
+                    tg.create_task(self._watchdog(), name="watchdog"),
+                    tg.create_task(self._housekeeping(), name="housekeeping"),
+                ]
+                ready_s = time.monotonic() - self.started
+                line = await self._status_line()
+                self.notifier.ready(line)
+                log.info("ready in %.2f s (%s); control socket %s", ready_s, line, self.control.path)
+                await self._stop.wait()
+
+                self.notifier.stopping()
+                log.info("stopping: intake closed, draining running tasks")
+                self.service.accepting = False
+                await self.control.close()
+                await self.scheduler.stop(settings.tasks.stop_timeout_s)
+                for duty in duties:
+                    duty.cancel()
+        finally:
+            await self.control.close()
+            await self.local.close()
+            await self.store.close()
+        log.info("stopped cleanly")
+        return 0
+
+
+def main(config_arg: str | None = None) -> int:
+    """Entry of `agentbox run`: exit 0 on a clean stop, 78 on configuration or state problems."""
+    logs.setup()
+    try:
+        loaded = config.load(config_arg)
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return EX_CONFIG
+    daemon = Daemon(loaded, config_arg)
+    try:
+        return asyncio.run(daemon.run())
+    except (StateDirError, StoreError) as exc:
+        log.error("cannot start: %s", exc)
+        return EX_CONFIG
+    except ControlError as exc:
+        log.error("cannot start: %s", exc.message)
+        return 1

@@ -1,0 +1,128 @@
+"""`agentbox doctor`: each check says what it found and, when it fails, what to do."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agentbox import keys
+from agentbox.config import Loaded
+from agentbox.control import ControlClient, ControlError, socket_path
+from agentbox.providers.base import ProviderError
+from agentbox.providers.local import resolve_model
+
+MIN_FREE_MB = 500
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_state_dir(loaded: Loaded) -> Check:
+    path = loaded.state_dir
+    if not path.exists():
+        return Check("state dir", False, f"{path} does not exist", "start the daemon once to create it")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return Check("state dir", False, f"{path} is mode {mode:o}", f"chmod 700 {path}")
+    if not os.access(path, os.W_OK):
+        return Check("state dir", False, f"{path} is not writable", "fix its owner")
+    return Check("state dir", True, f"{path} (mode {mode:o})")
+
+
+def check_keys(loaded: Loaded) -> list[Check]:
+    store = keys.KeyStore(loaded.state_dir)
+    out = []
+    problems = store.loose_modes()
+    out.append(
+        Check("key store modes", not problems, "; ".join(problems) or f"{store.dir} owner-only",
+              "chmod 700 the directory and 600 each file" if problems else "")
+    )
+    for name, prov in loaded.settings.providers.items():
+        info = keys.describe(store, name, prov.kind)
+        out.append(
+            Check(f"key {name}", bool(info.source), info.source or "no key",
+                  "" if info.source else f"agentbox keys set {name}")
+        )
+    return out
+
+
+def check_disk(loaded: Loaded) -> Check:
+    target = loaded.state_dir if loaded.state_dir.exists() else loaded.state_dir.parent
+    free = shutil.disk_usage(target).free // (1024 * 1024)
+    return Check("disk space", free >= MIN_FREE_MB, f"{free} MB free at {target}",
+                 "" if free >= MIN_FREE_MB else "free some space: tasks and logs need room")
+
+
+def check_broker(loaded: Loaded) -> Check:
+    mqtt = loaded.settings.mqtt
+    if not mqtt.enabled:
+        return Check("mqtt broker", True, "disabled (mqtt.enabled = false)")
+    try:
+        with socket.create_connection((mqtt.host, mqtt.port), timeout=3):
+            pass
+    except OSError as exc:
+        return Check("mqtt broker", False, f"{mqtt.host}:{mqtt.port} unreachable ({exc.strerror or exc})",
+                     "start the broker or fix mqtt.host / mqtt.port")
+    return Check("mqtt broker", True, f"{mqtt.host}:{mqtt.port} accepts connections")
+
+
+def check_daemon(loaded: Loaded) -> Check:
+    try:
+        with ControlClient(socket_path(loaded.state_dir), timeout=5) as client:
+            status = client.call("status")["status"]
+    except ControlError as exc:
+        return Check("daemon", False, exc.message, "start it: ./scripts/run or systemctl start agentbox")
+    return Check("daemon", True, f"running, pid {status['pid']}, up {status['uptime_s']} s")
+
+
+def check_local_model(loaded: Loaded) -> Check:
+    local = loaded.settings.local
+    if not local.enabled:
+        return Check("local model", True, "disabled (local.enabled = false)")
+    try:
+        path = resolve_model(local.model_path)
+    except ProviderError as exc:
+        return Check("local model", False, exc.message)
+    # Load it in a throwaway worker, the same code path the daemon uses.
+    probe = (
+        "import sys; from llama_cpp import Llama; "
+        "Llama(model_path=sys.argv[1], n_ctx=256, verbose=False); print('ok')"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Check("local model", False, f"{path.name} did not load in 120 s")
+    if proc.returncode != 0 or "ok" not in proc.stdout:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return Check("local model", False, f"{path.name} failed to load: {last}",
+                     "reinstall llama-cpp-python or set local.model_path")
+    return Check("local model", True, f"{path.name} loads")
+
+
+def run_checks(loaded: Loaded, config_detail: str) -> list[Check]:
+    return [
+        Check("config", True, config_detail),
+        check_state_dir(loaded),
+        *check_keys(loaded),
+        check_disk(loaded),
+        check_daemon(loaded),
+        check_broker(loaded),
+        check_local_model(loaded),
+    ]

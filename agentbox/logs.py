@@ -1,0 +1,77 @@
+"""Logging: one line per event, syslog priority prefixes under journald, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+# sd-daemon(3) priority prefixes: journald maps "<N>" at the start of a line to PRIORITY=N.
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class Scrubber(logging.Filter):
+    """Replaces every known secret value with *** in each record before it is formatted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def set_secrets(self, values: set[str]) -> None:
+        with self._lock:
+            self._secrets = frozenset(v for v in values if len(v) >= 4)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            record.msg = self.scrub(record.getMessage())
+            record.args = None
+        return True
+
+
+class OneLineFormatter(logging.Formatter):
+    """Keeps each event on one line so journald and grep see one record per event."""
+
+    def __init__(self, journald: bool) -> None:
+        fmt = "%(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        super().__init__(fmt)
+        self.journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.exc_info and record.levelno < logging.ERROR:
+            # Expected failures are logged without their traceback.
+            text = text.split("\n", 1)[0]
+        text = text.replace("\r", "\\r").replace("\n", " | ")
+        if self.journald:
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{text}"
+        return text
+
+
+SCRUBBER = Scrubber()
+
+
+def setup(level: str | None = None) -> None:
+    """Configure the root logger for the daemon: stderr, one line per event."""
+    journald = bool(os.environ.get("JOURNAL_STREAM"))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(journald))
+    handler.addFilter(SCRUBBER)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level or os.environ.get("AGENTBOX_LOG_LEVEL", "INFO").upper())
+    for noisy in ("httpx", "httpcore", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

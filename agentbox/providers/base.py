@@ -1,0 +1,64 @@
+"""What every model backend offers: one async method, capabilities as attributes, typed failures."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+
+class Failure(StrEnum):
+    retryable = "retryable"  # 408/409/429 with retry-after, 5xx, 529, timeouts, resets
+    quota = "quota"  # spend limit or daily quota: open the circuit until it resets
+    auth = "auth"  # 401/403: the key is bad; never retried
+    bad_request = "bad_request"  # 400: the task itself is wrong; fail it
+    unavailable = "unavailable"  # not configured or cannot start (e.g. the model file is broken)
+
+
+class ProviderError(Exception):
+    """A classified failure; the message is safe to show (never a key or a full request)."""
+
+    def __init__(self, failure: Failure, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Request:
+    messages: list[dict[str, str]]
+    max_tokens: int
+    model: str = ""
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str = "stop"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Provider(Protocol):
+    """A model backend. Providers do no retries of their own: the router owns that loop."""
+
+    kind: ClassVar[str]
+    supports_schema: ClassVar[bool]
+    supports_streaming: ClassVar[bool]
+    name: str
+
+    async def complete(self, request: Request, progress: Progress | None = None) -> Completion:
+        """Run one completion or raise ProviderError."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and child processes."""
+        ...

@@ -1,0 +1,111 @@
+"""The local model's child process: loads llama.cpp once, answers JSON-lines requests.
+
+Run as `python -m agentbox.providers.local_worker --model M --threads N --context C`. The daemon
+talks to it over the worker's original stdout; fd 1 is pointed at stderr first so that anything
+llama.cpp prints can never corrupt the protocol. A native crash kills only this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import IO, Any
+
+
+def _send(out: IO[str], msg: dict[str, Any]) -> None:
+    out.write(json.dumps(msg, separators=(",", ":")) + "\n")
+    out.flush()
+
+
+def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "messages": req["messages"],
+        "max_tokens": int(req["max_tokens"]),
+        "temperature": float(req.get("temperature", 0.2)),
+        "stream": True,
+    }
+    if req.get("schema") is not None:
+        kwargs["response_format"] = {"type": "json_object", "schema": req["schema"]}
+    elif req.get("json"):
+        kwargs["response_format"] = {"type": "json_object"}
+    started = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    tokens = 0
+    finish = "stop"
+    for chunk in llm.create_chat_completion(**kwargs):
+        choice = chunk["choices"][0]
+        piece = choice["delta"].get("content")
+        if piece:
+            if first is None:
+                first = time.perf_counter()
+            parts.append(piece)
+            tokens += 1
+            if tokens % 32 == 0:
+                _send(out, {"type": "progress", "id": req["id"], "output_tokens": tokens})
+        if choice.get("finish_reason"):
+            finish = choice["finish_reason"]
+    ended = time.perf_counter()
+    # llama.cpp keeps the evaluated context: prompt tokens = context length - generated tokens.
+    input_tokens = max(int(llm.n_tokens) - tokens, 0)
+    gen_s = ended - (first or started)
+    return {
+        "type": "done",
+        "id": req["id"],
+        "text": "".join(parts),
+        "input_tokens": input_tokens,
+        "output_tokens": tokens,
+        "finish_reason": finish,
+        "tokens_per_s": round(tokens / gen_s, 2) if gen_s > 0 and tokens > 1 else None,
+        "seconds": round(ended - started, 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="agentbox-local-worker")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--context", type=int, default=4096)
+    args = parser.parse_args(argv)
+
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    _send(out, {"type": "loading", "model": args.model})
+    started = time.perf_counter()
+    try:
+        from llama_cpp import Llama  # noqa: PLC0415  (heavy import kept out of the daemon)
+
+        llm = Llama(
+            model_path=args.model,
+            n_threads=args.threads,
+            n_threads_batch=args.threads,
+            n_ctx=args.context,
+            verbose=False,
+        )
+    except Exception as exc:  # any load failure is reported, not raised: the daemon decides
+        _send(out, {"type": "fatal", "message": f"cannot load model: {exc}"})
+        return 1
+    _send(out, {"type": "ready", "load_s": round(time.perf_counter() - started, 3)})
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError:
+            _send(out, {"type": "error", "id": None, "message": "request is not JSON"})
+            continue
+        try:
+            _send(out, _complete(llm, req, out))
+        except Exception as exc:  # one bad request must not take the model down
+            _send(out, {"type": "error", "id": req.get("id"), "message": str(exc)[:500]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

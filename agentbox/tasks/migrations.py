@@ -1,0 +1,68 @@
+"""Versioned schema of the task store; PRAGMA user_version records how far a file has come."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Append only: a shipped step is never edited, a change is a new step.
+STEPS: tuple[str, ...] = (
+    """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        lane TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        route TEXT,
+        result TEXT,
+        reply TEXT,
+        source TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        deadline_at REAL NOT NULL,
+        next_run_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX tasks_ready ON tasks (lane, priority DESC, seq) WHERE state = 'queued';
+    CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX tasks_state ON tasks (state);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        reply TEXT,
+        created_at REAL NOT NULL
+    );
+    """,
+)
+
+
+class SchemaTooNew(Exception):
+    """The file was written by a newer agentbox."""
+
+
+def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the schema up to date in one transaction; returns (from_version, to_version)."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    target = len(STEPS)
+    if current > target:
+        raise SchemaTooNew(f"store schema version {current} is newer than this agentbox ({target})")
+    if current == target:
+        return current, target
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in STEPS[current:]:
+            for statement in step.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return current, target

@@ -1,0 +1,203 @@
+"""Runs queued tasks: one loop per lane, bounded concurrency, retries, deadlines and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentbox.providers.base import Failure, ProviderError
+from agentbox.routing.runner import Outcome, Progress
+from agentbox.tasks.spec import ErrorCode, State, TaskSpec
+from agentbox.tasks.store import Store, StoreError, TaskRow
+
+log = logging.getLogger("agentbox.scheduler")
+MAX_BACKOFF_S = 300.0
+RETRY_AFTER_CAP_S = 60.0
+IDLE_POLL_S = 5.0  # queued deadlines are swept at least this often
+
+
+class Runner(Protocol):
+    async def run(self, spec: TaskSpec, route: dict[str, Any] | None, progress: Progress) -> Outcome:
+        """Run one attempt of a task; raise ProviderError on a classified failure."""
+        ...
+
+
+Listener = Callable[[TaskRow, str, dict[str, Any] | None], None]
+
+
+@dataclass
+class Lane:
+    name: str
+    capacity: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    running: dict[int, tuple[TaskRow, asyncio.Task[None]]] = field(default_factory=dict)
+
+
+def backoff(attempt: int, base: float, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; a provider's retry-after wins, up to 60 s."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_AFTER_CAP_S)
+    ceiling = min(base * 2 ** max(attempt - 1, 0), MAX_BACKOFF_S)
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
+
+
+class Scheduler:
+    """Claims due tasks lane by lane and runs them through the runner."""
+
+    def __init__(
+        self, store: Store, runner: Runner, lanes: dict[str, int], retry_base_s: float,
+        listener: Listener,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.retry_base_s = retry_base_s
+        self.listener = listener
+        self.lanes = {name: Lane(name, cap) for name, cap in lanes.items()}
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self.finished = 0
+        self._sweep_at = 0.0
+
+    def wake(self, lane: str | None = None) -> None:
+        for ln in self.lanes.values():
+            if lane is None or ln.name == lane:
+                ln.wake.set()
+
+    def set_capacity(self, lane: str, capacity: int) -> None:
+        if lane in self.lanes:
+            self.lanes[lane].capacity = capacity
+            self.lanes[lane].wake.set()
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        for lane in self.lanes.values():
+            self._loops.append(tg.create_task(self._loop(lane), name=f"lane-{lane.name}"))
+
+    def running_count(self) -> int:
+        return sum(len(lane.running) for lane in self.lanes.values())
+
+    async def _loop(self, lane: Lane) -> None:
+        while not self._stopping:
+            lane.wake.clear()
+            due: float | None = None
+            free = lane.capacity - len(lane.running)
+            try:
+                now = time.time()
+                if now >= self._sweep_at:
+                    self._sweep_at = now + 1.0
+                    for row in await self.store.expire_due(now):
+                        self.listener(row, "result", None)
+                if free > 0:
+                    rows, due = await self.store.claim(lane.name, free, now)
+                    for row in rows:
+                        self.listener(row, "running", None)
+                        task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
+                        lane.running[row.seq] = (row, task)
+                    if len(rows) == free:
+                        continue  # maybe more are due
+            except StoreError as exc:
+                log.error("lane %s: %s; retrying in %.0f s", lane.name, exc, IDLE_POLL_S)
+            timeout = IDLE_POLL_S if due is None else min(max(due - time.time(), 0.0), IDLE_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.wake.wait(), timeout)
+
+    async def _run(self, lane: Lane, row: TaskRow) -> None:
+        try:
+            await self._attempt(row)
+        except StoreError as exc:
+            # The run's result could not be recorded; the task stays 'running' in the store and
+            # is run again after a restart (at least once).
+            log.error("task %s: cannot record its result: %s", row.id, exc)
+        finally:
+            lane.running.pop(row.seq, None)
+            lane.wake.set()
+
+    async def _attempt(self, row: TaskRow) -> None:
+        async def progress(info: dict[str, Any]) -> None:
+            self.listener(row, "progress", info)
+
+        try:
+            async with asyncio.timeout(max(row.deadline_at - time.time(), 0.0)):
+                outcome = await self.runner.run(row.spec, row.route, progress)
+        except TimeoutError:
+            await self._end(row, State.expired, ErrorCode.deadline, "deadline passed while running")
+            return
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise  # the stop requeues it
+            await self._end(row, State.cancelled, ErrorCode.cancelled, "cancelled while running")
+            return
+        except ProviderError as exc:
+            await self._failed(row, exc)
+            return
+        except Exception as exc:
+            log.exception("task %s: unexpected error", row.id)
+            await self._end(row, State.failed, ErrorCode.internal, f"internal error: {type(exc).__name__}")
+            return
+        done = await self.store.finish(row, State.succeeded, outcome.result, outcome.route)
+        self._finished(done)
+
+    async def _failed(self, row: TaskRow, exc: ProviderError) -> None:
+        code = {
+            Failure.auth: ErrorCode.provider_auth,
+            Failure.bad_request: ErrorCode.provider_error,
+            Failure.unavailable: ErrorCode.provider_unavailable,
+        }.get(exc.failure, ErrorCode.provider_unavailable)
+        if exc.failure in (Failure.retryable, Failure.quota) and row.attempts < row.max_attempts:
+            delay = backoff(row.attempts, self.retry_base_s, exc.retry_after)
+            at = time.time() + delay
+            if at < row.deadline_at:
+                log.warning(
+                    "task %s: attempt %d failed (%s); retrying in %.1f s",
+                    row.id, row.attempts, exc.message, delay,
+                )
+                error = {"code": code.value, "message": exc.message}
+                if await self.store.retry(row, at, error):
+                    self.listener(row, "retry", {"error": error, "retry_in_s": round(delay, 2)})
+                return
+        await self._end(row, State.failed, code, exc.message)
+
+    async def _end(self, row: TaskRow, state: State, code: ErrorCode, message: str) -> None:
+        result = {"error": {"code": code.value, "message": message}}
+        self._finished(await self.store.finish(row, state, result, None))
+
+    def _finished(self, done: TaskRow | None) -> None:
+        if done is not None:
+            self.finished += 1
+            log.info(
+                "task %s %s after %d attempt(s)%s", done.id, done.state.value, done.attempts,
+                f": {done.result['error']['message']}" if done.result.get("error") else "",
+            )
+            self.listener(done, "result", None)
+
+    def cancel_running(self, task_id: str) -> bool:
+        for lane in self.lanes.values():
+            for row, task in lane.running.values():
+                if row.id == task_id:
+                    task.cancel()
+                    return True
+        return False
+
+    async def stop(self, timeout: float) -> int:
+        """Stop claiming, let running work finish for `timeout` s, requeue the rest."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        running = [t for lane in self.lanes.values() for _, t in lane.running.values()]
+        if running:
+            log.info("waiting up to %.0f s for %d running task(s)", timeout, len(running))
+            await asyncio.wait(running, timeout=timeout)
+        left = [(r, t) for lane in self.lanes.values() for r, t in lane.running.values()]
+        for _, task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*(t for _, t in left), return_exceptions=True)
+            n = await self.store.release([r for r, _ in left])
+            log.info("requeued %d unfinished task(s) for the next start", n)
+            return n
+        return 0

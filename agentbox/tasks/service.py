@@ -1,0 +1,106 @@
+"""The one intake for tasks: validate, route, commit, wake the scheduler; and watch tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from agentbox.routing.router import Router
+from agentbox.tasks.scheduler import Scheduler
+from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, TaskView, parse_spec
+from agentbox.tasks.store import Store, TaskRow
+
+log = logging.getLogger("agentbox.tasks")
+Update = tuple[str, dict[str, Any]]  # (event name, body)
+
+
+class TaskService:
+    """Submit, get, list, cancel and subscribe; the same for the control socket and MQTT."""
+
+    def __init__(
+        self, store: Store, router: Callable[[], Router], max_attempts: Callable[[], int],
+        max_payload_bytes: int,
+    ) -> None:
+        self.store = store
+        self._router = router
+        self._max_attempts = max_attempts
+        self.max_payload_bytes = max_payload_bytes
+        self.scheduler: Scheduler | None = None
+        self.accepting = True
+        self.accepted = 0
+        self._watchers: dict[str, set[asyncio.Queue[Update]]] = defaultdict(set)
+
+    def attach(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    async def submit(
+        self, raw: bytes | str | dict[str, Any], source: str, reply: dict[str, Any] | None = None
+    ) -> tuple[TaskRow, bool]:
+        """Validate and commit one task; raises SpecError for input refused at intake."""
+        if not self.accepting:
+            raise SpecError(ErrorCode.provider_unavailable, "the daemon is stopping; submit again shortly")
+        spec: TaskSpec = parse_spec(raw, self.max_payload_bytes).with_id()
+        known = await self.store.get(spec.id or "")
+        if known is not None:
+            return known, False
+        try:
+            decision = self._router().decide(spec)
+        except SpecError as exc:
+            exc.task_id = spec.id
+            raise
+        row, created = await self.store.submit(
+            spec, decision.lane, self._max_attempts(), source, reply, decision.route.model_dump()
+        )
+        if created:
+            self.accepted += 1
+            self.notify(row, "accepted", None)
+            if self.scheduler is not None:
+                self.scheduler.wake(row.lane)
+        return row, created
+
+    async def get(self, task_id: str) -> TaskRow | None:
+        return await self.store.get(task_id)
+
+    async def list(self, state: str | None, limit: int) -> list[TaskRow]:
+        return await self.store.list(state, limit)
+
+    async def cancel(self, task_id: str) -> TaskRow | None:
+        row = await self.store.cancel(task_id)
+        if row is None:
+            return None
+        if row.final:
+            self.notify(row, "result", None)
+        elif self.scheduler is not None:
+            self.scheduler.cancel_running(task_id)
+        return row
+
+    def watch(self, task_id: str) -> asyncio.Queue[Update]:
+        """A queue of (event, body) updates for one task, until unwatch()."""
+        queue: asyncio.Queue[Update] = asyncio.Queue()
+        self._watchers[task_id].add(queue)
+        return queue
+
+    def unwatch(self, task_id: str, queue: asyncio.Queue[Update]) -> None:
+        watchers = self._watchers.get(task_id)
+        if watchers is not None:
+            watchers.discard(queue)
+            if not watchers:
+                del self._watchers[task_id]
+
+    def notify(self, row: TaskRow, event: str, info: dict[str, Any] | None) -> None:
+        """Scheduler and intake call this on every change; watchers get the task's view."""
+        watchers = self._watchers.get(row.id)
+        if not watchers:
+            return
+        body: dict[str, Any] = row.view().to_dict()
+        if info:
+            body["info"] = info
+        for queue in watchers:
+            queue.put_nowait((event, body))
+
+
+def final_view(body: dict[str, Any]) -> TaskView:
+    return TaskView.model_validate({k: v for k, v in body.items() if k != "info"})

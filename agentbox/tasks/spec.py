@@ -1,0 +1,177 @@
+"""Task spec and result: the JSON shapes of DESIGN.md section 5, shared by MQTT and the CLI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+# Tools the agent loop offers; empty until the agent issue lands, so any name is refused.
+KNOWN_TOOLS: frozenset[str] = frozenset()
+
+
+class State(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    rejected = "rejected"
+    expired = "expired"
+    cancelled = "cancelled"
+
+
+FINAL_STATES = frozenset(
+    {State.succeeded, State.failed, State.rejected, State.expired, State.cancelled}
+)
+
+
+class ErrorCode(StrEnum):
+    invalid_request = "invalid_request"
+    payload_too_large = "payload_too_large"
+    budget_exceeded = "budget_exceeded"
+    provider_unavailable = "provider_unavailable"
+    provider_auth = "provider_auth"
+    provider_error = "provider_error"
+    deadline = "deadline"
+    cancelled = "cancelled"
+    store_unavailable = "store_unavailable"
+    internal = "internal"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+
+
+class TaskSpec(BaseModel):
+    """What a client asks for. Unknown fields and out-of-range values are refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
+    prompt: str | None = Field(default=None, min_length=1, max_length=1_000_000)
+    messages: list[Message] | None = Field(default=None, min_length=1, max_length=500)
+    kind: Literal["complete", "agent"] = "complete"
+    tier: Literal["auto", "local", "cloud"] = "auto"
+    model: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}/\S{1,200}$")
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    tools: list[str] = Field(default_factory=list, max_length=32)
+    priority: int = Field(default=5, ge=0, le=9)
+    deadline_s: float = Field(default=3600, gt=0, le=7 * 86400)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    reply_to: str | None = Field(default=None, min_length=1, max_length=1024)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskSpec:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        unknown = [t for t in self.tools if t not in KNOWN_TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tool {unknown[0]!r}")
+        if self.kind == "agent":
+            raise ValueError("kind 'agent' is not available on this version; use 'complete'")
+        if self.reply_to is not None and any(c in self.reply_to for c in "#+\0"):
+            raise ValueError("reply_to must be a topic name without wildcards")
+        return self
+
+    def chat(self) -> list[dict[str, str]]:
+        """The conversation as role/content dicts."""
+        if self.messages is not None:
+            return [m.model_dump() for m in self.messages]
+        return [{"role": "user", "content": self.prompt or ""}]
+
+    def text(self) -> str:
+        return "\n".join(m["content"] for m in self.chat())
+
+    def with_id(self) -> TaskSpec:
+        """The spec with an id: the client's idempotency key or a new random one."""
+        if self.id:
+            return self
+        return self.model_copy(update={"id": uuid.uuid4().hex[:24]})
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class TaskError(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class Route(BaseModel):
+    tier: Literal["local", "cloud"]
+    provider: str
+    model: str
+    reason: str
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    estimated: bool = False
+
+
+class TaskView(BaseModel):
+    """A task as clients see it: the result body of section 5, with the fields known so far."""
+
+    id: str
+    state: State
+    output: str | None = None
+    data: Any = None
+    route: Route | None = None
+    usage: Usage | None = None
+    attempts: int = 0
+    timings: dict[str, int] = Field(default_factory=dict)
+    error: TaskError | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class SpecError(Exception):
+    """A spec that was refused at intake; `code` is one of ErrorCode."""
+
+    def __init__(self, code: ErrorCode, message: str, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.task_id = task_id
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+    msg = msg.removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_spec(raw: bytes | str | dict[str, Any], max_bytes: int = 262144) -> TaskSpec:
+    """Validate one incoming spec; raises SpecError with a clear, short message."""
+    if isinstance(raw, bytes | str):
+        size = len(raw)
+        if size > max_bytes:
+            raise SpecError(ErrorCode.payload_too_large, f"spec is {size} bytes, limit {max_bytes}")
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise SpecError(ErrorCode.invalid_request, f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(ErrorCode.invalid_request, "a task spec must be a JSON object")
+    claimed = raw.get("id")
+    task_id = claimed if isinstance(claimed, str) and len(claimed) <= 64 else None
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(ErrorCode.invalid_request, _first_error(exc), task_id) from None
+    except RecursionError:
+        raise SpecError(ErrorCode.invalid_request, "spec nested too deeply", task_id) from None

@@ -1,0 +1,533 @@
+"""Durable task store: SQLite in WAL mode, driven by one writer thread with group commits.
+
+Every write is an op (a function of the connection). Ops that arrive while a transaction is in
+flight wait and then share the next one, each inside its own SAVEPOINT so that one failing op
+does not undo its neighbours. That is what makes a burst of submits cost one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agentbox.tasks.migrations import migrate
+from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec, TaskView
+
+log = logging.getLogger("agentbox.store")
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    seq: int
+    id: str
+    state: State
+    lane: str
+    priority: int
+    spec: TaskSpec
+    route: dict[str, Any] | None
+    result: dict[str, Any]
+    reply: dict[str, Any] | None
+    source: str
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: float
+    deadline_at: float
+    next_run_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> TaskRow:
+        return cls(
+            seq=r["seq"],
+            id=r["id"],
+            state=State(r["state"]),
+            lane=r["lane"],
+            priority=r["priority"],
+            spec=TaskSpec.model_validate_json(r["spec"]),
+            route=json.loads(r["route"]) if r["route"] else None,
+            result=json.loads(r["result"]) if r["result"] else {},
+            reply=json.loads(r["reply"]) if r["reply"] else None,
+            source=r["source"],
+            attempts=r["attempts"],
+            max_attempts=r["max_attempts"],
+            cancel_requested=bool(r["cancel_requested"]),
+            created_at=r["created_at"],
+            deadline_at=r["deadline_at"],
+            next_run_at=r["next_run_at"],
+            started_at=r["started_at"],
+            finished_at=r["finished_at"],
+        )
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def view(self) -> TaskView:
+        """The section 5 result body for this task, with what is known so far."""
+        timings: dict[str, int] = {}
+        if self.started_at is not None:
+            timings["queued_ms"] = round((self.started_at - self.created_at) * 1000)
+            if self.finished_at is not None:
+                timings["run_ms"] = round((self.finished_at - self.started_at) * 1000)
+        body: dict[str, Any] = {
+            "id": self.id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "timings": timings,
+            "meta": self.spec.meta,
+            "route": self.route,
+        }
+        body.update(self.result)
+        return TaskView.model_validate(body)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One outbox row: an event to publish, kept until the broker acknowledged it."""
+
+    seq: int
+    task_id: str
+    event: str
+    payload: dict[str, Any]
+    reply: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    schema_from: int
+    schema_to: int
+    requeued: int
+    ended: int
+
+
+_COLUMNS = (
+    "seq, id, state, lane, priority, spec, route, result, reply, source, attempts, max_attempts,"
+    " cancel_requested, created_at, deadline_at, next_run_at, started_at, finished_at"
+)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class Store:
+    """All task state; async methods, one writer thread, one connection."""
+
+    def __init__(self, path: Path, outbox: bool = True) -> None:
+        self.path = path
+        self.outbox_enabled = outbox
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Op, bool, asyncio.Future[Any]]] = []
+        self._inflight = False
+        self._sync = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def open(self, now: float | None = None) -> OpenReport:
+        """Open, check and migrate the file, then requeue work a dead process left running."""
+        self._loop = asyncio.get_running_loop()
+        report: OpenReport = await self._call(self._open_sync)
+        ended = await self.write(lambda c: self._recover(c, now or time.time()), durable=True)
+        return OpenReport(report.schema_from, report.schema_to, ended[0], ended[1])
+
+    def _open_sync(self, _: None = None) -> OpenReport:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA journal_size_limit=8388608")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute("PRAGMA foreign_keys=ON")
+            (check,) = conn.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise StoreError(f"{self.path}: integrity check failed: {check}")
+            versions = migrate(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the task store: {exc}") from None
+        self._conn = conn
+        return OpenReport(versions[0], versions[1], 0, 0)
+
+    async def close(self) -> None:
+        """Checkpoint the WAL into the main file and close; the next start reads one file."""
+        if self._conn is None:
+            return
+        await self._call(self._close_sync)
+        self._pool.shutdown(wait=True)
+
+    def _close_sync(self, _: None = None) -> None:
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("checkpoint at close failed: %s", exc)
+        self._conn.close()
+        self._conn = None
+
+    # ---- the writer ------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[None], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, None)
+
+    async def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the writer thread (reads are short; one connection keeps it simple)."""
+
+        def run(_: None) -> T:
+            if self._conn is None:
+                raise StoreError("the task store is closed")
+            try:
+                return op(self._conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed: {exc}") from None
+
+        return await self._call(run)
+
+    async def write(self, op: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
+        """Queue a write op for the next group commit; durable ops make it synchronous=FULL."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append((op, durable, fut))
+        if not self._inflight:
+            self._inflight = True
+            loop.call_soon(self._flush)  # let the rest of this loop tick join the batch
+        return await fut
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._inflight = False
+            return
+        loop = asyncio.get_running_loop()
+        cf = self._pool.submit(self._commit, [(op, durable) for op, durable, _ in batch])
+
+        def done(f: Any) -> None:
+            loop.call_soon_threadsafe(self._settle, batch, f)
+
+        cf.add_done_callback(done)
+
+    def _settle(self, batch: list[tuple[Op, bool, asyncio.Future[Any]]], f: Any) -> None:
+        exc = f.exception()
+        outcomes = [(False, exc)] * len(batch) if exc else f.result()
+        for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        self._flush()
+
+    def _commit(self, ops: list[tuple[Op, bool]]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        if conn is None:
+            return [(False, StoreError("the task store is closed"))] * len(ops)
+        sync = "FULL" if any(d for _, d in ops) else "NORMAL"
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            if sync != self._sync:
+                conn.execute(f"PRAGMA synchronous={sync}")
+                self._sync = sync
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _ in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, op(conn)))
+                except Exception as exc:  # one op's failure must not undo its neighbours
+                    if not conn.in_transaction:
+                        raise
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, exc))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error("store commit of %d ops failed: %s", len(ops), exc)
+            err = StoreError(f"store write failed: {exc} (is the disk full or read-only?)")
+            return [(False, err)] * len(ops)
+        self.commits += 1
+        return outcomes
+
+    # ---- tasks -------------------------------------------------------------------------
+
+    def _event(self, c: sqlite3.Connection, row: TaskRow, event: str) -> None:
+        if self.outbox_enabled:
+            payload = row.view().to_dict()
+            payload["event"] = event
+            c.execute(
+                "INSERT INTO outbox (task_id, event, payload, reply, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (row.id, event, _dumps(payload), _dumps(row.reply), time.time()),
+            )
+
+    @staticmethod
+    def _one(c: sqlite3.Connection, where: str, args: Iterable[Any]) -> TaskRow | None:
+        r = c.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where}", tuple(args)).fetchone()  # noqa: S608
+        return TaskRow.from_row(r) if r else None
+
+    async def submit(
+        self,
+        spec: TaskSpec,
+        lane: str,
+        max_attempts: int,
+        source: str,
+        reply: dict[str, Any] | None = None,
+        route: dict[str, Any] | None = None,
+        state: State = State.queued,
+        result: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> tuple[TaskRow, bool]:
+        """Insert a task unless its id is known; returns (the task, whether it is new)."""
+        assert spec.id is not None
+        at = now or time.time()
+
+        def op(c: sqlite3.Connection) -> tuple[TaskRow, bool]:
+            cur = c.execute(
+                "INSERT INTO tasks (id, state, lane, priority, spec, route, result, reply, source,"
+                " max_attempts, created_at, deadline_at, next_run_at, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (
+                    spec.id, state, lane, spec.priority, spec.to_json(), _dumps(route),
+                    _dumps(result), _dumps(reply), source, max_attempts, at,
+                    at + spec.deadline_s, at, at if state in FINAL_STATES else None,
+                ),
+            )
+            row = self._one(c, "id = ?", (spec.id,))
+            assert row is not None
+            if cur.rowcount == 1:
+                self._event(c, row, "accepted" if state == State.queued else "result")
+            return row, cur.rowcount == 1
+
+        return await self.write(op, durable=True)
+
+    async def claim(self, lane: str, limit: int, now: float) -> tuple[list[TaskRow], float | None]:
+        """Mark up to `limit` due tasks of a lane running; also returns when the next one is due."""
+
+        def op(c: sqlite3.Connection) -> tuple[list[TaskRow], float | None]:
+            rows = c.execute(
+                f"UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?"  # noqa: S608
+                f" WHERE seq IN (SELECT seq FROM tasks WHERE state = 'queued' AND lane = ?"
+                f" AND next_run_at <= ? ORDER BY priority DESC, seq LIMIT ?)"
+                f" RETURNING {_COLUMNS}",
+                (now, lane, now, limit),
+            ).fetchall()
+            claimed = sorted((TaskRow.from_row(r) for r in rows), key=lambda t: (-t.priority, t.seq))
+            for row in claimed:
+                self._event(c, row, "running")
+            (due,) = c.execute(
+                "SELECT min(next_run_at) FROM tasks WHERE state = 'queued' AND lane = ?", (lane,)
+            ).fetchone()
+            return claimed, due
+
+        return await self.write(op)
+
+    async def finish(
+        self, row: TaskRow, state: State, result: dict[str, Any], route: dict[str, Any] | None
+    ) -> TaskRow | None:
+        """Record the final state of one run; None when that run no longer owns the task."""
+
+        def op(c: sqlite3.Connection) -> TaskRow | None:
+            cur = c.execute(
+                "UPDATE tasks SET state = ?, result = ?, route = coalesce(?, route),"
+                " finished_at = ? WHERE seq = ? AND state = 'running' AND attempts = ?",
+                (state, _dumps(result), _dumps(route), time.time(), row.seq, row.attempts),
+            )
+            if cur.rowcount != 1:
+                return None
+            done = self._one(c, "seq = ?", (row.seq,))
+            assert done is not None
+            self._event(c, done, "result")
+            return done
+
+        return await self.write(op, durable=True)
+
+    async def retry(self, row: TaskRow, at: float, error: dict[str, Any]) -> bool:
+        """Put a failed run back in the queue to run again at `at`."""
+
+        def op(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE tasks SET state = 'queued', next_run_at = ?, result = ?"
+                " WHERE seq = ? AND state = 'running' AND attempts = ?",
+                (at, _dumps({"error": error}), row.seq, row.attempts),
+            )
+            return cur.rowcount == 1
+
+        return await self.write(op)
+
+    async def release(self, rows: list[TaskRow]) -> int:
+        """Requeue runs interrupted by a stop, giving their attempt back."""
+
+        def op(c: sqlite3.Connection) -> int:
+            n = 0
+            for row in rows:
+                n += c.execute(
+                    "UPDATE tasks SET state = 'queued', attempts = attempts - 1, next_run_at = ?"
+                    " WHERE seq = ? AND state = 'running' AND attempts = ?",
+                    (time.time(), row.seq, row.attempts),
+                ).rowcount
+            return n
+
+        return await self.write(op, durable=True)
+
+    async def cancel(self, task_id: str) -> TaskRow | None:
+        """Cancel a queued task now; flag a running one for its runner. None if unknown."""
+
+        def op(c: sqlite3.Connection) -> TaskRow | None:
+            c.execute(
+                "UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
+                (task_id,),
+            )
+            cur = c.execute(
+                "UPDATE tasks SET state = 'cancelled', finished_at = ?, result = ?"
+                " WHERE id = ? AND state = 'queued'",
+                (time.time(), _dumps(_error(ErrorCode.cancelled, "cancelled")), task_id),
+            )
+            row = self._one(c, "id = ?", (task_id,))
+            if row is not None and cur.rowcount == 1:
+                self._event(c, row, "result")
+            return row
+
+        return await self.write(op, durable=True)
+
+    async def expire_due(self, now: float) -> list[TaskRow]:
+        """End queued tasks whose deadline has passed."""
+
+        def op(c: sqlite3.Connection) -> list[TaskRow]:
+            rows = c.execute(
+                f"UPDATE tasks SET state = 'expired', finished_at = ?, result = ?"  # noqa: S608
+                f" WHERE state = 'queued' AND deadline_at <= ? RETURNING {_COLUMNS}",
+                (now, _dumps(_error(ErrorCode.deadline, "deadline passed before it ran")), now),
+            ).fetchall()
+            ended = [TaskRow.from_row(r) for r in rows]
+            for row in ended:
+                self._event(c, row, "result")
+            return ended
+
+        return await self.write(op, durable=True)
+
+    def _recover(self, c: sqlite3.Connection, now: float) -> tuple[int, int]:
+        """After a crash: runs left 'running' go back to the queue, or end if they may not."""
+        rows = [
+            TaskRow.from_row(r)
+            for r in c.execute(f"SELECT {_COLUMNS} FROM tasks WHERE state = 'running'")  # noqa: S608
+        ]
+        requeued = ended = 0
+        for row in rows:
+            if row.cancel_requested:
+                state, result = State.cancelled, _error(ErrorCode.cancelled, "cancelled")
+            elif row.deadline_at <= now:
+                state, result = State.expired, _error(ErrorCode.deadline, "deadline passed")
+            elif row.attempts >= row.max_attempts:
+                msg = f"interrupted by a restart after {row.attempts} attempts"
+                state, result = State.failed, _error(ErrorCode.internal, msg)
+            else:
+                c.execute(
+                    "UPDATE tasks SET state = 'queued', next_run_at = ? WHERE seq = ?",
+                    (now, row.seq),
+                )
+                requeued += 1
+                continue
+            c.execute(
+                "UPDATE tasks SET state = ?, result = ?, finished_at = ? WHERE seq = ?",
+                (state, _dumps(result), now, row.seq),
+            )
+            done = self._one(c, "seq = ?", (row.seq,))
+            assert done is not None
+            self._event(c, done, "result")
+            ended += 1
+        return requeued, ended
+
+    async def get(self, task_id: str) -> TaskRow | None:
+        return await self.read(lambda c: self._one(c, "id = ?", (task_id,)))
+
+    async def list(self, state: str | None = None, limit: int = 50) -> list[TaskRow]:
+        def op(c: sqlite3.Connection) -> list[TaskRow]:
+            where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
+            sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?"  # noqa: S608
+            return [TaskRow.from_row(r) for r in c.execute(sql, args)]
+
+        return await self.read(op)
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Live tasks per lane and state, e.g. {"local": {"queued": 2, "running": 1}}."""
+
+        def op(c: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for lane, state, n in c.execute(
+                "SELECT lane, state, count(*) FROM tasks WHERE state IN ('queued', 'running')"
+                " GROUP BY lane, state"
+            ):
+                out.setdefault(lane, {})[state] = n
+            return out
+
+        return await self.read(op)
+
+    async def prune(self, now: float, retention_s: float, keep_max: int) -> int:
+        """Delete finished tasks past retention, and the oldest beyond `keep_max`."""
+
+        def op(c: sqlite3.Connection) -> int:
+            n = c.execute(
+                "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?",
+                (now - retention_s,),
+            ).rowcount
+            n += c.execute(
+                "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE finished_at IS NOT"
+                " NULL ORDER BY finished_at DESC LIMIT -1 OFFSET ?)",
+                (keep_max,),
+            ).rowcount
+            # Undelivered events older than retention go too: a broker gone for a week must not
+            # fill the disk. Everything newer waits for the broker.
+            c.execute("DELETE FROM outbox WHERE created_at < ?", (now - retention_s,))
+            return n
+
+        return await self.write(op)
+
+    # ---- outbox ------------------------------------------------------------------------
+
+    async def outbox_fetch(self, limit: int = 100, after: int = 0) -> list[Event]:
+        def op(c: sqlite3.Connection) -> list[Event]:
+            return [
+                Event(r["seq"], r["task_id"], r["event"], json.loads(r["payload"]),
+                      json.loads(r["reply"]) if r["reply"] else None)
+                for r in c.execute(
+                    "SELECT seq, task_id, event, payload, reply FROM outbox WHERE seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (after, limit),
+                )
+            ]
+
+        return await self.read(op)
+
+    async def outbox_delete(self, seqs: list[int]) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+        await self.write(op)
+
+    async def ping(self) -> None:
+        """A round trip through the writer thread: proves it is not stuck."""
+        await self.read(lambda c: c.execute("SELECT 1").fetchone())
+
+
+def _error(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"error": {"code": code.value, "message": message}}
