@@ -89,12 +89,16 @@ def _show_task(task: dict[str, Any]) -> None:
     print(f"id:       {task['id']}")
     print(f"state:    {task['state']}")
     if route:
-        print(f"route:    {route.get('tier')} / {route.get('provider')} / {route.get('model')}"
-              f"  ({route.get('reason')})")
+        print(
+            f"route:    {route.get('tier')} / {route.get('provider')} / {route.get('model')}"
+            f"  ({route.get('reason')})"
+        )
     print(f"attempts: {task.get('attempts', 0)}")
     if usage:
-        print(f"usage:    {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out,"
-              f" ${usage.get('cost_usd', 0):.4f}")
+        print(
+            f"usage:    {usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out,"
+            f" ${usage.get('cost_usd', 0):.4f}"
+        )
     if task.get("timings"):
         print("timings:  " + ", ".join(f"{k} {v}" for k, v in task["timings"].items()))
     if task.get("error"):
@@ -134,8 +138,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 sys.stderr.write("\r\x1b[2K")
             if args.json:
-                _print_json({"id": spec.get("id"), "state": "rejected",
-                             "error": {"code": exc.code, "message": exc.message}})
+                _print_json(
+                    {
+                        "id": spec.get("id"),
+                        "state": "rejected",
+                        "error": {"code": exc.code, "message": exc.message},
+                    }
+                )
             raise CliError(f"rejected ({exc.code}): {exc.message}") from None
         finally:
             if args.wait and sys.stderr.isatty():
@@ -164,8 +173,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                     print("no tasks")
                 for t in tasks:
                     route = t.get("route") or {}
-                    print(f"{t['id']:<26} {t['state']:<10} {route.get('provider', '-'):<10}"
-                          f" attempts={t.get('attempts', 0)}")
+                    print(
+                        f"{t['id']:<26} {t['state']:<10} {route.get('provider', '-'):<10}"
+                        f" attempts={t.get('attempts', 0)}"
+                    )
                 return 0
             op = "get" if args.tasks_cmd == "get" else "cancel"
             task = client.call(op, id=args.id)["task"]
@@ -188,12 +199,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(status)
         return 0
     local = status["local"]
-    print(f"agentbox {status['version']} on {status['name']} ({status['device_id']}), pid {status['pid']},"
-          f" up {status['uptime_s']} s, {status['rss_mb']} MB")
+    print(
+        f"agentbox {status['version']} on {status['name']} ({status['device_id']}),"
+        f" pid {status['pid']}, up {status['uptime_s']} s, {status['rss_mb']} MB"
+    )
     for lane, counts in sorted(status["queue"].items()) or [("all", {})]:
         print(f"lane {lane}: {counts.get('queued', 0)} queued, {counts.get('running', 0)} running")
-    print(f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
-          f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}")
+    print(
+        f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
+        f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}"
+    )
     return 0
 
 
@@ -224,8 +239,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
             info = keys.describe(store, args.name, kinds.get(args.name))
             print(f"saved key {args.name} (…{info.last4 or '****'}) in {store.dir}")
             if args.name not in kinds and args.name != "mqtt":
-                print(f"note: no [providers.{args.name}] section in the configuration yet",
-                      file=sys.stderr)
+                print(
+                    f"note: no [providers.{args.name}] section in the configuration yet",
+                    file=sys.stderr,
+                )
             return 0
         if args.keys_cmd == "delete":
             if not store.delete(args.name):
@@ -237,8 +254,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     names = sorted(set(store.names()) | set(kinds))
     infos = [keys.describe(store, n, kinds.get(n)) for n in names]
     if args.json:
-        _print_json([{"name": i.name, "source": i.source or None, "last4": i.last4 or None}
-                     for i in infos])
+        _print_json(
+            [{"name": i.name, "source": i.source or None, "last4": i.last4 or None} for i in infos]
+        )
         return 0
     if not infos:
         print("no keys; add one with: agentbox keys set PROVIDER")
@@ -250,11 +268,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     loaded = _loaded(args)
     if args.config_cmd == "check":
-        print(f"configuration ok ({loaded.path or 'built-in defaults'}); state dir {loaded.state_dir}")
+        print(
+            f"configuration ok ({loaded.path or 'built-in defaults'}); state dir {loaded.state_dir}"
+        )
         return 0
     data = config.redacted(loaded.settings.model_dump(mode="json"))
-    data["_source"] = {"file": str(loaded.path) if loaded.path else None,
-                       "state_dir": str(loaded.state_dir), "device_id": loaded.device_id}
+    data["_source"] = {
+        "file": str(loaded.path) if loaded.path else None,
+        "state_dir": str(loaded.state_dir),
+        "device_id": loaded.device_id,
+    }
     if args.json:
         _print_json(data)
         return 0
@@ -297,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="run the daemon in the foreground (what systemd runs)")
-    run.add_argument("--config", help="TOML file (default $AGENTBOX_CONFIG or /etc/agentbox/agentbox.toml)")
+    run.add_argument(
+        "--config", help="TOML file (default $AGENTBOX_CONFIG or /etc/agentbox/agentbox.toml)"
+    )
     run.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("submit", help="submit a task to the local daemon")

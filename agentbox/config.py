@@ -112,7 +112,9 @@ class Settings(BaseSettings):
     def _provider_names(cls, value: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
         for name in value:
             if not NAME_RE.match(name) or name == "local":
-                raise ValueError(f"provider name {name!r} must match {NAME_RE.pattern} and not be 'local'")
+                raise ValueError(
+                    f"provider name {name!r} must match {NAME_RE.pattern} and not be 'local'"
+                )
         return value
 
     @classmethod
@@ -267,7 +269,8 @@ def redacted(data: Any) -> Any:
     """A copy of a settings dump with anything that looks like a secret masked."""
     if isinstance(data, dict):
         return {
-            k: ("***" if SECRET_FIELD.search(str(k)) and v else redacted(v)) for k, v in data.items()
+            k: ("***" if SECRET_FIELD.search(str(k)) and v else redacted(v))
+            for k, v in data.items()
         }
     if isinstance(data, list):
         return [redacted(v) for v in data]

@@ -57,8 +57,11 @@ class ControlServer:
     """Serves the CLI; `status` and `reload` are callbacks the daemon provides."""
 
     def __init__(
-        self, path: Path, service: TaskService,
-        status: Callable[[], Awaitable[dict[str, Any]]], reload: Callable[[], Awaitable[str]],
+        self,
+        path: Path,
+        service: TaskService,
+        status: Callable[[], Awaitable[dict[str, Any]]],
+        reload: Callable[[], Awaitable[str]],
     ) -> None:
         self.path = path
         self.service = service
@@ -70,7 +73,9 @@ class ControlServer:
     async def start(self) -> None:
         if self.path.exists():
             if _listening(self.path):
-                raise ControlError("busy", f"another agentbox daemon is already serving {self.path}")
+                raise ControlError(
+                    "busy", f"another agentbox daemon is already serving {self.path}"
+                )
             self.path.unlink()
         old = os.umask(0o077)  # the socket is born owner-only, not chmod-ed later
         try:
@@ -92,17 +97,22 @@ class ControlServer:
         try:
             uid = _peer_uid(writer)
             if uid not in (0, os.geteuid()):
-                writer.write(_line({"type": "error", "code": "forbidden", "message": "not the owner"}))
+                writer.write(
+                    _line({"type": "error", "code": "forbidden", "message": "not the owner"})
+                )
                 return
             while True:
                 try:
                     raw = await reader.readline()
                 except (ValueError, asyncio.LimitOverrunError):
                     msg = f"request larger than {MAX_LINE} bytes"
-                    writer.write(_line({"type": "error", "code": "payload_too_large", "message": msg}))
+                    writer.write(
+                        _line({"type": "error", "code": "payload_too_large", "message": msg})
+                    )
                     return
                 if not raw:
                     return
+
                 async def send(msg: dict[str, Any]) -> None:
                     writer.write(_line(msg))
                     await writer.drain()
@@ -124,12 +134,21 @@ class ControlServer:
             return {"type": "error", "code": "invalid_request", "message": str(exc)}
         handler = getattr(self, f"_op_{req['op']}", None)
         if handler is None:
-            return {"type": "error", "code": "invalid_request", "message": f"unknown op {req['op']!r}"}
+            return {
+                "type": "error",
+                "code": "invalid_request",
+                "message": f"unknown op {req['op']!r}",
+            }
         try:
             result: dict[str, Any] = await handler(req, send)
             return result
         except SpecError as exc:
-            return {"type": "error", "code": exc.code.value, "message": exc.message, "id": exc.task_id}
+            return {
+                "type": "error",
+                "code": exc.code.value,
+                "message": exc.message,
+                "id": exc.task_id,
+            }
         except StoreError as exc:
             return {"type": "error", "code": ErrorCode.store_unavailable.value, "message": str(exc)}
         except (KeyError, TypeError, ValueError) as exc:
@@ -154,7 +173,7 @@ class ControlServer:
         state = req.get("state")
         if state is not None and state not in State.__members__:
             raise ValueError(f"unknown state {state!r}")
-        rows = await self.service.list(state, int(req.get("limit", 50)))
+        rows = await self.service.list_tasks(state, int(req.get("limit", 50)))
         return {"type": "reply", "tasks": [_brief(r) for r in rows]}
 
     async def _op_submit(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
@@ -173,8 +192,13 @@ class ControlServer:
             row, created = await self.service.submit(spec, "local")
             if row.final:
                 return {"type": "reply", "created": created, "task": row.view().to_dict()}
-            await send({"type": "event", "event": "accepted" if created else "known",
-                        "task": row.view().to_dict()})
+            await send(
+                {
+                    "type": "event",
+                    "event": "accepted" if created else "known",
+                    "task": row.view().to_dict(),
+                }
+            )
             while True:
                 event, body = await queue.get()
                 if event == "result":
@@ -224,7 +248,9 @@ class ControlClient:
             ) from None
         except OSError as exc:
             self.sock.close()
-            raise ControlError("unreachable", f"cannot reach the daemon at {path}: {exc.strerror}") from None
+            raise ControlError(
+                "unreachable", f"cannot reach the daemon at {path}: {exc.strerror}"
+            ) from None
         self.file = self.sock.makefile("rb")
 
     def __enter__(self) -> ControlClient:
@@ -255,7 +281,5 @@ class ControlClient:
                 return
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
-        reply: dict[str, Any] = {}
-        for reply in self.stream(op, **args):
-            pass
+        *_, reply = self.stream(op, **args)
         return reply

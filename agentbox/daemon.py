@@ -15,7 +15,7 @@ from typing import Any
 from agentbox import __version__, config, keys, logs
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
-from agentbox.notify import Notifier
+from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.base import Provider
 from agentbox.providers.local import LocalProvider
 from agentbox.routing.router import CLOUD, LOCAL, Router
@@ -74,20 +74,28 @@ class Daemon:
         self.keystore = keys.KeyStore(loaded.state_dir)
         settings = loaded.settings
         self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled)
-        self.local = LocalProvider(settings.local.model_path, settings.local.threads, settings.local.context)
+        self.local = LocalProvider(
+            settings.local.model_path, settings.local.threads, settings.local.context
+        )
         self.providers: dict[str, Provider] = {LOCAL: self.local}
         self.router = Router(settings)
         self.service = TaskService(
-            self.store, lambda: self.router, lambda: self.loaded.settings.tasks.max_attempts,
+            self.store,
+            lambda: self.router,
+            lambda: self.loaded.settings.tasks.max_attempts,
             settings.mqtt.max_payload_bytes,
         )
         self.scheduler = Scheduler(
-            self.store, ProviderRunner(self.providers),
+            self.store,
+            ProviderRunner(self.providers),
             {LOCAL: 1, CLOUD: settings.tasks.cloud_concurrency},
-            settings.tasks.retry_base_s, self.service.notify,
+            settings.tasks.retry_base_s,
+            self.service.notify,
         )
         self.service.attach(self.scheduler)
-        self.control = ControlServer(socket_path(loaded.state_dir), self.service, self.status, self.reload)
+        self.control = ControlServer(
+            socket_path(loaded.state_dir), self.service, self.status, self.reload
+        )
         self._stop = asyncio.Event()
         self._last_status = ""
 
@@ -143,7 +151,9 @@ class Daemon:
             return f"refused: {exc}"
         old = self.loaded.settings
         if new.state_dir != self.loaded.state_dir:
-            log.warning("state directory changes need a restart; still using %s", self.loaded.state_dir)
+            log.warning(
+                "state directory changes need a restart; still using %s", self.loaded.state_dir
+            )
             new = new.model_copy(update={"state_dir": self.loaded.state_dir})
         self.loaded = new
         settings = new.settings
@@ -151,7 +161,9 @@ class Daemon:
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
-        self.local.configure(settings.local.model_path, settings.local.threads, settings.local.context)
+        self.local.configure(
+            settings.local.model_path, settings.local.threads, settings.local.context
+        )
         if settings.mqtt != old.mqtt:
             log.warning("mqtt settings change needs a restart to take effect")
         self._refresh_secrets()
@@ -160,20 +172,6 @@ class Daemon:
         return "reloaded"
 
     # ---- background duties -----------------------------------------------------------
-
-    async def _watchdog(self) -> None:
-        """Pings from the event loop, and only while the store's writer thread answers."""
-        interval = self.notifier.watchdog_s
-        if not interval:
-            return
-        period = interval / 2
-        while True:
-            try:
-                await asyncio.wait_for(self.store.ping(), timeout=period)
-                self.notifier.watchdog()
-            except (TimeoutError, StoreError) as exc:
-                log.error("store did not answer (%s); withholding the watchdog ping", exc or "timeout")
-            await asyncio.sleep(period)
 
     async def _housekeeping(self) -> None:
         """STATUS= updates, and pruning of old finished tasks so a small disk never fills."""
@@ -187,7 +185,9 @@ class Daemon:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
                     t = self.loaded.settings.tasks
-                    n = await self.store.prune(time.time(), t.retention_hours * 3600, t.max_finished)
+                    n = await self.store.prune(
+                        time.time(), t.retention_hours * 3600, t.max_finished
+                    )
                     if n:
                         log.info("pruned %d finished task(s)", n)
             except StoreError as exc:
@@ -214,7 +214,10 @@ class Daemon:
         settings = self.loaded.settings
         log.info(
             "agentbox %s starting: device %s, state %s, config %s",
-            __version__, self.loaded.device_id, self.loaded.state_dir, self.loaded.path or "(defaults)",
+            __version__,
+            self.loaded.device_id,
+            self.loaded.state_dir,
+            self.loaded.path or "(defaults)",
         )
         prepare_state_dir(self.loaded.state_dir)
         self._refresh_secrets()
@@ -224,20 +227,23 @@ class Daemon:
         if report.requeued or report.ended:
             log.warning(
                 "recovered after an unclean stop: %d task(s) requeued, %d ended",
-                report.requeued, report.ended,
+                report.requeued,
+                report.ended,
             )
         try:
             await self.control.start()
             async with asyncio.TaskGroup() as tg:
                 self.scheduler.start(tg)
                 duties = [
-                    tg.create_task(self._watchdog(), name="watchdog"),
+                    tg.create_task(watchdog_loop(self.notifier, self.store.ping), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                 ]
                 ready_s = time.monotonic() - self.started
                 line = await self._status_line()
                 self.notifier.ready(line)
-                log.info("ready in %.2f s (%s); control socket %s", ready_s, line, self.control.path)
+                log.info(
+                    "ready in %.2f s (%s); control socket %s", ready_s, line, self.control.path
+                )
                 await self._stop.wait()
 
                 self.notifier.stopping()

@@ -34,7 +34,9 @@ class Check:
 def check_state_dir(loaded: Loaded) -> Check:
     path = loaded.state_dir
     if not path.exists():
-        return Check("state dir", False, f"{path} does not exist", "start the daemon once to create it")
+        return Check(
+            "state dir", False, f"{path} does not exist", "start the daemon once to create it"
+        )
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         return Check("state dir", False, f"{path} is mode {mode:o}", f"chmod 700 {path}")
@@ -48,14 +50,22 @@ def check_keys(loaded: Loaded) -> list[Check]:
     out = []
     problems = store.loose_modes()
     out.append(
-        Check("key store modes", not problems, "; ".join(problems) or f"{store.dir} owner-only",
-              "chmod 700 the directory and 600 each file" if problems else "")
+        Check(
+            "key store modes",
+            not problems,
+            "; ".join(problems) or f"{store.dir} owner-only",
+            "chmod 700 the directory and 600 each file" if problems else "",
+        )
     )
     for name, prov in loaded.settings.providers.items():
         info = keys.describe(store, name, prov.kind)
         out.append(
-            Check(f"key {name}", bool(info.source), info.source or "no key",
-                  "" if info.source else f"agentbox keys set {name}")
+            Check(
+                f"key {name}",
+                bool(info.source),
+                info.source or "no key",
+                "" if info.source else f"agentbox keys set {name}",
+            )
         )
     return out
 
@@ -63,8 +73,12 @@ def check_keys(loaded: Loaded) -> list[Check]:
 def check_disk(loaded: Loaded) -> Check:
     target = loaded.state_dir if loaded.state_dir.exists() else loaded.state_dir.parent
     free = shutil.disk_usage(target).free // (1024 * 1024)
-    return Check("disk space", free >= MIN_FREE_MB, f"{free} MB free at {target}",
-                 "" if free >= MIN_FREE_MB else "free some space: tasks and logs need room")
+    return Check(
+        "disk space",
+        free >= MIN_FREE_MB,
+        f"{free} MB free at {target}",
+        "" if free >= MIN_FREE_MB else "free some space: tasks and logs need room",
+    )
 
 
 def check_broker(loaded: Loaded) -> Check:
@@ -75,8 +89,12 @@ def check_broker(loaded: Loaded) -> Check:
         with socket.create_connection((mqtt.host, mqtt.port), timeout=3):
             pass
     except OSError as exc:
-        return Check("mqtt broker", False, f"{mqtt.host}:{mqtt.port} unreachable ({exc.strerror or exc})",
-                     "start the broker or fix mqtt.host / mqtt.port")
+        return Check(
+            "mqtt broker",
+            False,
+            f"{mqtt.host}:{mqtt.port} unreachable ({exc.strerror or exc})",
+            "start the broker or fix mqtt.host / mqtt.port",
+        )
     return Check("mqtt broker", True, f"{mqtt.host}:{mqtt.port} accepts connections")
 
 
@@ -85,7 +103,9 @@ def check_daemon(loaded: Loaded) -> Check:
         with ControlClient(socket_path(loaded.state_dir), timeout=5) as client:
             status = client.call("status")["status"]
     except ControlError as exc:
-        return Check("daemon", False, exc.message, "start it: ./scripts/run or systemctl start agentbox")
+        return Check(
+            "daemon", False, exc.message, "start it: ./scripts/run or systemctl start agentbox"
+        )
     return Check("daemon", True, f"running, pid {status['pid']}, up {status['uptime_s']} s")
 
 
@@ -104,15 +124,22 @@ def check_local_model(loaded: Loaded) -> Check:
     )
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120,
+            [sys.executable, "-c", probe, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
             check=False,
         )
     except subprocess.TimeoutExpired:
         return Check("local model", False, f"{path.name} did not load in 120 s")
     if proc.returncode != 0 or "ok" not in proc.stdout:
         last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return Check("local model", False, f"{path.name} failed to load: {last}",
-                     "reinstall llama-cpp-python or set local.model_path")
+        return Check(
+            "local model",
+            False,
+            f"{path.name} failed to load: {last}",
+            "reinstall llama-cpp-python or set local.model_path",
+        )
     return Check("local model", True, f"{path.name} loads")
 
 

@@ -55,7 +55,7 @@ class KeyStore:
     def ensure_dir(self) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # mkdir's mode is masked by the umask and ignored for an existing directory.
-        os.chmod(self.dir, 0o700)
+        self.dir.chmod(0o700)
 
     def path(self, name: str) -> Path:
         _check_name(name)
@@ -74,7 +74,7 @@ class KeyStore:
         finally:
             os.close(fd)
         try:
-            os.replace(tmp, target)
+            tmp.replace(target)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise

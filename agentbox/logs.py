@@ -46,7 +46,11 @@ class OneLineFormatter(logging.Formatter):
     """Keeps each event on one line so journald and grep see one record per event."""
 
     def __init__(self, journald: bool) -> None:
-        fmt = "%(name)s: %(message)s" if journald else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        fmt = (
+            "%(name)s: %(message)s"
+            if journald
+            else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         super().__init__(fmt)
         self.journald = journald
 

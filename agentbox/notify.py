@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 import sdnotify
+
+log = logging.getLogger("agentbox.notify")
 
 
 def watchdog_interval() -> float | None:
@@ -53,3 +58,23 @@ class Notifier:
 
     def stopping(self) -> None:
         self._send("STOPPING=1", "STATUS=stopping")
+
+
+async def watchdog_loop(notifier: Notifier, healthy: Callable[[], Awaitable[None]]) -> None:
+    """Ping at half the interval from the event loop, and only while `healthy()` returns in time.
+
+    Being a task on the loop is the point: a blocked loop stops the pings and systemd restarts
+    the service. `healthy` adds a check of a part the loop does not see (the store's thread).
+    """
+    interval = notifier.watchdog_s
+    if not interval:
+        return
+    period = interval / 2
+    while True:
+        try:
+            await asyncio.wait_for(healthy(), timeout=period)
+        except Exception as exc:  # any failed check withholds the ping; systemd decides
+            log.error("health check failed (%s); withholding the watchdog ping", exc or "timeout")
+        else:
+            notifier.watchdog()
+        await asyncio.sleep(period)

@@ -75,7 +75,7 @@ class LocalProvider:
         self.loaded = False
         self.tokens_per_s: float | None = None
         self.load_s: float | None = None
-        self.restarts = 0
+        self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -91,10 +91,18 @@ class LocalProvider:
     async def _start(self) -> asyncio.subprocess.Process:
         path = resolve_model(self.configured_path)
         self.model = path.stem
+        self.starts += 1
         log.info("starting local worker: model %s, %d threads", path.name, self.threads)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agentbox.providers.local_worker",
-            "--model", str(path), "--threads", str(self.threads), "--context", str(self.context),
+            sys.executable,
+            "-m",
+            "agentbox.providers.local_worker",
+            "--model",
+            str(path),
+            "--threads",
+            str(self.threads),
+            "--context",
+            str(self.context),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=16 * 1024 * 1024,
@@ -137,8 +145,6 @@ class LocalProvider:
                 await self._reap(self._proc)
             self._stale = False
             if self._proc is None or self._proc.returncode is not None:
-                if self._proc is not None:
-                    self.restarts += 1
                 self._proc = await self._start()
             proc = self._proc
             assert proc.stdin is not None
@@ -185,7 +191,7 @@ class LocalProvider:
             "model": self.model or None,
             "tokens_per_s": self.tokens_per_s,
             "threads": self.threads,
-            "restarts": self.restarts,
+            "restarts": max(self.starts - 1, 0),
         }
 
     async def close(self) -> None:
@@ -200,4 +206,3 @@ class LocalProvider:
             await self._reap(proc)
         self._proc = None
         self.loaded = False
-

@@ -8,8 +8,11 @@ llama.cpp prints can never corrupt the protocol. A native crash kills only this 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
+import signal
 import sys
 import time
 from typing import IO, Any
@@ -64,7 +67,25 @@ def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
     }
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel to end this worker when the daemon dies, even by kill -9."""
+    pr_set_pdeathsig = 1
+    # Without glibc the worker still ends, at its next write to the closed pipe.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()
+    try:
+        return _serve(argv)
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0  # the daemon went away; nothing to report to
+
+
+def _serve(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="agentbox-local-worker")
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, required=True)

@@ -29,7 +29,9 @@ class Router:
                 ErrorCode.provider_unavailable,
                 "the local model is disabled (local.enabled = false)",
             )
-        return Decision(LOCAL, Route(tier="local", provider=LOCAL, model=model or "default", reason=reason))
+        return Decision(
+            LOCAL, Route(tier="local", provider=LOCAL, model=model or "default", reason=reason)
+        )
 
     def _cloud(self, reason: str, provider: str | None = None, model: str = "") -> Decision:
         order = self.settings.cloud_order()
@@ -42,7 +44,9 @@ class Router:
                 )
             provider = order[0]
         conf = self.settings.providers[provider]
-        return Decision(CLOUD, Route(tier="cloud", provider=provider, model=model or conf.model, reason=reason))
+        return Decision(
+            CLOUD, Route(tier="cloud", provider=provider, model=model or conf.model, reason=reason)
+        )
 
     def decide(self, spec: TaskSpec) -> Decision:
         if spec.model:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from agentbox.providers.base import Failure, Provider, ProviderError, Request
 from agentbox.tasks.spec import Route, TaskSpec
@@ -28,7 +27,9 @@ class ProviderRunner:
     def __init__(self, providers: dict[str, Provider]) -> None:
         self.providers = providers
 
-    async def run(self, spec: TaskSpec, route_data: dict[str, Any] | None, progress: Progress) -> Outcome:
+    async def run(
+        self, spec: TaskSpec, route_data: dict[str, Any] | None, progress: Progress
+    ) -> Outcome:
         if route_data is None:
             raise ProviderError(Failure.unavailable, "task has no route")
         route = Route.model_validate(route_data)

@@ -19,11 +19,13 @@ from agentbox.tasks.store import Store, StoreError, TaskRow
 log = logging.getLogger("agentbox.scheduler")
 MAX_BACKOFF_S = 300.0
 RETRY_AFTER_CAP_S = 60.0
-IDLE_POLL_S = 5.0  # queued deadlines are swept at least this often
+IDLE_POLL_S = 5.0  # a lane looks at its queue at least this often
 
 
 class Runner(Protocol):
-    async def run(self, spec: TaskSpec, route: dict[str, Any] | None, progress: Progress) -> Outcome:
+    async def run(
+        self, spec: TaskSpec, route: dict[str, Any] | None, progress: Progress
+    ) -> Outcome:
         """Run one attempt of a task; raise ProviderError on a classified failure."""
         ...
 
@@ -51,7 +53,11 @@ class Scheduler:
     """Claims due tasks lane by lane and runs them through the runner."""
 
     def __init__(
-        self, store: Store, runner: Runner, lanes: dict[str, int], retry_base_s: float,
+        self,
+        store: Store,
+        runner: Runner,
+        lanes: dict[str, int],
+        retry_base_s: float,
         listener: Listener,
     ) -> None:
         self.store = store
@@ -62,7 +68,6 @@ class Scheduler:
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self.finished = 0
-        self._sweep_at = 0.0
 
     def wake(self, lane: str | None = None) -> None:
         for ln in self.lanes.values():
@@ -85,21 +90,17 @@ class Scheduler:
         while not self._stopping:
             lane.wake.clear()
             due: float | None = None
-            free = lane.capacity - len(lane.running)
+            free = max(lane.capacity - len(lane.running), 0)
             try:
-                now = time.time()
-                if now >= self._sweep_at:
-                    self._sweep_at = now + 1.0
-                    for row in await self.store.expire_due(now):
-                        self.listener(row, "result", None)
-                if free > 0:
-                    rows, due = await self.store.claim(lane.name, free, now)
-                    for row in rows:
-                        self.listener(row, "running", None)
-                        task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
-                        lane.running[row.seq] = (row, task)
-                    if len(rows) == free:
-                        continue  # maybe more are due
+                rows, expired, due = await self.store.claim(lane.name, free, time.time())
+                for row in expired:
+                    self.listener(row, "result", None)
+                for row in rows:
+                    self.listener(row, "running", None)
+                    task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
+                    lane.running[row.seq] = (row, task)
+                if rows and len(rows) == free:
+                    continue  # maybe more are due
             except StoreError as exc:
                 log.error("lane %s: %s; retrying in %.0f s", lane.name, exc, IDLE_POLL_S)
             timeout = IDLE_POLL_S if due is None else min(max(due - time.time(), 0.0), IDLE_POLL_S)
@@ -137,7 +138,9 @@ class Scheduler:
             return
         except Exception as exc:
             log.exception("task %s: unexpected error", row.id)
-            await self._end(row, State.failed, ErrorCode.internal, f"internal error: {type(exc).__name__}")
+            await self._end(
+                row, State.failed, ErrorCode.internal, f"internal error: {type(exc).__name__}"
+            )
             return
         done = await self.store.finish(row, State.succeeded, outcome.result, outcome.route)
         self._finished(done)
@@ -154,7 +157,10 @@ class Scheduler:
             if at < row.deadline_at:
                 log.warning(
                     "task %s: attempt %d failed (%s); retrying in %.1f s",
-                    row.id, row.attempts, exc.message, delay,
+                    row.id,
+                    row.attempts,
+                    exc.message,
+                    delay,
                 )
                 error = {"code": code.value, "message": exc.message}
                 if await self.store.retry(row, at, error):
@@ -170,7 +176,10 @@ class Scheduler:
         if done is not None:
             self.finished += 1
             log.info(
-                "task %s %s after %d attempt(s)%s", done.id, done.state.value, done.attempts,
+                "task %s %s after %d attempt(s)%s",
+                done.id,
+                done.state.value,
+                done.attempts,
                 f": {done.result['error']['message']}" if done.result.get("error") else "",
             )
             self.listener(done, "result", None)
@@ -183,15 +192,15 @@ class Scheduler:
                     return True
         return False
 
-    async def stop(self, timeout: float) -> int:
-        """Stop claiming, let running work finish for `timeout` s, requeue the rest."""
+    async def stop(self, grace_s: float) -> int:
+        """Stop claiming, let running work finish for `grace_s` seconds, requeue the rest."""
         self._stopping = True
         for loop in self._loops:
             loop.cancel()
         running = [t for lane in self.lanes.values() for _, t in lane.running.values()]
         if running:
-            log.info("waiting up to %.0f s for %d running task(s)", timeout, len(running))
-            await asyncio.wait(running, timeout=timeout)
+            log.info("waiting up to %.0f s for %d running task(s)", grace_s, len(running))
+            await asyncio.wait(running, timeout=grace_s)
         left = [(r, t) for lane in self.lanes.values() for r, t in lane.running.values()]
         for _, task in left:
             task.cancel()

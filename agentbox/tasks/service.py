@@ -21,7 +21,10 @@ class TaskService:
     """Submit, get, list, cancel and subscribe; the same for the control socket and MQTT."""
 
     def __init__(
-        self, store: Store, router: Callable[[], Router], max_attempts: Callable[[], int],
+        self,
+        store: Store,
+        router: Callable[[], Router],
+        max_attempts: Callable[[], int],
         max_payload_bytes: int,
     ) -> None:
         self.store = store
@@ -41,7 +44,9 @@ class TaskService:
     ) -> tuple[TaskRow, bool]:
         """Validate and commit one task; raises SpecError for input refused at intake."""
         if not self.accepting:
-            raise SpecError(ErrorCode.provider_unavailable, "the daemon is stopping; submit again shortly")
+            raise SpecError(
+                ErrorCode.provider_unavailable, "the daemon is stopping; submit again shortly"
+            )
         spec: TaskSpec = parse_spec(raw, self.max_payload_bytes).with_id()
         known = await self.store.get(spec.id or "")
         if known is not None:
@@ -52,7 +57,12 @@ class TaskService:
             exc.task_id = spec.id
             raise
         row, created = await self.store.submit(
-            spec, decision.lane, self._max_attempts(), source, reply, decision.route.model_dump()
+            spec,
+            lane=decision.lane,
+            max_attempts=self._max_attempts(),
+            source=source,
+            reply=reply,
+            route=decision.route.model_dump(),
         )
         if created:
             self.accepted += 1
@@ -64,8 +74,8 @@ class TaskService:
     async def get(self, task_id: str) -> TaskRow | None:
         return await self.store.get(task_id)
 
-    async def list(self, state: str | None, limit: int) -> list[TaskRow]:
-        return await self.store.list(state, limit)
+    async def list_tasks(self, state: str | None, limit: int) -> list[TaskRow]:
+        return await self.store.list_tasks(state, limit)
 
     async def cancel(self, task_id: str) -> TaskRow | None:
         row = await self.store.cancel(task_id)

@@ -139,6 +139,7 @@ class Store:
         self._sync = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
+        self._closed = False
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -172,6 +173,7 @@ class Store:
         if self._conn is None:
             return
         await self._call(self._close_sync)
+        self._closed = True
         self._pool.shutdown(wait=True)
 
     def _close_sync(self, _: None = None) -> None:
@@ -186,6 +188,8 @@ class Store:
     # ---- the writer ------------------------------------------------------------------
 
     async def _call(self, fn: Callable[[None], T]) -> T:
+        if self._closed:
+            raise StoreError("the task store is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, None)
 
@@ -204,6 +208,8 @@ class Store:
 
     async def write(self, op: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
         """Queue a write op for the next group commit; durable ops make it synchronous=FULL."""
+        if self._closed:
+            raise StoreError("the task store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, durable, fut))
@@ -288,6 +294,7 @@ class Store:
     async def submit(
         self,
         spec: TaskSpec,
+        *,
         lane: str,
         max_attempts: int,
         source: str,
@@ -307,9 +314,20 @@ class Store:
                 " max_attempts, created_at, deadline_at, next_run_at, finished_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
-                    spec.id, state, lane, spec.priority, spec.to_json(), _dumps(route),
-                    _dumps(result), _dumps(reply), source, max_attempts, at,
-                    at + spec.deadline_s, at, at if state in FINAL_STATES else None,
+                    spec.id,
+                    state,
+                    lane,
+                    spec.priority,
+                    spec.to_json(),
+                    _dumps(route),
+                    _dumps(result),
+                    _dumps(reply),
+                    source,
+                    max_attempts,
+                    at,
+                    at + spec.deadline_s,
+                    at,
+                    at if state in FINAL_STATES else None,
                 ),
             )
             row = self._one(c, "id = ?", (spec.id,))
@@ -320,10 +338,30 @@ class Store:
 
         return await self.write(op, durable=True)
 
-    async def claim(self, lane: str, limit: int, now: float) -> tuple[list[TaskRow], float | None]:
-        """Mark up to `limit` due tasks of a lane running; also returns when the next one is due."""
+    async def claim(
+        self, lane: str, limit: int, now: float
+    ) -> tuple[list[TaskRow], list[TaskRow], float | None]:
+        """In one transaction: expire the lane's overdue queued tasks, mark up to `limit` due
+        ones running. Returns (claimed, expired, when the lane next needs a look): the next
+        run time or deadline, or only the next deadline when the lane is full."""
 
-        def op(c: sqlite3.Connection) -> tuple[list[TaskRow], float | None]:
+        def op(c: sqlite3.Connection) -> tuple[list[TaskRow], list[TaskRow], float | None]:
+            expired = [
+                TaskRow.from_row(r)
+                for r in c.execute(
+                    f"UPDATE tasks SET state = 'expired', finished_at = ?, result = ?"  # noqa: S608
+                    f" WHERE state = 'queued' AND lane = ? AND deadline_at <= ?"
+                    f" RETURNING {_COLUMNS}",
+                    (
+                        now,
+                        _dumps(_error(ErrorCode.deadline, "deadline passed before it ran")),
+                        lane,
+                        now,
+                    ),
+                )
+            ]
+            for row in expired:
+                self._event(c, row, "result")
             rows = c.execute(
                 f"UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?"  # noqa: S608
                 f" WHERE seq IN (SELECT seq FROM tasks WHERE state = 'queued' AND lane = ?"
@@ -331,13 +369,19 @@ class Store:
                 f" RETURNING {_COLUMNS}",
                 (now, lane, now, limit),
             ).fetchall()
-            claimed = sorted((TaskRow.from_row(r) for r in rows), key=lambda t: (-t.priority, t.seq))
+            claimed = sorted(
+                (TaskRow.from_row(r) for r in rows), key=lambda t: (-t.priority, t.seq)
+            )
             for row in claimed:
                 self._event(c, row, "running")
-            (due,) = c.execute(
-                "SELECT min(next_run_at) FROM tasks WHERE state = 'queued' AND lane = ?", (lane,)
+            (next_run, next_deadline) = c.execute(
+                "SELECT min(next_run_at), min(deadline_at) FROM tasks"
+                " WHERE state = 'queued' AND lane = ?",
+                (lane,),
             ).fetchone()
-            return claimed, due
+            if next_run is None or len(claimed) >= limit:
+                return claimed, expired, next_deadline
+            return claimed, expired, min(next_run, next_deadline)
 
         return await self.write(op)
 
@@ -409,22 +453,6 @@ class Store:
 
         return await self.write(op, durable=True)
 
-    async def expire_due(self, now: float) -> list[TaskRow]:
-        """End queued tasks whose deadline has passed."""
-
-        def op(c: sqlite3.Connection) -> list[TaskRow]:
-            rows = c.execute(
-                f"UPDATE tasks SET state = 'expired', finished_at = ?, result = ?"  # noqa: S608
-                f" WHERE state = 'queued' AND deadline_at <= ? RETURNING {_COLUMNS}",
-                (now, _dumps(_error(ErrorCode.deadline, "deadline passed before it ran")), now),
-            ).fetchall()
-            ended = [TaskRow.from_row(r) for r in rows]
-            for row in ended:
-                self._event(c, row, "result")
-            return ended
-
-        return await self.write(op, durable=True)
-
     def _recover(self, c: sqlite3.Connection, now: float) -> tuple[int, int]:
         """After a crash: runs left 'running' go back to the queue, or end if they may not."""
         rows = [
@@ -460,7 +488,7 @@ class Store:
     async def get(self, task_id: str) -> TaskRow | None:
         return await self.read(lambda c: self._one(c, "id = ?", (task_id,)))
 
-    async def list(self, state: str | None = None, limit: int = 50) -> list[TaskRow]:
+    async def list_tasks(self, state: str | None = None, limit: int = 50) -> list[TaskRow]:
         def op(c: sqlite3.Connection) -> list[TaskRow]:
             where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
             sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?"  # noqa: S608
@@ -507,8 +535,13 @@ class Store:
     async def outbox_fetch(self, limit: int = 100, after: int = 0) -> list[Event]:
         def op(c: sqlite3.Connection) -> list[Event]:
             return [
-                Event(r["seq"], r["task_id"], r["event"], json.loads(r["payload"]),
-                      json.loads(r["reply"]) if r["reply"] else None)
+                Event(
+                    r["seq"],
+                    r["task_id"],
+                    r["event"],
+                    json.loads(r["payload"]),
+                    json.loads(r["reply"]) if r["reply"] else None,
+                )
                 for r in c.execute(
                     "SELECT seq, task_id, event, payload, reply FROM outbox WHERE seq > ?"
                     " ORDER BY seq LIMIT ?",
