@@ -180,7 +180,7 @@ class ControlServer:
         spec = req["spec"]
         if not req.get("wait"):
             row, created = await self.service.submit(spec, "local")
-            return {"type": "reply", "created": created, "task": row.view().to_dict()}
+            return {"type": "reply", "created": created, "task": row.body()}
         # Give the task its id first and watch it before submitting, so that no event can
         # slip between the commit and the watch.
         if not isinstance(spec, dict) or not isinstance(spec.get("id"), str):
@@ -191,12 +191,12 @@ class ControlServer:
         try:
             row, created = await self.service.submit(spec, "local")
             if row.final:
-                return {"type": "reply", "created": created, "task": row.view().to_dict()}
+                return {"type": "reply", "created": created, "task": row.body()}
             await send(
                 {
                     "type": "event",
                     "event": "accepted" if created else "known",
-                    "task": row.view().to_dict(),
+                    "task": row.body(),
                 }
             )
             while True:
@@ -220,11 +220,11 @@ def _listening(path: Path) -> bool:
 def _task_reply(row: TaskRow | None, task_id: Any) -> dict[str, Any]:
     if row is None:
         return {"type": "error", "code": "not_found", "message": f"no task with id {task_id!r}"}
-    return {"type": "reply", "task": row.view().to_dict()}
+    return {"type": "reply", "task": row.body()}
 
 
 def _brief(row: TaskRow) -> dict[str, Any]:
-    view = row.view().to_dict()
+    view = row.body()
     view["created_at"] = row.created_at
     view["lane"] = row.lane
     return view

@@ -76,7 +76,7 @@ class Box:
         while time.monotonic() < end:
             row = await self.store.get(task_id)
             if row is not None and row.final:
-                return row.view().to_dict()
+                return row.body()
             await asyncio.sleep(0.01)
         raise AssertionError(f"{task_id} not final")
 

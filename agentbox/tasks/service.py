@@ -10,7 +10,7 @@ from typing import Any
 
 from agentbox.routing.router import Router
 from agentbox.tasks.scheduler import Scheduler
-from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, TaskView, parse_spec
+from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, parse_spec
 from agentbox.tasks.store import Store, TaskRow
 
 log = logging.getLogger("agentbox.tasks")
@@ -48,12 +48,13 @@ class TaskService:
                 ErrorCode.provider_unavailable, "the daemon is stopping; submit again shortly"
             )
         spec: TaskSpec = parse_spec(raw, self.max_payload_bytes).with_id()
-        known = await self.store.get(spec.id or "")
-        if known is not None:
-            return known, False
         try:
             decision = self._router().decide(spec)
         except SpecError as exc:
+            # A known id answers with its task even if it could not be routed today.
+            known = await self.store.get(spec.id or "")
+            if known is not None:
+                return known, False
             exc.task_id = spec.id
             raise
         row, created = await self.store.submit(
@@ -105,12 +106,8 @@ class TaskService:
         watchers = self._watchers.get(row.id)
         if not watchers:
             return
-        body: dict[str, Any] = row.view().to_dict()
+        body: dict[str, Any] = row.body()
         if info:
             body["info"] = info
         for queue in watchers:
             queue.put_nowait((event, body))
-
-
-def final_view(body: dict[str, Any]) -> TaskView:
-    return TaskView.model_validate({k: v for k, v in body.items() if k != "info"})

@@ -100,41 +100,11 @@ class TaskSpec(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
-class TaskError(BaseModel):
-    code: ErrorCode
-    message: str
-
-
 class Route(BaseModel):
     tier: Literal["local", "cloud"]
     provider: str
     model: str
     reason: str
-
-
-class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    estimated: bool = False
-
-
-class TaskView(BaseModel):
-    """A task as clients see it: the result body of section 5, with the fields known so far."""
-
-    id: str
-    state: State
-    output: str | None = None
-    data: Any = None
-    route: Route | None = None
-    usage: Usage | None = None
-    attempts: int = 0
-    timings: dict[str, int] = Field(default_factory=dict)
-    error: TaskError | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 class SpecError(Exception):

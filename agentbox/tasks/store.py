@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agentbox.tasks.migrations import migrate
-from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec, TaskView
+from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec
 
 log = logging.getLogger("agentbox.store")
 T = TypeVar("T")
@@ -78,23 +78,26 @@ class TaskRow:
     def final(self) -> bool:
         return self.state in FINAL_STATES
 
-    def view(self) -> TaskView:
-        """The section 5 result body for this task, with what is known so far."""
+    def body(self) -> dict[str, Any]:
+        """The section 5 result body, JSON-ready, with what is known so far."""
         timings: dict[str, int] = {}
         if self.started_at is not None:
             timings["queued_ms"] = round((self.started_at - self.created_at) * 1000)
             if self.finished_at is not None:
                 timings["run_ms"] = round((self.finished_at - self.started_at) * 1000)
-        body: dict[str, Any] = {
+        result = self.result
+        return {
             "id": self.id,
-            "state": self.state,
+            "state": self.state.value,
+            "output": result.get("output"),
+            "data": result.get("data"),
+            "route": self.route,
+            "usage": result.get("usage"),
             "attempts": self.attempts,
             "timings": timings,
+            "error": result.get("error"),
             "meta": self.spec.meta,
-            "route": self.route,
         }
-        body.update(self.result)
-        return TaskView.model_validate(body)
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ class Store:
 
     def _event(self, c: sqlite3.Connection, row: TaskRow, event: str) -> None:
         if self.outbox_enabled:
-            payload = row.view().to_dict()
+            payload = row.body()
             payload["event"] = event
             c.execute(
                 "INSERT INTO outbox (task_id, event, payload, reply, created_at)"
@@ -330,11 +333,32 @@ class Store:
                     at if state in FINAL_STATES else None,
                 ),
             )
-            row = self._one(c, "id = ?", (spec.id,))
-            assert row is not None
-            if cur.rowcount == 1:
-                self._event(c, row, "accepted" if state == State.queued else "result")
-            return row, cur.rowcount == 1
+            if cur.rowcount != 1:
+                known = self._one(c, "id = ?", (spec.id,))
+                assert known is not None
+                return known, False
+            row = TaskRow(
+                seq=int(cur.lastrowid or 0),
+                id=spec.id or "",
+                state=state,
+                lane=lane,
+                priority=spec.priority,
+                spec=spec,
+                route=route,
+                result=result or {},
+                reply=reply,
+                source=source,
+                attempts=0,
+                max_attempts=max_attempts,
+                cancel_requested=False,
+                created_at=at,
+                deadline_at=at + spec.deadline_s,
+                next_run_at=at,
+                started_at=None,
+                finished_at=at if state in FINAL_STATES else None,
+            )
+            self._event(c, row, "accepted" if state == State.queued else "result")
+            return row, True
 
         return await self.write(op, durable=True)
 
