@@ -54,6 +54,16 @@ def prepare_state_dir(path: Path) -> None:
         path.chmod(0o700)
 
 
+def process_age_s() -> float:
+    """Seconds since this process started (from /proc), so start-up includes the imports."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+
+
 def rss_mb() -> float:
     """Current resident set size, from /proc (ru_maxrss would be the peak)."""
     try:
@@ -211,6 +221,8 @@ class Daemon:
             task.add_done_callback(reloads.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+        # Owner-only files whoever starts us; systemd's UMask=0077 says the same.
+        os.umask(0o077)
         settings = self.loaded.settings
         log.info(
             "agentbox %s starting: device %s, state %s, config %s",
@@ -238,7 +250,7 @@ class Daemon:
                     tg.create_task(watchdog_loop(self.notifier, self.store.ping), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                 ]
-                ready_s = time.monotonic() - self.started
+                ready_s = process_age_s()
                 line = await self._status_line()
                 self.notifier.ready(line)
                 log.info(

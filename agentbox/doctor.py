@@ -49,14 +49,12 @@ def check_keys(loaded: Loaded) -> list[Check]:
     store = keys.KeyStore(loaded.state_dir)
     out = []
     problems = store.loose_modes()
-    out.append(
-        Check(
-            "key store modes",
-            not problems,
-            "; ".join(problems) or f"{store.dir} owner-only",
-            "chmod 700 the directory and 600 each file" if problems else "",
-        )
-    )
+    if not store.dir.exists():
+        out.append(Check("key store modes", True, f"no keys stored yet ({store.dir})"))
+    else:
+        detail = "; ".join(problems) or f"{store.dir} owner-only"
+        hint = "chmod 700 the directory and 600 each file" if problems else ""
+        out.append(Check("key store modes", not problems, detail, hint))
     for name, prov in loaded.settings.providers.items():
         info = keys.describe(store, name, prov.kind)
         out.append(

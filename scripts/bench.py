@@ -110,8 +110,11 @@ def main() -> None:
     base = baseline_single_commits(tmp / "baseline.db")
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "startup_to_ready_s": {"median": round(statistics.median(starts), 3),
-                               "runs": [round(s, 3) for s in starts], "target": 1.5},
+        "startup_to_ready_s": {
+            "median": round(statistics.median(starts), 3),
+            "runs": [round(s, 3) for s in starts],
+            "target": 1.5,
+        },
         "idle_rss_mb": {"value": round(idle_rss, 1), "target": 60},
         "submit_1000_via_socket": {
             "sequential_s": round(seq, 3),

@@ -129,8 +129,11 @@ def test_usage_error_exits_2() -> None:
 
 def test_key_store_modes_and_atomic_replace(tmp_path: Path) -> None:
     store = keys.KeyStore(tmp_path / "state")
-    os.umask(0o022)
-    store.set("openai", SECRET + "\n")
+    old = os.umask(0o022)  # a permissive umask must not make the key readable
+    try:
+        store.set("openai", SECRET + "\n")
+    finally:
+        os.umask(old)
     assert stat.S_IMODE(store.dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(store.path("openai").stat().st_mode) == 0o600
     assert store.get("openai") == SECRET
@@ -183,6 +186,10 @@ def test_key_never_shown_by_cli_logs_or_tasks(daemons: Any) -> None:
     assert SECRET not in str(task) + d.cli("tasks", "get", task["id"]).stdout
     assert d.stop() == 0
     assert SECRET not in d.log()
+    # Whoever starts the daemon, what it writes is owner-only.
+    for path in d.state_dir.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {mode:o}"
 
 
 def test_scrubber_masks_secrets_in_any_log_record() -> None:
