@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agentbox.notify import Notifier, ascii_line, watchdog_loop
-from tests.conftest import NO_MQTT, NotifyListener
+from tests.conftest import NO_MQTT, NotifyListener, wait_for
 
 
 def test_ready_watchdog_stopping_and_clean_exit(daemons: Any, short_tmp: Path) -> None:
@@ -144,3 +144,44 @@ def test_unit_file_verifies_and_scores_at_most_2(short_tmp: Path) -> None:
         "CapabilityBoundingSet=\n",
     ):
         assert needed in text, needed
+
+
+def test_reload_applies_new_config_refuses_bad_and_keeps_tasks(daemons: Any) -> None:
+    d = daemons(NO_MQTT + "[device]\nname = 'before'\n").start()
+    d.cli(
+        "submit",
+        "--id",
+        "kept",
+        "--tier",
+        "local",
+        "--max-tokens",
+        "300",
+        "Count from 1 to 1000, separated by commas.",
+    )
+    d.config_path.write_text(NO_MQTT + "[device]\nname = 'after'\n")
+    assert d.cli("reload").stdout.strip() == "reloaded"
+    assert d.json("status")["name"] == "after"
+
+    d.config_path.write_text(NO_MQTT + "[device]\nname = 'after'\ncolour = 'red'\n")
+    bad = d.cli("reload", check=False)
+    assert bad.returncode == 78 and "device.colour: unknown key" in bad.stdout
+    assert d.json("status")["name"] == "after"
+    assert "reload refused, keeping the running configuration" in d.log()
+
+    final = {"succeeded", "failed", "expired", "cancelled"}
+    task = wait_for(lambda: (t := d.task("kept"))["state"] in final and t, 120, interval=0.3)
+    assert task["state"] == "succeeded" and task["attempts"] == 1
+    assert d.stop() == 0
+
+
+def test_journald_lines_carry_priorities(daemons: Any) -> None:
+    d = daemons(
+        "[mqtt]\nenabled = false\n[routing]\nmode = 'cost'\n", env={"JOURNAL_STREAM": "8:12345"}
+    ).start()
+    d.config_path.write_text("[mqtt]\nenabled = false\nbogus = 1\n")
+    d.cli("reload", check=False)
+    assert d.stop() == 0
+    lines = d.log().splitlines()
+    assert lines and all(line[:3] in ("<6>", "<4>", "<3>") for line in lines), lines
+    assert any(line.startswith("<3>agentbox.daemon: reload refused") for line in lines)
+    assert any(line.startswith("<6>agentbox.daemon: stopped cleanly") for line in lines)
