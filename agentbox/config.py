@@ -87,6 +87,18 @@ class ProviderConfig(Section):
     base_url: str = ""
     model: str = ""
     heavy_model: str = ""
+    # How an openai-kind server takes a JSON Schema: OpenAI's "json_schema", the older
+    # "json_object" + schema (llama-cpp-python's server), or "none" (validate ours only).
+    response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+
+
+class PriceConfig(Section):
+    """USD per million tokens; overrides or adds to the pinned table for one model id prefix."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
 
 
 class Settings(BaseSettings):
@@ -106,6 +118,7 @@ class Settings(BaseSettings):
     local: LocalConfig = Field(default_factory=LocalConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
     @field_validator("providers")
     @classmethod

@@ -16,10 +16,12 @@ from agentbox import __version__, config, keys, logs
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
 from agentbox.notify import Notifier, watchdog_loop
-from agentbox.providers.base import Provider
-from agentbox.providers.local import LocalProvider
+from agentbox.providers.prices import PriceTable
+from agentbox.routing.budget import Budget
+from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
+from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store, StoreError
@@ -84,11 +86,18 @@ class Daemon:
         self.keystore = keys.KeyStore(loaded.state_dir)
         settings = loaded.settings
         self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled)
-        self.local = LocalProvider(
-            settings.local.model_path, settings.local.threads, settings.local.context
+        self.pool = ProviderPool(settings, self.keystore)
+        self.local = self.pool.local
+        self.prices = PriceTable(settings.prices)
+        self.budget = Budget(settings.budget, StoreLedger(self.store))
+        self.router = Router(settings, self.pool.available)
+        runner = ProviderRunner(
+            self.pool.providers,
+            self.pool.breakers,
+            self.budget,
+            lambda: self.prices,
+            lambda: self.loaded.settings,
         )
-        self.providers: dict[str, Provider] = {LOCAL: self.local}
-        self.router = Router(settings)
         self.service = TaskService(
             self.store,
             lambda: self.router,
@@ -97,7 +106,7 @@ class Daemon:
         )
         self.scheduler = Scheduler(
             self.store,
-            ProviderRunner(self.providers),
+            runner,
             {LOCAL: 1, CLOUD: settings.tasks.cloud_concurrency},
             settings.tasks.retry_base_s,
             self.service.notify,
@@ -127,7 +136,8 @@ class Daemon:
             "accepted": self.service.accepted,
             "finished": self.scheduler.finished,
             "local": self.local.status(),
-            "providers": sorted(self.loaded.settings.providers),
+            "providers": self.pool.status(),
+            "spend": self.budget.snapshot(),
         }
 
     async def _status_line(self) -> str:
@@ -140,12 +150,11 @@ class Daemon:
     # ---- reload ----------------------------------------------------------------------
 
     def _refresh_secrets(self) -> None:
-        values: set[str] = set()
-        names = {"mqtt", *self.keystore.names()}
-        kinds = {n: p.kind for n, p in self.loaded.settings.providers.items()}
-        for name in names | set(kinds):
+        """Every key the daemon may hold, so the log scrubber can mask it."""
+        values = self.pool.secrets()
+        for name in {"mqtt", *self.keystore.names()}:
             with contextlib.suppress(keys.KeyError_):
-                value, _ = keys.resolve(self.keystore, name, kinds.get(name))
+                value, _ = keys.resolve(self.keystore, name)
                 if value:
                     values.add(value)
         logs.SCRUBBER.set_secrets(values)
@@ -167,13 +176,13 @@ class Daemon:
             new = new.model_copy(update={"state_dir": self.loaded.state_dir})
         self.loaded = new
         settings = new.settings
-        self.router = Router(settings)
+        self.pool.configure(settings)
+        self.prices = PriceTable(settings.prices)
+        self.budget.conf = settings.budget
+        self.router = Router(settings, self.pool.available)
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
-        self.local.configure(
-            settings.local.model_path, settings.local.threads, settings.local.context
-        )
         if settings.mqtt != old.mqtt:
             log.warning("mqtt settings change needs a restart to take effect")
         self._refresh_secrets()
@@ -234,6 +243,7 @@ class Daemon:
         prepare_state_dir(self.loaded.state_dir)
         self._refresh_secrets()
         report = await self.store.open()
+        await self.budget.load()
         if report.schema_from != report.schema_to:
             log.info("store schema migrated from v%d to v%d", report.schema_from, report.schema_to)
         if report.requeued or report.ended:
@@ -267,7 +277,7 @@ class Daemon:
                     duty.cancel()
         finally:
             await self.control.close()
-            await self.local.close()
+            await self.pool.close()
             await self.store.close()
         log.info("stopped cleanly")
         return 0

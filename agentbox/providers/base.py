@@ -14,16 +14,33 @@ class Failure(StrEnum):
     auth = "auth"  # 401/403: the key is bad; never retried
     bad_request = "bad_request"  # 400: the task itself is wrong; fail it
     unavailable = "unavailable"  # not configured or cannot start (e.g. the model file is broken)
+    budget = "budget"  # a spend cap would be crossed
 
 
 class ProviderError(Exception):
-    """A classified failure; the message is safe to show (never a key or a full request)."""
+    """A classified failure; the message is safe to show (never a key or a full request).
 
-    def __init__(self, failure: Failure, message: str, retry_after: float | None = None) -> None:
+    `until` is when a quota resets (epoch seconds); `partial` is what a cut-off stream had
+    already used, which is billed all the same; `hold` asks to wait without using an attempt.
+    """
+
+    def __init__(
+        self,
+        failure: Failure,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        until: float | None = None,
+        partial: Completion | None = None,
+        hold: bool = False,
+    ) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
         self.retry_after = retry_after
+        self.until = until
+        self.partial = partial
+        self.hold = hold  # nothing was tried: wait without using up an attempt
 
 
 @dataclass(frozen=True)
@@ -36,11 +53,17 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
+    """One answer and its usage in our terms: input_tokens excludes cache reads and writes."""
+
     text: str
     model: str
     input_tokens: int
     output_tokens: int
     finish_reason: str = "stop"
+    cached_tokens: int = 0  # prompt tokens read from the provider's cache
+    cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic bills these extra)
+    reasoning_tokens: int = 0  # included in output_tokens
+    estimated: bool = False  # token counts guessed (no usage from the server)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,6 +74,7 @@ class Provider(Protocol):
     """A model backend. Providers do no retries of their own: the router owns that loop."""
 
     kind: ClassVar[str]
+    paid: ClassVar[bool]
     supports_schema: ClassVar[bool]
     supports_streaming: ClassVar[bool]
     name: str
@@ -61,4 +85,15 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release connections and child processes."""
+        ...
+
+
+class CloudProvider(Provider, Protocol):
+    """A provider reached over HTTP with a key."""
+
+    model: str
+    heavy_model: str
+
+    async def list_models(self) -> list[str]:
+        """The provider's cheapest authenticated call; raises ProviderError."""
         ...

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agentbox.config import Settings
+from agentbox.routing.heuristics import HEAVY_MODEL_AT, THRESHOLDS, assess
 from agentbox.tasks.spec import ErrorCode, Route, SpecError, TaskSpec
 
 LOCAL = "local"
@@ -15,40 +17,54 @@ CLOUD = "cloud"
 class Decision:
     lane: str
     route: Route
+    score: float | None = None
 
 
 class Router:
-    """Explicit pins win; `auto` picks the local model when it is enabled, else the cloud."""
+    """Pins win; `auto` scores the task and compares with the threshold of routing.mode."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, available: Callable[[str], bool] = lambda _: True
+    ) -> None:
         self.settings = settings
+        self.available = available
 
-    def _local(self, reason: str, model: str = "") -> Decision:
+    def _local(self, reason: str, model: str = "", score: float | None = None) -> Decision:
         if not self.settings.local.enabled:
             raise SpecError(
                 ErrorCode.provider_unavailable,
                 "the local model is disabled (local.enabled = false)",
             )
-        return Decision(
-            LOCAL, Route(tier="local", provider=LOCAL, model=model or "default", reason=reason)
-        )
+        route = Route(tier="local", provider=LOCAL, model=model or "default", reason=reason)
+        return Decision(LOCAL, route, score)
 
-    def _cloud(self, reason: str, provider: str | None = None, model: str = "") -> Decision:
-        order = self.settings.cloud_order()
+    def _cloud(
+        self,
+        reason: str,
+        provider: str | None = None,
+        model: str = "",
+        heavy: bool = False,
+        score: float | None = None,
+    ) -> Decision:
         if provider is None:
+            order = self.settings.cloud_order()
             if not order:
                 raise SpecError(
                     ErrorCode.provider_unavailable,
                     "no cloud provider configured: add a [providers.NAME] section and"
                     " `agentbox keys set NAME`",
                 )
-            provider = order[0]
+            provider = next((n for n in order if self.available(n)), order[0])
         conf = self.settings.providers[provider]
-        return Decision(
-            CLOUD, Route(tier="cloud", provider=provider, model=model or conf.model, reason=reason)
-        )
+        if not model:
+            model = conf.heavy_model if heavy and conf.heavy_model else conf.model
+        route = Route(tier="cloud", provider=provider, model=model, reason=reason)
+        return Decision(CLOUD, route, score)
 
-    def decide(self, spec: TaskSpec) -> Decision:
+    def cloud_reachable(self) -> bool:
+        return any(self.available(n) for n in self.settings.cloud_order())
+
+    def decide(self, spec: TaskSpec, background: bool = False) -> Decision:
         if spec.model:
             provider, _, model = spec.model.partition("/")
             if provider == LOCAL:
@@ -63,6 +79,20 @@ class Router:
             return self._local("tier pinned by the task")
         if spec.tier == CLOUD:
             return self._cloud("tier pinned by the task")
-        if self.settings.local.enabled:
-            return self._local(f"auto ({self.settings.routing.mode}): local model first")
-        return self._cloud(f"auto ({self.settings.routing.mode}): local model disabled")
+        if background:
+            return self._local("background work stays on the local model")
+        mode = self.settings.routing.mode
+        a = assess(spec)
+        why = ", ".join(a.reasons)
+        if not self.settings.local.enabled:
+            return self._cloud(f"local model disabled; {why}", score=a.score)
+        if a.score < THRESHOLDS[mode] or not self.settings.providers:
+            return self._local(
+                f"light ({a.score} < {THRESHOLDS[mode]} for {mode}): {why}", score=a.score
+            )
+        if not self.cloud_reachable() and self.settings.routing.offline == "local":
+            return self._local(f"offline: no cloud provider reachable; {why}", score=a.score)
+        heavy = a.score >= HEAVY_MODEL_AT and mode != "cost"
+        return self._cloud(
+            f"heavy ({a.score} >= {THRESHOLDS[mode]} for {mode}): {why}", heavy=heavy, score=a.score
+        )

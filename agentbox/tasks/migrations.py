@@ -39,6 +39,25 @@ STEPS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE usage (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        day TEXT NOT NULL,
+        month TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cached_tokens INTEGER NOT NULL,
+        cache_write_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        estimated INTEGER NOT NULL
+    );
+    CREATE INDEX usage_day ON usage (day);
+    CREATE INDEX usage_month ON usage (month);
+    """,
 )
 
 

@@ -22,9 +22,16 @@ RETRY_AFTER_CAP_S = 60.0
 IDLE_POLL_S = 5.0  # a lane looks at its queue at least this often
 
 
+BACKGROUND_SOURCES = frozenset({"schedule"})
+
+
 class Runner(Protocol):
     async def run(
-        self, spec: TaskSpec, route: dict[str, Any] | None, progress: Progress
+        self,
+        spec: TaskSpec,
+        route: dict[str, Any] | None,
+        progress: Progress,
+        background: bool = False,
     ) -> Outcome:
         """Run one attempt of a task; raise ProviderError on a classified failure."""
         ...
@@ -124,7 +131,9 @@ class Scheduler:
 
         try:
             async with asyncio.timeout(max(row.deadline_at - time.time(), 0.0)):
-                outcome = await self.runner.run(row.spec, row.route, progress)
+                outcome = await self.runner.run(
+                    row.spec, row.route, progress, row.source in BACKGROUND_SOURCES
+                )
         except TimeoutError:
             await self._end(row, State.expired, ErrorCode.deadline, "deadline passed while running")
             return
@@ -150,7 +159,17 @@ class Scheduler:
             Failure.auth: ErrorCode.provider_auth,
             Failure.bad_request: ErrorCode.provider_error,
             Failure.unavailable: ErrorCode.provider_unavailable,
+            Failure.budget: ErrorCode.budget_exceeded,
         }.get(exc.failure, ErrorCode.provider_unavailable)
+        if exc.hold:
+            # routing.offline = "hold": nothing was tried, so no attempt is used up; the
+            # deadline still ends the wait.
+            at = time.time() + min(exc.retry_after or self.retry_base_s * 5, RETRY_AFTER_CAP_S)
+            if at < row.deadline_at:
+                error = {"code": code.value, "message": exc.message}
+                if await self.store.retry(row, at, error, refund=True):
+                    self.listener(row, "retry", {"error": error, "hold": True})
+                return
         if exc.failure in (Failure.retryable, Failure.quota) and row.attempts < row.max_attempts:
             delay = backoff(row.attempts, self.retry_base_s, exc.retry_after)
             at = time.time() + delay

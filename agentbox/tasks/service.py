@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentbox.routing.router import Router
-from agentbox.tasks.scheduler import Scheduler
+from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
 from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, parse_spec
 from agentbox.tasks.store import Store, TaskRow
 
@@ -49,7 +49,7 @@ class TaskService:
             )
         spec: TaskSpec = parse_spec(raw, self.max_payload_bytes).with_id()
         try:
-            decision = self._router().decide(spec)
+            decision = self._router().decide(spec, background=source in BACKGROUND_SOURCES)
         except SpecError as exc:
             # A known id answers with its task even if it could not be routed today.
             known = await self.store.get(spec.id or "")

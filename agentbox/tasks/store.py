@@ -429,14 +429,16 @@ class Store:
 
         return await self.write(op, durable=True)
 
-    async def retry(self, row: TaskRow, at: float, error: dict[str, Any]) -> bool:
-        """Put a failed run back in the queue to run again at `at`."""
+    async def retry(
+        self, row: TaskRow, at: float, error: dict[str, Any], refund: bool = False
+    ) -> bool:
+        """Put a failed run back in the queue to run again at `at` (`refund`: its attempt too)."""
 
         def op(c: sqlite3.Connection) -> bool:
             cur = c.execute(
-                "UPDATE tasks SET state = 'queued', next_run_at = ?, result = ?"
-                " WHERE seq = ? AND state = 'running' AND attempts = ?",
-                (at, _dumps({"error": error}), row.seq, row.attempts),
+                "UPDATE tasks SET state = 'queued', next_run_at = ?, result = ?,"
+                " attempts = attempts - ? WHERE seq = ? AND state = 'running' AND attempts = ?",
+                (at, _dumps({"error": error}), int(refund), row.seq, row.attempts),
             )
             return cur.rowcount == 1
 

@@ -1,0 +1,189 @@
+"""Anthropic Messages API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from agentbox.config import ProviderConfig
+from agentbox.providers import http
+from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
+from agentbox.providers.openai import prompt_estimate
+
+DEFAULT_BASE = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+SCHEMA_TOOL = "output"
+
+
+def next_month_utc(now: float) -> float:
+    """Midnight UTC on the first of next month: when an enforced spend limit lifts."""
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
+    return dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp()
+
+
+class AnthropicProvider:
+    kind: ClassVar[str] = "anthropic"
+    paid: ClassVar[bool] = True
+    supports_schema: ClassVar[bool] = True
+    supports_streaming: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str,
+        conf: ProviderConfig,
+        key: Callable[[], str | None],
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.name = name
+        self.base_url = (conf.base_url or DEFAULT_BASE).rstrip("/")
+        self.model = conf.model
+        self.heavy_model = conf.heavy_model
+        self._key = key
+        self._client = client
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-api-key": self._key() or "", "anthropic-version": API_VERSION}
+
+    def classify(self, status: int, headers: Mapping[str, str], body: Any) -> ProviderError:
+        raw = body.get("error") if isinstance(body, dict) else None
+        err: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        text = http.error_text(body, f"HTTP {status}")
+        details = err.get("details") if isinstance(err.get("details"), dict) else {}
+        assert isinstance(details, dict)
+        if status == 429 and details.get("error_code") == "enforced_spend_limit_reached":
+            return ProviderError(
+                Failure.quota,
+                f"{self.name}: monthly spend limit reached: {text}",
+                until=next_month_utc(time.time()),
+            )
+        if status == 400 and text.startswith("You have reached your specified"):
+            return ProviderError(
+                Failure.quota,
+                f"{self.name}: usage limit reached: {text}",
+                until=time.time() + http.QUOTA_UNKNOWN_RESET_S,
+            )
+        if status == 529 or err.get("type") == "overloaded_error":
+            return ProviderError(
+                Failure.retryable,
+                f"{self.name}: overloaded (HTTP {status})",
+                retry_after=http.retry_after(headers),
+            )
+        return http.classify_status(status, headers, body, self.name)
+
+    def _payload(self, request: Request) -> dict[str, Any]:
+        system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
+        payload: dict[str, Any] = {
+            "model": request.model or self.model,
+            "max_tokens": request.max_tokens,
+            "messages": [m for m in request.messages if m["role"] != "system"],
+            "stream": True,
+        }
+        if system:
+            payload["system"] = system
+        if request.json_schema is not None:
+            payload["tools"] = [
+                {
+                    "name": SCHEMA_TOOL,
+                    "description": "Give the answer as JSON matching this schema.",
+                    "input_schema": request.json_schema,
+                }
+            ]
+            payload["tool_choice"] = {"type": "tool", "name": SCHEMA_TOOL}
+        return payload
+
+    async def complete(self, request: Request, progress: Progress | None = None) -> Completion:
+        payload = self._payload(request)
+        state: dict[str, Any] = {"model": payload["model"], "finish": "", "usage": {}}
+        parts: list[str] = []
+        pieces = 0
+
+        def so_far() -> Completion:
+            return self._completion(parts, state, request)
+
+        async with http.post_stream(
+            self._client,
+            f"{self.base_url}/v1/messages",
+            headers=self._headers(),
+            payload=payload,
+            classify=self.classify,
+            name=self.name,
+        ) as resp:
+            try:
+                async for event, data in http.sse(resp):
+                    msg = json.loads(data)
+                    kind = msg.get("type", event)
+                    if kind == "message_start":
+                        message = msg["message"]
+                        state["model"] = message.get("model") or state["model"]
+                        state["usage"].update(message.get("usage") or {})
+                    elif kind == "content_block_delta":
+                        delta = msg["delta"]
+                        piece = delta.get("text") or delta.get("partial_json")
+                        if piece:
+                            parts.append(piece)
+                            pieces += 1
+                            if progress is not None and pieces % 32 == 0:
+                                await progress({"output_tokens": pieces})
+                    elif kind == "message_delta":
+                        state["finish"] = (msg.get("delta") or {}).get("stop_reason") or ""
+                        state["usage"].update(msg.get("usage") or {})
+                    elif kind == "error":
+                        err = self.classify(529, {}, msg)
+                        err.partial = so_far()
+                        raise err
+                    elif kind == "message_stop":
+                        break
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise http.cut_off(self.name, exc, so_far()) from None
+        if not state["finish"]:
+            raise http.cut_off(self.name, EOFError("stream ended early"), so_far())
+        return so_far()
+
+    def _completion(self, parts: list[str], state: dict[str, Any], request: Request) -> Completion:
+        text = "".join(parts)
+        usage = state["usage"]
+        if "input_tokens" not in usage:
+            return Completion(
+                text=text,
+                model=state["model"],
+                input_tokens=prompt_estimate(request.messages),
+                output_tokens=http.estimate_tokens(text),
+                finish_reason=state["finish"] or "cut_off",
+                estimated=True,
+            )
+        output = int(usage.get("output_tokens") or 0)
+        cut = not state["finish"]
+        if cut:
+            # message_start carries a placeholder output count; only message_delta has the
+            # real one. A cut stream is billed for what it sent, so never count less.
+            output = max(output, http.estimate_tokens(text))
+        # Anthropic counts cache reads and writes outside input_tokens.
+        return Completion(
+            text=text,
+            model=state["model"],
+            input_tokens=int(usage.get("input_tokens") or 0),
+            output_tokens=output,
+            finish_reason=state["finish"] or "cut_off",
+            cached_tokens=int(usage.get("cache_read_input_tokens") or 0),
+            cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+            estimated=cut,
+        )
+
+    async def list_models(self) -> list[str]:
+        body = await http.get_json(
+            self._client,
+            f"{self.base_url}/v1/models",
+            headers=self._headers(),
+            classify=self.classify,
+            name=self.name,
+        )
+        return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
+
+    async def close(self) -> None:
+        return None

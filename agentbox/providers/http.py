@@ -1,0 +1,160 @@
+"""What the HTTP providers share: one client, failure classification, retry-after, SSE."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from agentbox.providers.base import Completion, Failure, ProviderError
+
+RETRY_AFTER_CAP_S = 60.0
+QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
+
+
+def make_client() -> httpx.AsyncClient:
+    """The daemon's one HTTP client: bounded connections, no proxy surprises from env."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        trust_env=False,
+        headers={"user-agent": "agentbox"},
+    )
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from retry-after-ms or retry-after (seconds or an HTTP date), capped."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return min(max(float(ms) / 1000, 0.0), RETRY_AFTER_CAP_S)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S)
+
+
+def error_text(body: Any, fallback: str) -> str:
+    """The provider's own short error message, if its body has one."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:300]
+        if isinstance(err, str):
+            return err[:300]
+    return fallback[:300]
+
+
+def classify_status(status: int, headers: Mapping[str, str], body: Any, name: str) -> ProviderError:
+    """The common reading of an HTTP failure; providers refine it for their own codes."""
+    text = error_text(body, f"HTTP {status}")
+    msg = f"{name}: HTTP {status}: {text}"
+    wait = retry_after(headers)
+    if status in (401, 403):
+        return ProviderError(Failure.auth, f"{name}: key rejected (HTTP {status}): {text}")
+    if status == 402:
+        return ProviderError(Failure.quota, msg, until=time.time() + QUOTA_UNKNOWN_RESET_S)
+    if status in (408, 409, 429) or status >= 500:
+        return ProviderError(Failure.retryable, msg, retry_after=wait)
+    return ProviderError(Failure.bad_request, msg)
+
+
+def transport_error(exc: httpx.HTTPError, name: str) -> ProviderError:
+    """Timeouts, resets and refused connections: all worth another try elsewhere or later."""
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderError(Failure.retryable, f"{name}: timed out ({kind})")
+    return ProviderError(Failure.retryable, f"{name}: connection failed ({kind})")
+
+
+Classifier = Callable[[int, Mapping[str, str], Any], ProviderError]
+
+
+@asynccontextmanager
+async def post_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str],
+    payload: dict[str, Any],
+    classify: Classifier,
+    name: str,
+) -> AsyncIterator[httpx.Response]:
+    """POST and yield the open response when it is 2xx; otherwise raise the classified error."""
+    try:
+        async with client.stream("POST", url, headers=headers, json=payload) as resp:
+            if resp.status_code >= 400:
+                raw = await resp.aread()
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                raise classify(resp.status_code, resp.headers, body)
+            yield resp
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, name) from None
+
+
+async def get_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str],
+    classify: Classifier,
+    name: str,
+) -> Any:
+    try:
+        resp = await client.get(url, headers=headers, timeout=20.0)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, name) from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    if resp.status_code >= 400:
+        raise classify(resp.status_code, resp.headers, body)
+    return body
+
+
+async def sse(resp: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """Server-sent events as (event, data); data lines of one event are joined by newlines."""
+    event, data = "", list[str]()
+    async for line in resp.aiter_lines():
+        if not line:
+            if data:
+                yield event or "message", "\n".join(data)
+            event, data = "", list[str]()
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+    if data:
+        yield event or "message", "\n".join(data)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough count for when a server reports no usage: about four characters a token."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def cut_off(name: str, exc: Exception, partial: Completion) -> ProviderError:
+    """A stream that broke after it started: retryable, and what it used is still billed."""
+    return ProviderError(
+        Failure.retryable, f"{name}: stream cut off ({type(exc).__name__})", partial=partial
+    )

@@ -1,0 +1,168 @@
+"""OpenAI Chat Completions, which also serves every OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from agentbox.config import ProviderConfig
+from agentbox.providers import http
+from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
+
+DEFAULT_BASE = "https://api.openai.com/v1"
+
+
+def prompt_estimate(messages: list[dict[str, str]]) -> int:
+    """Input tokens when the server does not say: text plus a few tokens of framing each."""
+    return sum(http.estimate_tokens(m["content"]) + 4 for m in messages)
+
+
+class OpenAIProvider:
+    kind: ClassVar[str] = "openai"
+    paid: ClassVar[bool] = True
+    supports_schema: ClassVar[bool] = True
+    supports_streaming: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str,
+        conf: ProviderConfig,
+        key: Callable[[], str | None],
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.name = name
+        self.base_url = (conf.base_url or DEFAULT_BASE).rstrip("/")
+        self.model = conf.model
+        self.heavy_model = conf.heavy_model
+        self.response_format = conf.response_format
+        self._key = key
+        self._client = client
+
+    def _headers(self) -> dict[str, str]:
+        key = self._key()
+        # Local OpenAI-compatible servers (llama-server, Ollama, vLLM) often need no key.
+        return {"authorization": f"Bearer {key}"} if key else {}
+
+    def classify(self, status: int, headers: Mapping[str, str], body: Any) -> ProviderError:
+        err = body.get("error") if isinstance(body, dict) else None
+        code = err.get("code") if isinstance(err, dict) else None
+        if status == 429 and code in ("insufficient_quota", "billing_hard_limit_reached"):
+            text = http.error_text(body, "quota exhausted")
+            return ProviderError(
+                Failure.quota,
+                f"{self.name}: quota exhausted: {text}",
+                until=time.time() + http.QUOTA_UNKNOWN_RESET_S,
+            )
+        return http.classify_status(status, headers, body, self.name)
+
+    def _payload(self, request: Request) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": request.model or self.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        schema = request.json_schema
+        if schema is not None and self.response_format == "json_schema":
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema, "strict": False},
+            }
+        elif schema is not None and self.response_format == "json_object":
+            # llama-cpp-python's server (and Anyscale-style APIs) take the schema this way.
+            payload["response_format"] = {"type": "json_object", "schema": schema}
+        return payload
+
+    async def complete(self, request: Request, progress: Progress | None = None) -> Completion:
+        payload = self._payload(request)
+        parts: list[str] = []
+        usage: dict[str, Any] | None = None
+        finish = ""
+        model = payload["model"]
+        pieces = 0
+
+        def so_far() -> Completion:
+            return self._completion(parts, usage, finish or "cut_off", model, request)
+
+        async with http.post_stream(
+            self._client,
+            f"{self.base_url}/chat/completions",
+            headers=self._headers(),
+            payload=payload,
+            classify=self.classify,
+            name=self.name,
+        ) as resp:
+            try:
+                async for _, data in http.sse(resp):
+                    if data.strip() == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        text = http.error_text(chunk, "error in stream")
+                        raise ProviderError(
+                            Failure.retryable, f"{self.name}: {text}", partial=so_far()
+                        )
+                    model = chunk.get("model") or model
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            parts.append(piece)
+                            pieces += 1
+                            if progress is not None and pieces % 32 == 0:
+                                await progress({"output_tokens": pieces})
+                        finish = choice.get("finish_reason") or finish
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise http.cut_off(self.name, exc, so_far()) from None
+        if not finish:
+            raise http.cut_off(self.name, EOFError("stream ended early"), so_far())
+        return so_far()
+
+    def _completion(
+        self,
+        parts: list[str],
+        usage: dict[str, Any] | None,
+        finish: str,
+        model: str,
+        request: Request,
+    ) -> Completion:
+        text = "".join(parts)
+        if not usage:
+            return Completion(
+                text=text,
+                model=model,
+                input_tokens=prompt_estimate(request.messages),
+                output_tokens=http.estimate_tokens(text),
+                finish_reason=finish,
+                estimated=True,
+            )
+        prompt = int(usage.get("prompt_tokens") or 0)
+        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+        return Completion(
+            text=text,
+            model=model,
+            input_tokens=prompt - cached,  # OpenAI counts cached tokens inside prompt_tokens
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=finish,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
+        )
+
+    async def list_models(self) -> list[str]:
+        body = await http.get_json(
+            self._client,
+            f"{self.base_url}/models",
+            headers=self._headers(),
+            classify=self.classify,
+            name=self.name,
+        )
+        return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
+
+    async def close(self) -> None:
+        return None

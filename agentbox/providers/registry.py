@@ -1,0 +1,26 @@
+"""Provider classes by `kind`, and the one way to build a cloud provider from config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from agentbox.config import ProviderConfig
+from agentbox.providers.anthropic import AnthropicProvider
+from agentbox.providers.base import CloudProvider
+from agentbox.providers.gemini import GeminiProvider
+from agentbox.providers.openai import OpenAIProvider
+
+KINDS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
+    "openai": OpenAIProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+}
+
+
+def build(
+    name: str, conf: ProviderConfig, key: Callable[[], str | None], client: httpx.AsyncClient
+) -> CloudProvider:
+    provider: CloudProvider = KINDS[conf.kind](name, conf, key, client)
+    return provider

@@ -1,0 +1,161 @@
+"""Spend caps: reserve the worst case before a call, settle the real cost after it.
+
+Reservation and the cap check happen in one synchronous step on the event loop, so concurrent
+calls can never promise more than the caps allow; settled spend is kept in the store's ledger,
+so a restart does not forget what today already cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agentbox.config import BudgetConfig
+from agentbox.providers.base import Completion
+
+
+def day_month(at: float) -> tuple[str, str]:
+    """The box's local day and month: caps follow the owner's calendar."""
+    t = time.localtime(at)
+    return time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t)
+
+
+@dataclass(frozen=True)
+class UsageEntry:
+    """One billed call, as the ledger keeps it."""
+
+    at: float
+    task_id: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    estimated: bool
+
+    @classmethod
+    def of(
+        cls,
+        c: Completion,
+        *,
+        at: float,
+        task_id: str,
+        provider: str,
+        cost: float,
+        estimated: bool,
+    ) -> UsageEntry:
+        return cls(
+            at,
+            task_id,
+            provider,
+            c.model,
+            c.input_tokens,
+            c.output_tokens,
+            c.cached_tokens,
+            c.cache_write_tokens,
+            cost,
+            estimated,
+        )
+
+
+class Ledger(Protocol):
+    """Where settled spend is kept (the task store implements it)."""
+
+    async def record(self, entry: UsageEntry) -> None: ...
+
+    async def totals(self, day: str, month: str) -> tuple[float, float]: ...
+
+
+class BudgetExceeded(Exception):
+    """A call would cross a cap; the message names the cap and what is left."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    amount: float
+    day: str
+    month: str
+
+
+class Budget:
+    def __init__(self, conf: BudgetConfig, ledger: Ledger) -> None:
+        self.conf = conf
+        self.ledger = ledger
+        self.day, self.month = day_month(time.time())
+        self.today = 0.0
+        self.this_month = 0.0
+        self.reserved = 0.0
+
+    async def load(self) -> None:
+        self.day, self.month = day_month(time.time())
+        self.today, self.this_month = await self.ledger.totals(self.day, self.month)
+
+    def _roll(self) -> None:
+        day, month = day_month(time.time())
+        if month != self.month:
+            self.month, self.this_month = month, 0.0
+        if day != self.day:
+            self.day, self.today = day, 0.0
+
+    def reserve(self, amount: float, task_cap: float | None = None) -> Reservation:
+        """Promise `amount` USD or raise BudgetExceeded; never awaits, so it is atomic."""
+        self._roll()
+        cap = self.conf.per_task_usd if task_cap is None else min(task_cap, self.conf.per_task_usd)
+        if amount > cap:
+            raise BudgetExceeded(f"worst case ${amount:.4f} is over the per-task cap ${cap:.4f}")
+        if self.today + self.reserved + amount > self.conf.daily_usd:
+            left = max(self.conf.daily_usd - self.today - self.reserved, 0.0)
+            raise BudgetExceeded(f"daily cap ${self.conf.daily_usd:.2f} reached (${left:.4f} left)")
+        if self.this_month + self.reserved + amount > self.conf.monthly_usd:
+            left = max(self.conf.monthly_usd - self.this_month - self.reserved, 0.0)
+            raise BudgetExceeded(
+                f"monthly cap ${self.conf.monthly_usd:.2f} reached (${left:.4f} left)"
+            )
+        self.reserved += amount
+        return Reservation(amount, self.day, self.month)
+
+    def release(self, res: Reservation) -> None:
+        self.reserved = max(self.reserved - res.amount, 0.0)
+
+    async def settle(
+        self,
+        res: Reservation,
+        completion: Completion,
+        cost: float,
+        *,
+        estimated: bool,
+        provider: str,
+        task_id: str,
+    ) -> None:
+        """Book the real cost (into the ledger first, so a crash cannot lose it)."""
+        self.release(res)
+        at = time.time()
+        await self.ledger.record(
+            UsageEntry.of(
+                completion,
+                at=at,
+                task_id=task_id,
+                provider=provider,
+                cost=cost,
+                estimated=estimated,
+            )
+        )
+        self._roll()
+        day, month = day_month(at)
+        if day == self.day:
+            self.today += cost
+        if month == self.month:
+            self.this_month += cost
+
+    def snapshot(self) -> dict[str, Any]:
+        self._roll()
+        return {
+            "today_usd": round(self.today, 6),
+            "month_usd": round(self.this_month, 6),
+            "reserved_usd": round(self.reserved, 6),
+            "daily_cap_usd": self.conf.daily_usd,
+            "monthly_cap_usd": self.conf.monthly_usd,
+        }

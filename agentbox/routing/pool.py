@@ -1,0 +1,98 @@
+"""The live set of providers: the local worker, cloud providers built from config, their
+circuit breakers and keys. Rebuilt in place on reload, so references to it stay valid."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from agentbox import keys
+from agentbox.config import ProviderConfig, Settings
+from agentbox.providers import registry
+from agentbox.providers.base import CloudProvider, Provider, ProviderError
+from agentbox.providers.http import make_client
+from agentbox.providers.local import LocalProvider
+from agentbox.routing.breaker import Breaker
+from agentbox.routing.router import LOCAL
+
+log = logging.getLogger("agentbox.providers")
+
+
+class ProviderPool:
+    def __init__(self, settings: Settings, keystore: keys.KeyStore) -> None:
+        self.keystore = keystore
+        self.client = make_client()
+        local = settings.local
+        self.local = LocalProvider(local.model_path, local.threads, local.context)
+        self.providers: dict[str, Provider] = {LOCAL: self.local}
+        self.breakers: dict[str, Breaker] = {}
+        self.keys: dict[str, tuple[str | None, str]] = {}
+        self.confs: dict[str, ProviderConfig] = {}
+        self.configure(settings)
+
+    def configure(self, settings: Settings) -> None:
+        """Build or rebuild cloud providers and re-read their keys; breakers are kept."""
+        local = settings.local
+        self.local.configure(local.model_path, local.threads, local.context)
+        for name in [n for n in self.providers if n != LOCAL and n not in settings.providers]:
+            del self.providers[name]
+            self.breakers.pop(name, None)
+        for name, conf in settings.providers.items():
+            old_key = self.keys.get(name, (None, ""))[0]
+            self.keys[name] = keys.resolve(self.keystore, name, conf.kind)
+            if name not in self.providers or self.confs.get(name) != conf:
+                self.providers[name] = registry.build(name, conf, self._key_of(name), self.client)
+                self.confs[name] = conf
+            breaker = self.breakers.setdefault(name, Breaker(name))
+            if self.keys[name][0] != old_key:
+                breaker.reset_auth()
+
+    def _key_of(self, name: str) -> Any:
+        return lambda: self.keys.get(name, (None, ""))[0]
+
+    def secrets(self) -> set[str]:
+        return {value for value, _ in self.keys.values() if value}
+
+    def available(self, name: str) -> bool:
+        breaker = self.breakers.get(name)
+        return breaker is not None and breaker.available()
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, conf in self.confs.items():
+            if name not in self.breakers:
+                continue
+            _, source = self.keys.get(name, (None, ""))
+            out[name] = {
+                "kind": conf.kind,
+                "model": conf.model,
+                "key": source or None,
+                **self.breakers[name].status(),
+            }
+        return out
+
+    async def close(self) -> None:
+        await self.local.close()
+        await self.client.aclose()
+
+
+async def test_key(
+    name: str, conf: ProviderConfig, key: str | None, client: httpx.AsyncClient | None = None
+) -> tuple[bool, str]:
+    """Check a key with the provider's cheapest call (its model listing); spends nothing."""
+    own = client is None
+    http_client = client or make_client()
+    provider: CloudProvider = registry.build(name, conf, lambda: key, http_client)
+    try:
+        models = await provider.list_models()
+    except ProviderError as exc:
+        return False, exc.message
+    finally:
+        if own:
+            await http_client.aclose()
+    listed = f"{len(models)} models"
+    if conf.model and models and conf.model not in models:
+        return True, f"key works ({listed}), but model {conf.model!r} is not among them"
+    return True, f"key works ({listed})"
