@@ -189,6 +189,26 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    """Dry run of the router on this machine's config: spends nothing, needs no daemon."""
+    from agentbox.routing.router import Router  # noqa: PLC0415
+    from agentbox.tasks.spec import SpecError, parse_spec  # noqa: PLC0415
+
+    loaded = _loaded(args)
+    try:
+        spec = parse_spec(_spec_from_args(args)).with_id()
+        decision = Router(loaded.settings).decide(spec)
+    except SpecError as exc:
+        raise CliError(f"{exc.code.value}: {exc.message}") from None
+    route = {**decision.route.model_dump(), "score": decision.score}
+    if args.json:
+        _print_json(route)
+    else:
+        print(f"{route['tier']:<6} {route['provider']}/{route['model']}")
+        print(f"why:   {route['reason']}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         try:
@@ -208,6 +228,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
         f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}"
+    )
+    for name, p in status["providers"].items():
+        wait = f", retry in {p['retry_in_s']} s" if p["retry_in_s"] else ""
+        key = "" if p["key"] else ", no key"
+        print(f"provider {name} ({p['kind']}, {p['model']}): {p['state']}{wait}{key}")
+    spend = status["spend"]
+    print(
+        f"spend: today ${spend['today_usd']:.4f} of ${spend['daily_cap_usd']:.2f},"
+        f" month ${spend['month_usd']:.4f} of ${spend['monthly_cap_usd']:.2f}"
     )
     return 0
 
@@ -244,6 +273,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             return 0
+        if args.keys_cmd == "test":
+            return _test_key(args, loaded, store)
         if args.keys_cmd == "delete":
             if not store.delete(args.name):
                 raise CliError(f"no stored key named {args.name!r}")
@@ -263,6 +294,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
     for i in infos:
         print(f"{i.name:<16} {i.source or 'missing':<24} {'…' + i.last4 if i.last4 else ''}")
     return 0
+
+
+def _test_key(args: argparse.Namespace, loaded: config.Loaded, store: keys.KeyStore) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from agentbox.routing.pool import test_key  # noqa: PLC0415
+
+    conf = loaded.settings.providers.get(args.name)
+    if conf is None:
+        raise CliError(f"no [providers.{args.name}] section in the configuration", EX_USAGE)
+    key, source = keys.resolve(store, args.name, conf.kind)
+    ok, message = asyncio.run(test_key(args.name, conf, key))
+    if args.json:
+        _print_json({"provider": args.name, "ok": ok, "message": message, "key": source or None})
+    else:
+        print(f"{args.name}: {message}" + ("" if source else " (no key set)"))
+    return 0 if ok else EX_FAILED
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -314,6 +362,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"agentbox: error: {message}\n")
 
 
+def _spec_arguments(p: argparse.ArgumentParser) -> None:
+    """The task options shared by `submit` and `route`."""
+    p.add_argument("prompt", nargs="?", help="the prompt text")
+    p.add_argument("--spec", help="a whole task spec as a JSON file ('-' for stdin)")
+    p.add_argument("--id", help="idempotency key: resubmitting it never runs the task twice")
+    p.add_argument("--tier", choices=["auto", "local", "cloud"])
+    p.add_argument("--kind", choices=["complete", "agent"])
+    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.add_argument("--priority", type=int, help="0 (lowest) to 9 (highest), default 5")
+    p.add_argument("--deadline", dest="deadline_s", type=float, help="seconds until it expires")
+    p.add_argument("--schema", help="JSON Schema file the output must satisfy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="agentbox", description="Runs AI tasks on this box: local model, cloud, MQTT.")
     p.add_argument("--version", action="version", version=f"agentbox {__version__}")
@@ -326,18 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("submit", help="submit a task to the local daemon")
-    s.add_argument("prompt", nargs="?", help="the prompt text")
-    s.add_argument("--spec", help="a whole task spec as a JSON file ('-' for stdin)")
-    s.add_argument("--id", help="idempotency key: resubmitting it never runs the task twice")
-    s.add_argument("--tier", choices=["auto", "local", "cloud"])
-    s.add_argument("--kind", choices=["complete", "agent"])
-    s.add_argument("--max-tokens", dest="max_tokens", type=int)
-    s.add_argument("--priority", type=int, help="0 (lowest) to 9 (highest), default 5")
-    s.add_argument("--deadline", dest="deadline_s", type=float, help="seconds until it expires")
-    s.add_argument("--schema", help="JSON Schema file the output must satisfy")
+    _spec_arguments(s)
     s.add_argument("--wait", action="store_true", help="wait and print the result")
     s.add_argument("--json", action="store_true", help="print the task as JSON")
     s.set_defaults(fn=cmd_submit)
+
+    r = sub.add_parser("route", help="dry run: where the router would send a task, and why")
+    _spec_arguments(r)
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--config")
+    r.set_defaults(fn=cmd_route)
 
     t = sub.add_parser("tasks", help="list, inspect and cancel tasks")
     tsub = t.add_subparsers(dest="tasks_cmd", required=True, parser_class=Parser)
@@ -366,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     kd.add_argument("name")
     kl = ksub.add_parser("list", help="key names and where each comes from; never the key")
     kl.add_argument("--json", action="store_true")
-    for kp in (ks, kd, kl):
+    kt = ksub.add_parser("test", help="check a provider's key with its model listing")
+    kt.add_argument("name")
+    kt.add_argument("--json", action="store_true")
+    for kp in (ks, kd, kl, kt):
         kp.add_argument("--config")
     k.set_defaults(fn=cmd_keys)
 

@@ -32,7 +32,10 @@ class ScriptedRunner:
     failures: dict[str, int] = field(default_factory=dict)
 
     async def run(
-        self, spec: TaskSpec, route: dict[str, Any] | None, progress: Progress,
+        self,
+        spec: TaskSpec,
+        route: dict[str, Any] | None,
+        progress: Progress,
         background: bool = False,
     ) -> Outcome:
         prompt = spec.prompt or ""

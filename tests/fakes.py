@@ -1,0 +1,258 @@
+"""A fake cloud provider: a real HTTP server on loopback speaking OpenAI, Anthropic and Gemini
+wire formats, scripted reply by reply, for fault injection (no mocks of our own code)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # JSON body (non-streaming)
+    events: list[bytes] = field(default_factory=list)  # SSE frames (streaming)
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # before answering
+    cut_after: int | None = None  # close the stream after this many frames
+    reset: bool = False  # answer with a TCP reset instead
+
+
+def sse(obj: Any, event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    data = obj if isinstance(obj, str) else json.dumps(obj)
+    return f"{head}data: {data}\n\n".encode()
+
+
+def words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts)]
+
+
+def openai_stream(
+    text: str,
+    prompt_tokens: int = 20,
+    completion_tokens: int | None = None,
+    cached: int = 0,
+    reasoning: int = 0,
+    model: str = "gpt-4o-mini",
+    usage: bool = True,
+) -> Reply:
+    frames = [
+        sse(
+            {
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}],
+            }
+        )
+        for w in words(text)
+    ]
+    frames.append(
+        sse({"model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    )
+    if usage:
+        frames.append(
+            sse(
+                {
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens
+                        if completion_tokens is not None
+                        else len(words(text)),
+                        "prompt_tokens_details": {"cached_tokens": cached},
+                        "completion_tokens_details": {"reasoning_tokens": reasoning},
+                    },
+                }
+            )
+        )
+    frames.append(sse("[DONE]"))
+    return Reply(events=frames, headers={"content-type": "text/event-stream"})
+
+
+def anthropic_stream(
+    text: str,
+    input_tokens: int = 20,
+    output_tokens: int | None = None,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    model: str = "claude-haiku-4-5",
+    tool: bool = False,
+) -> Reply:
+    out = output_tokens if output_tokens is not None else len(words(text))
+    frames = [
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "model": model,
+                    "usage": {
+                        "input_tokens": input_tokens,
+                        "cache_read_input_tokens": cache_read,
+                        "cache_creation_input_tokens": cache_write,
+                        "output_tokens": 1,
+                    },
+                },
+            },
+            "message_start",
+        ),
+        sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use" if tool else "text"},
+            },
+            "content_block_start",
+        ),
+        sse({"type": "ping"}, "ping"),
+    ]
+    for w in words(text):
+        delta = (
+            {"type": "input_json_delta", "partial_json": w}
+            if tool
+            else {"type": "text_delta", "text": w}
+        )
+        frames.append(
+            sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
+        )
+    frames += [
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use" if tool else "end_turn"},
+                "usage": {"output_tokens": out},
+            },
+            "message_delta",
+        ),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]
+    return Reply(events=frames, headers={"content-type": "text/event-stream"})
+
+
+def gemini_stream(
+    text: str,
+    prompt: int = 20,
+    candidates: int | None = None,
+    cached: int = 0,
+    thoughts: int = 0,
+    model: str = "gemini-2.5-flash",
+) -> Reply:
+    ws = words(text)
+    frames = []
+    for i, w in enumerate(ws):
+        cand: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": w}]}}
+        if i == len(ws) - 1:
+            cand["finishReason"] = "STOP"
+        usage = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": candidates if candidates is not None else i + 1,
+            "cachedContentTokenCount": cached,
+            "thoughtsTokenCount": thoughts,
+        }
+        frames.append(sse({"candidates": [cand], "usageMetadata": usage, "modelVersion": model}))
+    return Reply(events=frames, headers={"content-type": "text/event-stream"})
+
+
+def error(status: int, body: Any, **headers: str) -> Reply:
+    return Reply(status=status, body=body, headers=headers)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        self.server.owner.requests.append(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "json": json.loads(raw) if raw else None,
+            }
+        )
+        reply = self.server.owner.next_reply()
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.reset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        for k, v in reply.headers.items():
+            self.send_header(k, v)
+        if reply.events:
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i, frame in enumerate(reply.events):
+                if reply.cut_after is not None and i >= reply.cut_after:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        data = json.dumps(reply.body).encode() if not isinstance(reply.body, bytes) else reply.body
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_POST = _handle
+    do_GET = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: FakeProvider
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # resets and timeouts are what these tests inject
+
+
+class FakeProvider:
+    """Replies are taken in order from `push`ed ones, then `default` forever."""
+
+    def __init__(self, default: Reply | None = None) -> None:
+        self.replies: deque[Reply] = deque()
+        self.default = default or openai_stream("ok")
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server.owner = self
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def push(self, *replies: Reply) -> FakeProvider:
+        with self._lock:
+            self.replies.extend(replies)
+        return self
+
+    def next_reply(self) -> Reply:
+        with self._lock:
+            return self.replies.popleft() if self.replies else self.default
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
