@@ -85,7 +85,7 @@ class TasksConfig(Section):
 class ProviderConfig(Section):
     kind: Literal["openai", "anthropic", "gemini"]
     base_url: str = ""
-    model: str = ""
+    model: str = Field(min_length=1)  # the everyday model: there is no safe default to guess
     heavy_model: str = ""
     # How an openai-kind server takes a JSON Schema: OpenAI's "json_schema", the older
     # "json_object" + schema (llama-cpp-python's server), or "none" (validate ours only).

@@ -90,7 +90,7 @@ class Daemon:
         self.local = self.pool.local
         self.prices = PriceTable(settings.prices)
         self.budget = Budget(settings.budget, StoreLedger(self.store))
-        self.router = Router(settings, self.pool.available)
+        self.router = Router(settings, self.pool.available, self.budget.exhausted)
         runner = ProviderRunner(
             self.pool.providers,
             self.pool.breakers,
@@ -179,7 +179,7 @@ class Daemon:
         self.pool.configure(settings)
         self.prices = PriceTable(settings.prices)
         self.budget.conf = settings.budget
-        self.router = Router(settings, self.pool.available)
+        self.router = Router(settings, self.pool.available, self.budget.exhausted)
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes

@@ -96,15 +96,26 @@ def check_broker(loaded: Loaded) -> Check:
     return Check("mqtt broker", True, f"{mqtt.host}:{mqtt.port} accepts connections")
 
 
-def check_daemon(loaded: Loaded) -> Check:
+def check_daemon(loaded: Loaded) -> list[Check]:
+    """The daemon itself, and what it knows of each provider (auth failures, quotas)."""
     try:
         with ControlClient(socket_path(loaded.state_dir), timeout=5) as client:
             status = client.call("status")["status"]
     except ControlError as exc:
-        return Check(
-            "daemon", False, exc.message, "start it: ./scripts/run or systemctl start agentbox"
+        hint = "start it: ./scripts/run or systemctl start agentbox"
+        return [Check("daemon", False, exc.message, hint)]
+    out = [Check("daemon", True, f"running, pid {status['pid']}, up {status['uptime_s']} s")]
+    hints = {
+        "auth_failed": "the key was rejected: agentbox keys set {name}, then agentbox reload",
+        "quota_exhausted": "the provider's quota or spend limit is used up; it is retried later",
+    }
+    for name, p in status.get("providers", {}).items():
+        ok = p["state"] in ("ok", "cooldown")
+        detail = p["state"] + (f": {p['last_error']}" if p.get("last_error") else "")
+        out.append(
+            Check(f"provider {name}", ok, detail, hints.get(p["state"], "").format(name=name))
         )
-    return Check("daemon", True, f"running, pid {status['pid']}, up {status['uptime_s']} s")
+    return out
 
 
 def check_local_model(loaded: Loaded) -> Check:
@@ -147,7 +158,7 @@ def run_checks(loaded: Loaded, config_detail: str) -> list[Check]:
         check_state_dir(loaded),
         *check_keys(loaded),
         check_disk(loaded),
-        check_daemon(loaded),
+        *check_daemon(loaded),
         check_broker(loaded),
         check_local_model(loaded),
     ]

@@ -5,6 +5,9 @@
 - submits: 1,000 tasks through the control socket, one connection in sequence and 16 at once,
   against the baseline in the same run: the same 1,000 rows committed one per transaction
   (SQLite WAL, synchronous=FULL), which is what a store without group commit pays.
+- latency: one task at a time through the daemon to an instant fake provider, against the
+  same chat completion sent straight to that fake (the baseline): the difference is ours.
+- local tokens/s: our worker against bare llama-cpp-python, same model, threads and prompt.
 """
 
 from __future__ import annotations
@@ -22,11 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
+
 N = 1000
-# Tasks go to a cloud provider this version has no code for, so each fails at once: the
-# benchmark measures intake, not a model.
-CONFIG = "[mqtt]\nenabled = false\n[local]\nenabled = false\n[providers.bench]\nkind = 'openai'\n"
+
+
+def bench_config(fake_url: str) -> str:
+    """Cloud tasks go to an instant fake provider on loopback: this measures the daemon."""
+    return (
+        "[mqtt]\nenabled = false\n[local]\nenabled = false\n[budget]\ndaily_usd = 1000\n"
+        "monthly_usd = 10000\n"
+        f"[providers.bench]\nkind = 'openai'\nmodel = 'gpt-4o-mini'\nbase_url = '{fake_url}/v1'\n"
+    )
 
 
 def start(state: Path, notify: Path) -> tuple[subprocess.Popen[bytes], float]:
@@ -90,9 +102,110 @@ def baseline_single_commits(path: Path) -> float:
     return elapsed
 
 
+LATENCY_N = 300
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "hello"}],
+    "max_tokens": 16,
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
+def percentiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    return {
+        "p50_ms": round(xs[len(xs) // 2] * 1000, 2),
+        "p99_ms": round(xs[int(len(xs) * 0.99) - 1] * 1000, 2),
+    }
+
+
+def direct_latency(url: str) -> list[float]:
+    """A client calling the (fake) provider itself: the floor agentbox adds to."""
+    out = []
+    with httpx.Client() as client:
+        for _ in range(LATENCY_N):
+            t0 = time.perf_counter()
+            with client.stream("POST", f"{url}/v1/chat/completions", json=CHAT) as resp:
+                for _ in resp.iter_lines():
+                    pass
+            out.append(time.perf_counter() - t0)
+    return out
+
+
+async def daemon_latency(path: Path) -> list[float]:
+    """The same call as a task: submit over the socket and wait for the result."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 22)
+    out = []
+    for i in range(LATENCY_N):
+        spec = {"id": f"lat-{i}", "prompt": "hello", "tier": "cloud", "max_tokens": 16}
+        t0 = time.perf_counter()
+        writer.write(json.dumps({"op": "submit", "spec": spec, "wait": True}).encode() + b"\n")
+        await writer.drain()
+        while True:
+            msg = json.loads(await reader.readline())
+            if msg["type"] != "event":
+                break
+        assert msg["type"] == "reply" and msg["task"]["state"] == "succeeded", msg
+        out.append(time.perf_counter() - t0)
+    writer.close()
+    return out
+
+
+def local_tokens_per_s() -> dict[str, Any]:
+    """Generation speed of our worker against bare llama-cpp-python: same model, threads,
+    prompt, max_tokens and temperature; median of 3 runs each."""
+    from llama_cpp import Llama  # noqa: PLC0415
+
+    from agentbox.providers.base import Request  # noqa: PLC0415
+    from agentbox.providers.local import LocalProvider, bundled_model, performance_cores  # noqa: PLC0415
+
+    threads = performance_cores()
+    messages = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+    llm = Llama(
+        str(bundled_model()), n_threads=threads, n_threads_batch=threads, n_ctx=4096, verbose=False
+    )
+    bare = []
+    for _ in range(3):
+        first, n = 0.0, 0
+        for chunk in llm.create_chat_completion(
+            messages=messages, max_tokens=128, temperature=0.2, stream=True
+        ):
+            if chunk["choices"][0]["delta"].get("content"):
+                first = first or time.perf_counter()
+                n += 1
+        bare.append(n / (time.perf_counter() - first))
+    del llm
+
+    async def ours() -> list[float]:
+        provider = LocalProvider("", threads, 4096)
+        speeds = []
+        for _ in range(3):
+            c = await provider.complete(Request(messages, 128))
+            speeds.append(float(c.extra["tokens_per_s"]))
+        await provider.close()
+        return speeds
+
+    mine = asyncio.run(ours())
+    b, m = statistics.median(bare), statistics.median(mine)
+    return {
+        "threads": threads,
+        "bare_llama_cpp": round(b, 1),
+        "agentbox_worker": round(m, 1),
+        "ratio": round(m / b, 3),
+        "target_ratio_min": 0.95,
+    }
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="abbench-", dir="/tmp"))
-    (tmp / "bench.toml").write_text(CONFIG)
+    # The fake provider gets its own process, so it does not share a GIL with our client.
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert fake.stdout is not None
+    fake_url = fake.stdout.readline().strip()
+    (tmp / "bench.toml").write_text(bench_config(fake_url))
     starts = []
     for i in range(5):
         proc, ready = start(tmp / f"s{i}", tmp / "notify.sock")
@@ -105,8 +218,12 @@ def main() -> None:
     sock = tmp / "s4" / "control.sock"
     seq = asyncio.run(submit_all(sock, 1, "seq"))
     conc = asyncio.run(submit_all(sock, 16, "conc"))
+    direct = direct_latency(fake_url)
+    through = asyncio.run(daemon_latency(sock))
     proc.terminate()
     proc.wait(60)
+    fake.terminate()
+    local = local_tokens_per_s()
     base = baseline_single_commits(tmp / "baseline.db")
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -124,6 +241,15 @@ def main() -> None:
         },
         "baseline_sqlite_commit_per_task_full": {"s": round(base, 3), "per_s": round(N / base)},
         "concurrent16_vs_baseline": round(base / conc, 2),
+        "latency_one_at_a_time": {
+            "direct_call_to_fake_provider": percentiles(direct),
+            "through_agentbox": percentiles(through),
+            "added_p50_ms": round(
+                (statistics.median(through) - statistics.median(direct)) * 1000, 2
+            ),
+            "target_added_p50_ms": 2,
+        },
+        "local_tokens_per_s": local,
     }
     print(json.dumps(result, indent=2))
 

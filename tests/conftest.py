@@ -204,6 +204,14 @@ def daemons(short_tmp: Path) -> Iterator[Any]:
 NO_MQTT = "[mqtt]\nenabled = false\n"
 
 
+def dead_provider(name: str = "dead") -> str:
+    """A cloud provider on a loopback port where nothing listens: tests never leave the box."""
+    return (
+        f"[providers.{name}]\nkind = 'openai'\nmodel = 'gpt-4o-mini'\n"
+        f"base_url = 'http://127.0.0.1:{free_port()}/v1'\n"
+    )
+
+
 def outbox_mqtt(port: int) -> str:
     """Config with MQTT on but no broker: events pile up in the outbox for tests to read."""
     return f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {port}\n"

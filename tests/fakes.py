@@ -174,6 +174,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         return
 
+    def setup(self) -> None:
+        super().setup()
+        # Frames go out as written, like a real streaming API (no Nagle + delayed-ACK stalls).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -256,3 +261,9 @@ class FakeProvider:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":  # serve an instant provider for benchmarks: prints its URL
+    fake = FakeProvider(openai_stream("ok"))
+    print(fake.url, flush=True)
+    threading.Event().wait()

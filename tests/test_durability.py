@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import NO_MQTT, children, free_port, outbox_mqtt, wait_for
+from tests.conftest import NO_MQTT, children, dead_provider, free_port, outbox_mqtt, wait_for
 
 FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled"}
 
@@ -90,7 +90,7 @@ def test_store_write_failure_is_one_clear_error_and_loses_nothing(daemons: Any) 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    d = daemons("[local]\nenabled = false\n[providers.none]\nkind = 'openai'\n" + NO_MQTT)
+    d = daemons("[local]\nenabled = false\n[tasks]\nmax_attempts = 1\n" + dead_provider() + NO_MQTT)
     d.start(preexec=small_disk)
     accepted: list[str] = []
     failure = None

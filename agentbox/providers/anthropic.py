@@ -138,7 +138,7 @@ class AnthropicProvider:
                         err.partial = so_far()
                         raise err
                     elif kind == "message_stop":
-                        break
+                        continue  # read to the end: a drained response keeps its connection
             except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise http.cut_off(self.name, exc, so_far()) from None
         if not state["finish"]:

@@ -100,7 +100,8 @@ class OpenAIProvider:
             try:
                 async for _, data in http.sse(resp):
                     if data.strip() == "[DONE]":
-                        break
+                        # read on to the end of the body so the connection goes back to the pool
+                        continue
                     chunk = json.loads(data)
                     if "error" in chunk:
                         text = http.error_text(chunk, "error in stream")

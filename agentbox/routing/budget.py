@@ -120,6 +120,29 @@ class Budget:
     def release(self, res: Reservation) -> None:
         self.reserved = max(self.reserved - res.amount, 0.0)
 
+    def book(
+        self,
+        res: Reservation,
+        completion: Completion,
+        cost: float,
+        *,
+        estimated: bool,
+        provider: str,
+        task_id: str,
+    ) -> UsageEntry:
+        """Swap the reservation for the real cost; the caller stores the returned entry."""
+        self.release(res)
+        at = time.time()
+        self._roll()
+        day, month = day_month(at)
+        if day == self.day:
+            self.today += cost
+        if month == self.month:
+            self.this_month += cost
+        return UsageEntry.of(
+            completion, at=at, task_id=task_id, provider=provider, cost=cost, estimated=estimated
+        )
+
     async def settle(
         self,
         res: Reservation,
@@ -130,25 +153,20 @@ class Budget:
         provider: str,
         task_id: str,
     ) -> None:
-        """Book the real cost (into the ledger first, so a crash cannot lose it)."""
-        self.release(res)
-        at = time.time()
-        await self.ledger.record(
-            UsageEntry.of(
-                completion,
-                at=at,
-                task_id=task_id,
-                provider=provider,
-                cost=cost,
-                estimated=estimated,
-            )
+        """Book the cost and write it to the ledger now (for calls that end no task)."""
+        entry = self.book(
+            res, completion, cost, estimated=estimated, provider=provider, task_id=task_id
         )
+        await self.ledger.record(entry)
+
+    def exhausted(self) -> str:
+        """Why nothing more may be spent now, or "" while both caps leave room."""
         self._roll()
-        day, month = day_month(at)
-        if day == self.day:
-            self.today += cost
-        if month == self.month:
-            self.this_month += cost
+        if self.today + self.reserved >= self.conf.daily_usd:
+            return f"daily cap ${self.conf.daily_usd:.2f} reached"
+        if self.this_month + self.reserved >= self.conf.monthly_usd:
+            return f"monthly cap ${self.conf.monthly_usd:.2f} reached"
+        return ""
 
     def snapshot(self) -> dict[str, Any]:
         self._roll()

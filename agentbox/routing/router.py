@@ -24,10 +24,15 @@ class Router:
     """Pins win; `auto` scores the task and compares with the threshold of routing.mode."""
 
     def __init__(
-        self, settings: Settings, available: Callable[[str], bool] = lambda _: True
+        self,
+        settings: Settings,
+        available: Callable[[str], bool] = lambda _: True,
+        spendable: Callable[[], str] = lambda: "",
     ) -> None:
         self.settings = settings
         self.available = available
+        # "" while the caps allow spending, else the reason they do not
+        self.spendable = spendable
 
     def _local(self, reason: str, model: str = "", score: float | None = None) -> Decision:
         if not self.settings.local.enabled:
@@ -46,6 +51,9 @@ class Router:
         heavy: bool = False,
         score: float | None = None,
     ) -> Decision:
+        capped = self.spendable()
+        if capped:
+            raise SpecError(ErrorCode.budget_exceeded, capped)
         if provider is None:
             order = self.settings.cloud_order()
             if not order:
@@ -92,6 +100,9 @@ class Router:
             )
         if not self.cloud_reachable() and self.settings.routing.offline == "local":
             return self._local(f"offline: no cloud provider reachable; {why}", score=a.score)
+        capped = self.spendable()
+        if capped:
+            return self._local(f"budget: {capped}; {why}", score=a.score)
         heavy = a.score >= HEAVY_MODEL_AT and mode != "cost"
         return self._cloud(
             f"heavy ({a.score} >= {THRESHOLDS[mode]} for {mode}): {why}", heavy=heavy, score=a.score

@@ -17,7 +17,7 @@ from agentbox.config import Settings
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
-from agentbox.routing.budget import Budget, BudgetExceeded
+from agentbox.routing.budget import Budget, BudgetExceeded, UsageEntry
 from agentbox.routing.router import LOCAL
 from agentbox.tasks.spec import Route, TaskSpec
 
@@ -40,6 +40,8 @@ class Outcome:
 
     result: dict[str, Any]
     route: dict[str, Any] | None
+    # Spend to store in the same transaction as the result, so the two always agree.
+    bills: tuple[UsageEntry, ...] = ()
 
 
 def input_estimate(spec: TaskSpec) -> int:
@@ -216,7 +218,7 @@ class ProviderRunner:
             self.budget.release(reservation)
             raise
         cost, estimated = prices.cost(c)
-        await self.budget.settle(
+        bill = self.budget.book(
             reservation,
             c,
             cost,
@@ -227,9 +229,13 @@ class ProviderRunner:
         breaker.success()
         data, problem = check_output(spec, c)
         if problem is not None:
+            await self.budget.ledger.record(bill)  # no result to ride with: book it now
             raise ProviderError(Failure.retryable, f"{provider.name}: the answer {problem}")
         route = Route(tier="cloud", provider=provider.name, model=c.model, reason="")
-        return self._outcome(spec, route, [*(prior or []), c], cost, data=data, estimated=estimated)
+        outcome = self._outcome(
+            spec, route, [*(prior or []), c], cost, data=data, estimated=estimated
+        )
+        return Outcome(outcome.result, outcome.route, (bill,))
 
     async def _nowhere(
         self,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from agentbox.routing.budget import UsageEntry, day_month
-from agentbox.tasks.store import Store
+from agentbox.routing.budget import UsageEntry
+from agentbox.tasks.store import Store, insert_usage
 
 
 class StoreLedger:
@@ -15,30 +15,12 @@ class StoreLedger:
         self.store = store
 
     async def record(self, entry: UsageEntry) -> None:
-        day, month = day_month(entry.at)
-
         def op(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO usage (at, day, month, task_id, provider, model, input_tokens,"
-                " output_tokens, cached_tokens, cache_write_tokens, cost_usd, estimated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.at,
-                    day,
-                    month,
-                    entry.task_id,
-                    entry.provider,
-                    entry.model,
-                    entry.input_tokens,
-                    entry.output_tokens,
-                    entry.cached_tokens,
-                    entry.cache_write_tokens,
-                    entry.cost_usd,
-                    int(entry.estimated),
-                ),
-            )
+            insert_usage(c, entry)
 
-        await self.store.write(op, durable=True)  # money spent must survive a power cut
+        # Calls that end a task are booked with its result (Store.finish); this path is for
+        # the rest (cut streams, refused answers) and is as durable as a result.
+        await self.store.write(op, durable=True)
 
     async def totals(self, day: str, month: str) -> tuple[float, float]:
         def op(c: sqlite3.Connection) -> tuple[float, float]:
@@ -49,17 +31,5 @@ class StoreLedger:
                 "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE month = ?", (month,)
             ).fetchone()
             return float(today), float(this_month)
-
-        return await self.store.read(op)
-
-    async def by_provider(self, day: str) -> dict[str, float]:
-        def op(c: sqlite3.Connection) -> dict[str, float]:
-            return {
-                p: float(v)
-                for p, v in c.execute(
-                    "SELECT provider, sum(cost_usd) FROM usage WHERE day = ? GROUP BY provider",
-                    (day,),
-                )
-            }
 
         return await self.store.read(op)

@@ -151,7 +151,9 @@ class Scheduler:
                 row, State.failed, ErrorCode.internal, f"internal error: {type(exc).__name__}"
             )
             return
-        done = await self.store.finish(row, State.succeeded, outcome.result, outcome.route)
+        done = await self.store.finish(
+            row, State.succeeded, outcome.result, outcome.route, outcome.bills
+        )
         self._finished(done)
 
     async def _failed(self, row: TaskRow, exc: ProviderError) -> None:

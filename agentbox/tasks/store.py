@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agentbox.routing.budget import UsageEntry, day_month
 from agentbox.tasks.migrations import migrate
 from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec
 
@@ -410,11 +411,19 @@ class Store:
         return await self.write(op)
 
     async def finish(
-        self, row: TaskRow, state: State, result: dict[str, Any], route: dict[str, Any] | None
+        self,
+        row: TaskRow,
+        state: State,
+        result: dict[str, Any],
+        route: dict[str, Any] | None,
+        bills: tuple[UsageEntry, ...] = (),
     ) -> TaskRow | None:
-        """Record the final state of one run; None when that run no longer owns the task."""
+        """Record the final state of one run and what it cost, in one transaction; None when
+        that run no longer owns the task (its spend is booked all the same)."""
 
         def op(c: sqlite3.Connection) -> TaskRow | None:
+            for bill in bills:
+                insert_usage(c, bill)
             cur = c.execute(
                 "UPDATE tasks SET state = ?, result = ?, route = coalesce(?, route),"
                 " finished_at = ? WHERE seq = ? AND state = 'running' AND attempts = ?",
@@ -586,6 +595,30 @@ class Store:
     async def ping(self) -> None:
         """A round trip through the writer thread: proves it is not stuck."""
         await self.read(lambda c: c.execute("SELECT 1").fetchone())
+
+
+def insert_usage(c: sqlite3.Connection, entry: UsageEntry) -> None:
+    """One row of the usage ledger (per task, provider and day)."""
+    day, month = day_month(entry.at)
+    c.execute(
+        "INSERT INTO usage (at, day, month, task_id, provider, model, input_tokens,"
+        " output_tokens, cached_tokens, cache_write_tokens, cost_usd, estimated)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            entry.at,
+            day,
+            month,
+            entry.task_id,
+            entry.provider,
+            entry.model,
+            entry.input_tokens,
+            entry.output_tokens,
+            entry.cached_tokens,
+            entry.cache_write_tokens,
+            entry.cost_usd,
+            int(entry.estimated),
+        ),
+    )
 
 
 def _error(code: ErrorCode, message: str) -> dict[str, Any]:
