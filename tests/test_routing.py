@@ -317,3 +317,13 @@ def test_modes_move_the_threshold_and_pins_win() -> None:
     assert Router(s).decide(heavy).route.model == "big"
     with pytest.raises(SpecError, match="no cloud provider configured"):
         Router(Settings()).decide(TaskSpec(prompt="hi", tier="cloud"))
+
+
+def test_at_a_cap_pinned_cloud_work_is_refused_at_intake_and_auto_work_goes_local() -> None:
+    s = Settings(providers={"c": {"kind": "openai", "model": "m"}})  # type: ignore[dict-item]
+    router = Router(s, spendable=lambda: "daily cap $2.00 reached")
+    with pytest.raises(SpecError) as err:
+        router.decide(TaskSpec(prompt="hi", tier="cloud"))
+    assert err.value.code == "budget_exceeded" and "daily cap" in err.value.message
+    heavy = router.decide(TaskSpec(prompt="Analyze and compare the designs step by step."))
+    assert heavy.route.tier == "local" and heavy.route.reason.startswith("budget: daily cap")
