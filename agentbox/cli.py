@@ -42,6 +42,15 @@ def _client(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlCl
         raise CliError(exc.message, EX_UNAVAILABLE) from None
 
 
+def _call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
+    """One request to the daemon; its errors become CLI errors."""
+    with _client(args) as client:
+        try:
+            return client.call(op, **params)
+        except ControlError as exc:
+            raise CliError(exc.message) from None
+
+
 # ---- run ---------------------------------------------------------------------------------
 
 
@@ -210,11 +219,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        try:
-            status = client.call("status")["status"]
-        except ControlError as exc:
-            raise CliError(exc.message) from None
+    status = _call(args, "status")["status"]
     if args.json:
         _print_json(status)
         return 0
@@ -242,11 +247,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        try:
-            message = client.call("reload")["message"]
-        except ControlError as exc:
-            raise CliError(exc.message) from None
+    message = _call(args, "reload")["message"]
     print(message)
     return 0 if message == "reloaded" else EX_CONFIG
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 
-from agentbox.config import ProviderConfig
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
 from agentbox.providers.openai import prompt_estimate
@@ -27,25 +26,10 @@ def next_month_utc(now: float) -> float:
     return dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp()
 
 
-class AnthropicProvider:
+class AnthropicProvider(http.HttpProvider):
     kind: ClassVar[str] = "anthropic"
-    paid: ClassVar[bool] = True
-    supports_schema: ClassVar[bool] = True
-    supports_streaming: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        name: str,
-        conf: ProviderConfig,
-        key: Callable[[], str | None],
-        client: httpx.AsyncClient,
-    ) -> None:
-        self.name = name
-        self.base_url = (conf.base_url or DEFAULT_BASE).rstrip("/")
-        self.model = conf.model
-        self.heavy_model = conf.heavy_model
-        self._key = key
-        self._client = client
+    default_base: ClassVar[str] = DEFAULT_BASE
+    models_path: ClassVar[str] = "/v1/models"
 
     def _headers(self) -> dict[str, str]:
         return {"x-api-key": self._key() or "", "anthropic-version": API_VERSION}
@@ -106,14 +90,7 @@ class AnthropicProvider:
         def so_far() -> Completion:
             return self._completion(parts, state, request)
 
-        async with http.post_stream(
-            self._client,
-            f"{self.base_url}/v1/messages",
-            headers=self._headers(),
-            payload=payload,
-            classify=self.classify,
-            name=self.name,
-        ) as resp:
+        async with self._stream(f"{self.base_url}/v1/messages", payload) as resp:
             try:
                 async for event, data in http.sse(resp):
                     msg = json.loads(data)
@@ -174,16 +151,3 @@ class AnthropicProvider:
             cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
             estimated=cut,
         )
-
-    async def list_models(self) -> list[str]:
-        body = await http.get_json(
-            self._client,
-            f"{self.base_url}/v1/models",
-            headers=self._headers(),
-            classify=self.classify,
-            name=self.name,
-        )
-        return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
-
-    async def close(self) -> None:
-        return None

@@ -6,13 +6,12 @@ import datetime as dt
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from agentbox.config import ProviderConfig
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
 from agentbox.providers.openai import prompt_estimate
@@ -39,25 +38,10 @@ def _details(body: Any) -> list[dict[str, Any]]:
     return [d for d in details or [] if isinstance(d, dict)]
 
 
-class GeminiProvider:
+class GeminiProvider(http.HttpProvider):
     kind: ClassVar[str] = "gemini"
-    paid: ClassVar[bool] = True
-    supports_schema: ClassVar[bool] = True
-    supports_streaming: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        name: str,
-        conf: ProviderConfig,
-        key: Callable[[], str | None],
-        client: httpx.AsyncClient,
-    ) -> None:
-        self.name = name
-        self.base_url = (conf.base_url or DEFAULT_BASE).rstrip("/")
-        self.model = conf.model
-        self.heavy_model = conf.heavy_model
-        self._key = key
-        self._client = client
+    default_base: ClassVar[str] = DEFAULT_BASE
+    models_path: ClassVar[str] = "/v1beta/models"
 
     def _headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._key() or ""}
@@ -124,14 +108,7 @@ class GeminiProvider:
             return self._completion(parts, state, request)
 
         url = f"{self.base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse"
-        async with http.post_stream(
-            self._client,
-            url,
-            headers=self._headers(),
-            payload=self._payload(request),
-            classify=self.classify,
-            name=self.name,
-        ) as resp:
+        async with self._stream(url, self._payload(request)) as resp:
             try:
                 async for _, data in http.sse(resp):
                     chunk = json.loads(data)
@@ -183,19 +160,9 @@ class GeminiProvider:
             estimated=cut,
         )
 
-    async def list_models(self) -> list[str]:
-        body = await http.get_json(
-            self._client,
-            f"{self.base_url}/v1beta/models",
-            headers=self._headers(),
-            classify=self.classify,
-            name=self.name,
-        )
+    def _model_ids(self, body: Any) -> list[str]:
         return [
             str(m["name"]).removeprefix("models/")
             for m in body.get("models", [])
             if isinstance(m, dict) and "name" in m
         ]
-
-    async def close(self) -> None:
-        return None

@@ -7,10 +7,11 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
+from agentbox.config import ProviderConfig
 from agentbox.providers.base import Completion, Failure, ProviderError
 
 RETRY_AFTER_CAP_S = 60.0
@@ -158,3 +159,66 @@ def cut_off(name: str, exc: Exception, partial: Completion) -> ProviderError:
     return ProviderError(
         Failure.retryable, f"{name}: stream cut off ({type(exc).__name__})", partial=partial
     )
+
+
+class HttpProvider:
+    """What every HTTP provider shares: identity, its config, key lookup, the client, listing.
+
+    Subclasses set `kind`, `default_base` and `models_path`, and write `_headers`,
+    `complete` and, where their API has its own codes, `classify`.
+    """
+
+    kind: ClassVar[str]
+    default_base: ClassVar[str]
+    models_path: ClassVar[str]
+    paid: ClassVar[bool] = True
+    supports_schema: ClassVar[bool] = True
+    supports_streaming: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        name: str,
+        conf: ProviderConfig,
+        key: Callable[[], str | None],
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.name = name
+        self.conf = conf
+        self.base_url = (conf.base_url or self.default_base).rstrip("/")
+        self.model = conf.model
+        self.heavy_model = conf.heavy_model
+        self._key = key
+        self._client = client
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def classify(self, status: int, headers: Mapping[str, str], body: Any) -> ProviderError:
+        return classify_status(status, headers, body, self.name)
+
+    def _stream(self, url: str, payload: dict[str, Any]) -> Any:
+        """POST `payload` and give the open streaming response (a context manager)."""
+        return post_stream(
+            self._client,
+            url,
+            headers=self._headers(),
+            payload=payload,
+            classify=self.classify,
+            name=self.name,
+        )
+
+    def _model_ids(self, body: Any) -> list[str]:
+        return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
+
+    async def list_models(self) -> list[str]:
+        body = await get_json(
+            self._client,
+            f"{self.base_url}{self.models_path}",
+            headers=self._headers(),
+            classify=self.classify,
+            name=self.name,
+        )
+        return self._model_ids(body)
+
+    async def close(self) -> None:
+        return None

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
 
-from agentbox.config import ProviderConfig
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
 
@@ -21,26 +20,10 @@ def prompt_estimate(messages: list[dict[str, str]]) -> int:
     return sum(http.estimate_tokens(m["content"]) + 4 for m in messages)
 
 
-class OpenAIProvider:
+class OpenAIProvider(http.HttpProvider):
     kind: ClassVar[str] = "openai"
-    paid: ClassVar[bool] = True
-    supports_schema: ClassVar[bool] = True
-    supports_streaming: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        name: str,
-        conf: ProviderConfig,
-        key: Callable[[], str | None],
-        client: httpx.AsyncClient,
-    ) -> None:
-        self.name = name
-        self.base_url = (conf.base_url or DEFAULT_BASE).rstrip("/")
-        self.model = conf.model
-        self.heavy_model = conf.heavy_model
-        self.response_format = conf.response_format
-        self._key = key
-        self._client = client
+    default_base: ClassVar[str] = DEFAULT_BASE
+    models_path: ClassVar[str] = "/models"
 
     def _headers(self) -> dict[str, str]:
         key = self._key()
@@ -68,12 +51,12 @@ class OpenAIProvider:
             "stream_options": {"include_usage": True},
         }
         schema = request.json_schema
-        if schema is not None and self.response_format == "json_schema":
+        if schema is not None and self.conf.response_format == "json_schema":
             payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": schema, "strict": False},
             }
-        elif schema is not None and self.response_format == "json_object":
+        elif schema is not None and self.conf.response_format == "json_object":
             # llama-cpp-python's server (and Anyscale-style APIs) take the schema this way.
             payload["response_format"] = {"type": "json_object", "schema": schema}
         return payload
@@ -89,14 +72,7 @@ class OpenAIProvider:
         def so_far() -> Completion:
             return self._completion(parts, usage, finish or "cut_off", model, request)
 
-        async with http.post_stream(
-            self._client,
-            f"{self.base_url}/chat/completions",
-            headers=self._headers(),
-            payload=payload,
-            classify=self.classify,
-            name=self.name,
-        ) as resp:
+        async with self._stream(f"{self.base_url}/chat/completions", payload) as resp:
             try:
                 async for _, data in http.sse(resp):
                     if data.strip() == "[DONE]":
@@ -154,16 +130,3 @@ class OpenAIProvider:
             cached_tokens=cached,
             reasoning_tokens=reasoning,
         )
-
-    async def list_models(self) -> list[str]:
-        body = await http.get_json(
-            self._client,
-            f"{self.base_url}/models",
-            headers=self._headers(),
-            classify=self.classify,
-            name=self.name,
-        )
-        return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
-
-    async def close(self) -> None:
-        return None

@@ -143,22 +143,6 @@ class Budget:
             completion, at=at, task_id=task_id, provider=provider, cost=cost, estimated=estimated
         )
 
-    async def settle(
-        self,
-        res: Reservation,
-        completion: Completion,
-        cost: float,
-        *,
-        estimated: bool,
-        provider: str,
-        task_id: str,
-    ) -> None:
-        """Book the cost and write it to the ledger now (for calls that end no task)."""
-        entry = self.book(
-            res, completion, cost, estimated=estimated, provider=provider, task_id=task_id
-        )
-        await self.ledger.record(entry)
-
     def exhausted(self) -> str:
         """Why nothing more may be spent now, or "" while both caps leave room."""
         self._roll()

@@ -202,7 +202,7 @@ class ProviderRunner:
         except ProviderError as exc:
             if exc.partial is not None:  # a cut stream still costs what it sent
                 cost, _ = prices.cost(exc.partial)
-                await self.budget.settle(
+                bill = self.budget.book(
                     reservation,
                     exc.partial,
                     cost,
@@ -210,6 +210,7 @@ class ProviderRunner:
                     provider=provider.name,
                     task_id=spec.id or "",
                 )
+                await self.budget.ledger.record(bill)
             else:
                 self.budget.release(reservation)
             breaker.failure(exc)
