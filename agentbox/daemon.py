@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import platform
 import resource
 import signal
 import time
@@ -15,6 +16,7 @@ from typing import Any
 from agentbox import __version__, config, keys, logs
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
+from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.budget import Budget
@@ -66,6 +68,21 @@ def process_age_s() -> float:
     return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
 
 
+def hardware() -> str:
+    """The board's model (device tree), else the CPU architecture."""
+    try:
+        return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    except OSError:
+        return platform.machine()
+
+
+def os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
+    except OSError:
+        return platform.system()
+
+
 def rss_mb() -> float:
     """Current resident set size, from /proc (ru_maxrss would be the peak)."""
     try:
@@ -112,6 +129,16 @@ class Daemon:
             self.service.notify,
         )
         self.service.attach(self.scheduler)
+        self.bridge: Bridge | None = None
+        if settings.mqtt.enabled:
+            self.bridge = Bridge(
+                settings.mqtt,
+                device_id=loaded.device_id,
+                service=self.service,
+                store=self.store,
+                keystore=self.keystore,
+                info=self.info,
+            )
         self.control = ControlServer(
             socket_path(loaded.state_dir), self.service, self.status, self.reload
         )
@@ -138,6 +165,25 @@ class Daemon:
             "local": self.local.status(),
             "providers": self.pool.status(),
             "spend": self.budget.snapshot(),
+            "mqtt": self._mqtt_status(),
+        }
+
+    def info(self) -> dict[str, Any]:
+        """The retained `info` message: what this box is and can do (never a key)."""
+        settings = self.loaded.settings
+        return {
+            "version": __version__,
+            "name": settings.device.name,
+            "device_id": self.loaded.device_id,
+            "hardware": hardware(),
+            "os": os_name(),
+            "local_model": self.local.model or ("bundled" if settings.local.enabled else None),
+            "providers": {
+                n: {"kind": p.kind, "model": p.model} for n, p in settings.providers.items()
+            },
+            "pool": settings.mqtt.pool or None,
+            "capabilities": ["complete", "schema", "cancel", "get"]
+            + (["pool"] if settings.mqtt.pool else []),
         }
 
     async def _status_line(self) -> str:
@@ -146,6 +192,19 @@ class Daemon:
         running = sum(c.get("running", 0) for c in counts.values())
         model = "loaded" if self.local.loaded else "not loaded"
         return f"ready: {queued} queued, {running} running; local model {model}"
+
+    def _mqtt_status(self) -> dict[str, Any]:
+        if self.bridge is None:
+            return {"enabled": False}
+        b = self.bridge
+        return {
+            "enabled": True,
+            "connected": b.connected,
+            "session": b.session,
+            "broker": f"{b.conf.host}:{b.conf.port}",
+            "received": b.received,
+            "rejected": b.rejected,
+        }
 
     # ---- reload ----------------------------------------------------------------------
 
@@ -260,6 +319,9 @@ class Daemon:
                     tg.create_task(watchdog_loop(self.notifier, self.store.ping), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                 ]
+                bridge = None
+                if self.bridge is not None:
+                    bridge = tg.create_task(self.bridge.run(), name="mqtt")
                 ready_s = process_age_s()
                 line = await self._status_line()
                 self.notifier.ready(line)
@@ -272,7 +334,16 @@ class Daemon:
                 log.info("stopping: intake closed, draining running tasks")
                 self.service.accepting = False
                 await self.control.close()
+                if self.bridge is not None:
+                    self.bridge.close_intake()
                 await self.scheduler.stop(settings.tasks.stop_timeout_s)
+                if self.bridge is not None and bridge is not None:
+                    # Results of the drained work go out, then `stopped`, then disconnect.
+                    await self.bridge.stop()
+                    try:
+                        await asyncio.wait_for(asyncio.shield(bridge), 10)
+                    except TimeoutError:
+                        bridge.cancel()
                 for duty in duties:
                     duty.cancel()
         finally:

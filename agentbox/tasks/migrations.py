@@ -58,6 +58,9 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX usage_day ON usage (day);
     CREATE INDEX usage_month ON usage (month);
     """,
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 )
 
 

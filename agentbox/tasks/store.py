@@ -144,6 +144,9 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self._closed = False
+        # Set on the loop after a commit that added outbox rows: the MQTT bridge waits on it.
+        self.outbox_ready = asyncio.Event()
+        self._outbox_written = False
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -236,6 +239,9 @@ class Store:
         cf.add_done_callback(done)
 
     def _settle(self, batch: list[tuple[Op, bool, asyncio.Future[Any]]], f: Any) -> None:
+        if self._outbox_written:
+            self._outbox_written = False
+            self.outbox_ready.set()
         exc = f.exception()
         outcomes = [(False, exc)] * len(batch) if exc else f.result()
         for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
@@ -289,6 +295,7 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?)",
                 (row.id, event, _dumps(payload), _dumps(row.reply), time.time()),
             )
+            self._outbox_written = True
 
     @staticmethod
     def _one(c: sqlite3.Connection, where: str, args: Iterable[Any]) -> TaskRow | None:
@@ -591,6 +598,20 @@ class Store:
             c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
         await self.write(op)
+
+    async def bump(self, key: str) -> int:
+        """Increment a counter kept in the store (e.g. the MQTT session number)."""
+
+        def op(c: sqlite3.Connection) -> int:
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, '1')"
+                " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                (key,),
+            )
+            (value,) = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return int(value)
+
+        return await self.write(op, durable=True)
 
     async def ping(self) -> None:
         """A round trip through the writer thread: proves it is not stuck."""

@@ -1,0 +1,337 @@
+"""The MQTT bridge: availability, task requests and replies, and the outbox, on aiomqtt 2.x.
+
+Delivery: requests are acknowledged (PUBACK) only after the task is committed, by manual
+acknowledgement on the paho client underneath aiomqtt, in the order they arrived; the session is
+persistent (fixed client id, clean_start off, session expiry), so a request not yet acknowledged
+when the box dies comes back after the restart. Events and results leave through the store's
+outbox and are deleted only after the broker acknowledged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agentbox import keys
+from agentbox.config import MqttConfig
+from agentbox.mqtt.payloads import decode
+from agentbox.mqtt.topics import Topics
+from agentbox.tasks.service import TaskService
+from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
+from agentbox.tasks.store import Event, Store, StoreError
+
+log = logging.getLogger("agentbox.mqtt")
+SESSION_EXPIRY_S = 7 * 86400
+MAX_BACKOFF_S = 60.0
+IN_FLIGHT = 512  # requests being committed at once; group commit turns them into few fsyncs
+DRAIN_BATCH = 200
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho has no hints here
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _valid_topic(topic: Any) -> bool:
+    return isinstance(topic, str) and 0 < len(topic) <= 1024 and not any(c in topic for c in "#+\0")
+
+
+class Bridge:
+    def __init__(
+        self,
+        conf: MqttConfig,
+        *,
+        device_id: str,
+        service: TaskService,
+        store: Store,
+        keystore: keys.KeyStore,
+        info: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.conf = conf
+        self.topics = Topics(conf.prefix, device_id, conf.pool)
+        self.client_id = f"agentbox-{device_id}"
+        self.service = service
+        self.store = store
+        self.keystore = keystore
+        self.info = info
+        self.connected = False
+        self.session = 0
+        self.received = 0
+        self.rejected = 0
+        self.intake_open = True
+        self._stopping = asyncio.Event()
+        self._last_error = ""
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._acks: deque[tuple[aiomqtt.Message, asyncio.Future[bool]]] = deque()
+
+    # ---- connection ------------------------------------------------------------------
+
+    def _client(self) -> aiomqtt.Client:
+        offline = _json({"state": "offline", "session": self.session, "ts": time.time()})
+        connect = _properties(PacketTypes.CONNECT)
+        connect.SessionExpiryInterval = SESSION_EXPIRY_S
+        tls = None
+        if self.conf.tls:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=self.conf.ca_file or None,
+                certfile=self.conf.cert_file or None,
+                keyfile=self.conf.key_file or None,
+            )
+        password, _ = keys.resolve(self.keystore, "mqtt")
+        client = aiomqtt.Client(
+            self.conf.host,
+            self.conf.port,
+            username=self.conf.username or None,
+            password=password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(self.topics.status, offline, qos=1, retain=True),
+            clean_start=False,
+            properties=connect,
+            tls_params=tls,
+            keepalive=30,
+            timeout=10,
+        )
+        # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
+        client._client.manual_ack_set(True)
+        return client
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with jittered exponential backoff until stop()."""
+        delay = 1.0
+        while not self._stopping.is_set():
+            try:
+                self.session = await self.store.bump("mqtt_session")
+                async with self._client() as client:
+                    await self._connected(client)
+                    delay = 1.0
+                    await self._serve(client)
+                    if self._stopping.is_set():
+                        await self._goodbye(client)
+                        return
+            except aiomqtt.MqttError as exc:
+                self._note_error(exc)
+            except StoreError as exc:
+                log.error("%s", exc)
+            finally:
+                self.connected = False
+            wait = random.uniform(delay / 2, delay)  # noqa: S311 (jitter)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+
+    def _note_error(self, exc: aiomqtt.MqttError) -> None:
+        text = str(exc)
+        where = f"{self.conf.host}:{self.conf.port}"
+        if "authoriz" in text.lower() or "password" in text.lower():
+            text = (
+                f"broker at {where} refused the login for user {self.conf.username!r}: {text}"
+                " (set the password with `agentbox keys set mqtt`)"
+            )
+        else:
+            text = f"broker at {where} unreachable: {text}; retrying"
+        if text != self._last_error:  # one line per distinct problem, not one per retry
+            log.error("%s", text)
+            self._last_error = text
+
+    async def _connected(self, client: aiomqtt.Client) -> None:
+        online = {"state": "online", "session": self.session, "ts": time.time()}
+        await client.publish(self.topics.status, _json(online), qos=1, retain=True)
+        await client.publish(self.topics.info, _json(self.info()), qos=1, retain=True)
+        for topic in self.topics.subscriptions():
+            await client.subscribe(topic, qos=1)
+        self.connected = True
+        self._last_error = ""
+        log.info(
+            "connected to %s:%d as %s (session %d)",
+            self.conf.host,
+            self.conf.port,
+            self.client_id,
+            self.session,
+        )
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Receive and drain until the connection drops (raises) or stop() is called."""
+        jobs = [
+            asyncio.create_task(self._receive(client), name="mqtt-receive"),
+            asyncio.create_task(self._drain(client), name="mqtt-drain"),
+            asyncio.create_task(self._stopping.wait(), name="mqtt-stop"),
+        ]
+        try:
+            done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+        for job in done:
+            exc = job.exception()
+            if exc is not None:
+                raise exc
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        """A clean stop: deliver what is left in the outbox, then say `stopped`."""
+        try:
+            await asyncio.wait_for(self._drain_once(client), 5)
+        except TimeoutError:
+            log.warning("outbox not empty at stop; it is sent after the next start")
+        stopped = {"state": "stopped", "session": self.session, "ts": time.time()}
+        await client.publish(self.topics.status, _json(stopped), qos=1, retain=True)
+        log.info("published stopped, disconnecting")
+
+    def close_intake(self) -> None:
+        """Stop taking requests; unacknowledged ones come back after the next start."""
+        self.intake_open = False
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    # ---- requests --------------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if not self.intake_open:
+                continue  # not acknowledged: the broker keeps it for the next session
+            self.received += 1
+            await self._slots.acquire()
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._acks.append((message, done))
+            task = asyncio.create_task(self._handle(client, message))
+            task.add_done_callback(functools.partial(self._handled, done=done, client=client))
+
+    def _handled(
+        self, task: asyncio.Task[bool], *, done: asyncio.Future[bool], client: aiomqtt.Client
+    ) -> None:
+        self._slots.release()
+        ack = not task.cancelled() and task.exception() is None and task.result()
+        done.set_result(bool(ack))
+        # PUBACKs go out in the order the requests came, as MQTT asks for QoS 1.
+        while self._acks and self._acks[0][1].done():
+            message, fut = self._acks.popleft()
+            if fut.result():
+                client._client.ack(message.mid, message.qos)
+
+    def _reply_target(self, message: aiomqtt.Message) -> dict[str, Any] | None:
+        props = message.properties
+        topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        if not _valid_topic(topic):
+            return None
+        corr = getattr(props, "CorrelationData", None)
+        return {"topic": topic, "correlation": bytes(corr).hex() if corr else None}
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> bool:
+        """Serve one request; True when it may be acknowledged (it changed what it should)."""
+        topic = str(message.topic)
+        kind = self.topics.kind(topic)
+        reply = self._reply_target(message)
+        data: dict[str, Any] = {}
+        try:
+            data = decode(
+                message.payload if isinstance(message.payload, bytes) else b"",
+                self.conf.max_payload_bytes,
+            )
+            if reply is None and _valid_topic(data.get("reply_to")):
+                reply = {"topic": data["reply_to"], "correlation": None}
+            if kind == "submit":
+                row, created = await self.service.submit(data, "mqtt", reply)
+                if not created:  # a known id: answer with the task as it is, run nothing
+                    await self._respond(client, reply, row.id, row.body())
+            elif kind in ("get", "cancel"):
+                task_id = data.get("id")
+                if not isinstance(task_id, str):
+                    raise SpecError(ErrorCode.invalid_request, "'id' must be a string")
+                found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
+                body = found.body() if found else _rejected(task_id, "not_found", "no such task")
+                await self._respond(client, reply, task_id, body)
+        except SpecError as exc:
+            self.rejected += 1
+            task_id = exc.task_id or _id_of(data)
+            log.warning(
+                "rejected %d-byte message on %s: %s: %s",
+                len(message.payload or b""),
+                topic,
+                exc.code,
+                exc.message,
+            )
+            await self._respond(
+                client, reply, task_id, _rejected(task_id, str(exc.code), exc.message)
+            )
+        except StoreError as exc:
+            log.error("request on %s not stored (%s); it is redelivered later", topic, exc)
+            return False
+        return True
+
+    async def _respond(
+        self,
+        client: aiomqtt.Client,
+        reply: dict[str, Any] | None,
+        task_id: str | None,
+        body: dict[str, Any],
+    ) -> None:
+        """Answer one request now: its response topic, else reply_to, else the result topic."""
+        target = reply or ({"topic": self.topics.result(task_id)} if task_id else None)
+        if target is None:
+            return  # nowhere to answer: the warning line is all there is
+        await self._publish_reply(client, target, body)
+
+    async def _publish_reply(
+        self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
+    ) -> None:
+        props = None
+        if target.get("correlation"):
+            props = _properties(PacketTypes.PUBLISH)
+            props.CorrelationData = bytes.fromhex(target["correlation"])
+        try:
+            await client.publish(target["topic"], _json(body), qos=1, properties=props)
+        except ValueError as exc:  # a topic the broker cannot take
+            log.warning("cannot reply on %r: %s", target["topic"], exc)
+
+    # ---- outbox ----------------------------------------------------------------------
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            self.store.outbox_ready.clear()
+            if not await self._drain_once(client):
+                await self.store.outbox_ready.wait()
+
+    async def _drain_once(self, client: aiomqtt.Client) -> int:
+        """Publish what the outbox holds, deleting each batch after the broker took it."""
+        sent = 0
+        while True:
+            events = await self.store.outbox_fetch(DRAIN_BATCH)
+            if not events:
+                return sent
+            await asyncio.gather(*(self._publish_event(client, e) for e in events))
+            await self.store.outbox_delete([e.seq for e in events])
+            sent += len(events)
+
+    async def _publish_event(self, client: aiomqtt.Client, event: Event) -> None:
+        await client.publish(self.topics.event(event.task_id), _json(event.payload), qos=1)
+        if event.event == "result":
+            body = {k: v for k, v in event.payload.items() if k != "event"}
+            target = event.reply or {"topic": self.topics.result(event.task_id)}
+            await self._publish_reply(client, target, body)
+
+
+def _id_of(data: dict[str, Any]) -> str | None:
+    task_id = data.get("id")
+    return task_id if isinstance(task_id, str) and re.match(ID_PATTERN, task_id) else None
+
+
+def _rejected(task_id: str | None, code: str, message: str) -> dict[str, Any]:
+    return {"id": task_id, "state": "rejected", "error": {"code": code, "message": message}}

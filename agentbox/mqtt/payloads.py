@@ -1,0 +1,52 @@
+"""Incoming payloads: size, UTF-8, JSON and nesting checked before anything else sees them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agentbox.tasks.spec import ErrorCode, SpecError
+
+MAX_DEPTH = 32
+
+
+def decode(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    """A request object, or SpecError with the reason (nothing else is touched)."""
+    if len(payload) > max_bytes:
+        raise SpecError(ErrorCode.payload_too_large, f"{len(payload)} bytes, limit {max_bytes}")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(ErrorCode.invalid_request, "payload is not UTF-8") from None
+    # Bound nesting before the parser recurses: a deep payload is refused, not a crash.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _bracket_depth(text) > MAX_DEPTH:
+        raise SpecError(ErrorCode.invalid_request, f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise SpecError(ErrorCode.invalid_request, "payload is not JSON") from None
+    if not isinstance(data, dict):
+        raise SpecError(ErrorCode.invalid_request, "payload must be a JSON object")
+    return data
+
+
+def _bracket_depth(text: str) -> int:
+    """Nesting of brackets outside strings, without parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
