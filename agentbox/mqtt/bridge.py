@@ -36,7 +36,7 @@ from agentbox.tasks.store import Event, Store, StoreError
 log = logging.getLogger("agentbox.mqtt")
 SESSION_EXPIRY_S = 7 * 86400
 MAX_BACKOFF_S = 60.0
-IN_FLIGHT = 512  # requests being committed at once; group commit turns them into few fsyncs
+IN_FLIGHT = 64  # requests being committed at once: bounds memory (x max_payload_bytes)
 DRAIN_BATCH = 200
 
 

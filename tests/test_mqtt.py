@@ -1,0 +1,238 @@
+"""The MQTT contract against a real Mosquitto and a real MQTT client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.fakes import FakeProvider, openai_stream
+from tests.mqtt_peer import Broker, Peer
+
+PREFIX = "agentbox/v1"
+
+
+@pytest.fixture
+def broker(short_tmp: Path) -> Iterator[Broker]:
+    b = Broker(short_tmp).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    made: list[Peer] = []
+    yield made
+    for p in made:
+        p.close()
+
+
+def mqtt_config(port: int, device: str, extra: str = "") -> str:
+    return f"[device]\nid = '{device}'\n[mqtt]\nhost = '127.0.0.1'\nport = {port}\n{extra}"
+
+
+def start_box(
+    daemons: Any, broker: Broker, device: str = "box1", extra: str = "", **kw: Any
+) -> Any:
+    d = daemons(mqtt_config(broker.port, device, extra), name=device, **kw).start()
+    wait_for(lambda: d.json("status")["mqtt"]["connected"], 20, what="mqtt connected")
+    return d
+
+
+def test_request_response_v5_reply_to_and_default_topic(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    d = start_box(daemons, broker)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe("replies/#", f"{PREFIX}/box1/task/+/result", f"{PREFIX}/box1/task/+/event")
+    base = f"{PREFIX}/box1"
+    peer.publish(
+        f"{base}/task/submit",
+        {"id": "v5", "prompt": "Say hi.", "max_tokens": 8},
+        response_topic="replies/v5",
+        correlation=b"\x01corr-42",
+    )
+    peer.publish(
+        f"{base}/task/submit",
+        {"id": "v3", "prompt": "Say hi.", "max_tokens": 8, "reply_to": "replies/v3"},
+    )
+    peer.publish(f"{base}/task/submit", {"id": "plain", "prompt": "Say hi.", "max_tokens": 8})
+    wait_for(lambda: len(peer.on("replies/#")) >= 2 and peer.on(f"{base}/task/plain/result"), 60)
+
+    [(_, v5, corr, _)] = peer.on("replies/v5")
+    assert corr == b"\x01corr-42"
+    assert v5["id"] == "v5" and v5["state"] == "succeeded" and v5["output"]
+    [(_, v3, corr3, _)] = peer.on("replies/v3")
+    assert v3["id"] == "v3" and v3["state"] == "succeeded" and corr3 is None
+    [(_, plain, _, _)] = peer.on(f"{base}/task/plain/result")
+    assert plain["state"] == "succeeded"
+    events = [body["event"] for _, body, _, _ in peer.on(f"{base}/task/v5/event")]
+    assert events == ["accepted", "running", "result"]
+
+    # A known id answers at once with the task as it is and runs nothing.
+    peer.publish(
+        f"{base}/task/submit",
+        {"id": "v5", "prompt": "something else"},
+        response_topic="replies/again",
+        correlation=b"again",
+    )
+    wait_for(lambda: peer.on("replies/again"), 10)
+    [(_, again, corr, _)] = peer.on("replies/again")
+    assert again["output"] == v5["output"] and again["attempts"] == 1 and corr == b"again"
+
+    peer.publish(f"{base}/task/get", {"id": "v3"}, response_topic="replies/get", correlation=b"g")
+    peer.publish(f"{base}/task/get", {"id": "nope"}, response_topic="replies/get2")
+    wait_for(lambda: peer.on("replies/get") and peer.on("replies/get2"), 10)
+    assert peer.on("replies/get")[0][1]["state"] == "succeeded"
+    assert peer.on("replies/get2")[0][1]["error"]["code"] == "not_found"
+    assert d.stop() == 0
+
+
+def test_status_online_will_offline_and_stopped(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    d = start_box(daemons, broker)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe(f"{PREFIX}/box1/status", f"{PREFIX}/box1/info")
+    wait_for(lambda: peer.on(f"{PREFIX}/box1/info"), 5)
+    _, status, _, retained = peer.on(f"{PREFIX}/box1/status")[-1]
+    assert status["state"] == "online" and retained
+    info = peer.on(f"{PREFIX}/box1/info")[-1][1]
+    assert info["device_id"] == "box1" and "version" in info and "providers" in info
+
+    d.kill9()
+    wait_for(lambda: peer.on(f"{PREFIX}/box1/status")[-1][1]["state"] == "offline", 10)
+    d.start()
+    wait_for(lambda: peer.on(f"{PREFIX}/box1/status")[-1][1]["state"] == "online", 20)
+    assert peer.on(f"{PREFIX}/box1/status")[-1][1]["session"] == status["session"] + 1
+    assert d.stop() == 0
+    wait_for(lambda: peer.on(f"{PREFIX}/box1/status")[-1][1]["state"] == "stopped", 10)
+
+
+def test_broker_down_for_20_s_delays_results_but_loses_none(
+    daemons: Any, short_tmp: Path, peers: list[Peer]
+) -> None:
+    b = Broker(short_tmp, persistence=True).start()
+    try:
+        d = start_box(daemons, b)
+        peer = Peer(b.port, client_id="integrator", persistent=True)
+        peers.append(peer)
+        peer.subscribe(f"{PREFIX}/box1/task/+/result")
+        ids = [f"out-{i}" for i in range(8)]
+        for i in ids:
+            peer.publish(
+                f"{PREFIX}/box1/task/submit",
+                {"id": i, "prompt": "Write a haiku.", "max_tokens": 40},
+            )
+        wait_for(lambda: len(d.json("tasks", "list")) == len(ids), 20, what="all accepted")
+        b.stop()
+        wait_for(
+            lambda: all(t["state"] == "succeeded" for t in d.json("tasks", "list")),
+            120,
+            interval=0.5,
+            what="all done while the broker is down",
+        )
+        time.sleep(20)  # the outage the issue asks for
+        b.start()
+        wait_for(
+            lambda: len(peer.on(f"{PREFIX}/box1/task/+/result")) >= len(ids),
+            90,
+            interval=0.5,
+            what="results after the broker came back",
+        )
+        time.sleep(2)  # room for a duplicate to show up
+        got = Counter(body["id"] for _, body, _, _ in peer.on(f"{PREFIX}/box1/task/+/result"))
+        assert got == Counter({i: 1 for i in ids})
+        assert d.stop() == 0
+    finally:
+        b.stop()
+
+
+def test_a_thousand_malformed_messages(daemons: Any, broker: Broker, peers: list[Peer]) -> None:
+    d = start_box(daemons, broker)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe("bad/#")
+    submit = f"{PREFIX}/box1/task/submit"
+    kinds: list[bytes | str] = [
+        b"not json at all",
+        b"\xff\xfe\xfa invalid utf-8",
+        "[" * 5000 + "]" * 5000,
+        json.dumps({"prompt": 42}),
+        json.dumps({"prompt": "x", "id": "bad id!"}),
+        json.dumps({"prompt": "x", "priority": "high"}),
+        json.dumps(["a", "list"]),
+        json.dumps({"prompt": "x" * 300_000}),
+        json.dumps({"messages": "nope"}),
+        json.dumps({"prompt": "x", "unknown": True}),
+    ]
+    rss = []
+    for round_ in (0, 1):
+        for i in range(1000):
+            n = round_ * 1000 + i
+            peer.publish(
+                submit,
+                kinds[i % len(kinds)],
+                response_topic=f"bad/{n}",
+                correlation=str(n).encode(),
+            )
+        wait_for(
+            lambda r=round_: len(peer.on("bad/#")) >= 1000 * (r + 1),
+            120,
+            interval=0.5,
+            what="an error reply for each",
+        )
+        rss.append(d.json("status")["rss_mb"])
+    replies = peer.on("bad/#")
+    assert len(replies) == 2000
+    assert all(body["state"] == "rejected" for _, body, _, _ in replies)
+    assert all(corr == topic.split("/")[1].encode() for topic, _, corr, _ in replies)
+    codes = Counter(body["error"]["code"] for _, body, _, _ in replies)
+    assert codes["payload_too_large"] == 200 and codes["invalid_request"] == 1800
+    status = d.json("status")
+    assert status["mqtt"]["rejected"] == 2000 and d.json("tasks", "list") == []
+    # The first thousand sets the allocator's high-water mark; the second must not add to it.
+    assert rss[1] - rss[0] < 3, rss
+    assert d.proc.poll() is None and d.stop() == 0
+
+
+def test_two_boxes_in_a_pool_run_each_task_once(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    fake = FakeProvider(openai_stream("pooled"))
+    try:
+        extra = (
+            "pool = 'farm'\n[local]\nenabled = false\n"
+            "[providers.fake]\nkind = 'openai'\nmodel = 'gpt-4o-mini'\n"
+            f"base_url = '{fake.url}/v1'\n"
+        )
+        boxes = [start_box(daemons, broker, f"box{i}", extra) for i in (1, 2)]
+        peer = Peer(broker.port)
+        peers.append(peer)
+        peer.subscribe("pooled/#")
+        for i in range(200):
+            peer.publish(
+                f"{PREFIX}/pool/farm/task/submit",
+                {"id": f"p{i}", "prompt": "hi", "max_tokens": 4, "reply_to": f"pooled/{i}"},
+            )
+        wait_for(lambda: len(peer.on("pooled/#")) >= 200, 60, interval=0.5, what="200 results")
+        time.sleep(1)  # room for a duplicate to show up
+        got = Counter(body["id"] for _, body, _, _ in peer.on("pooled/#"))
+        assert got == Counter({f"p{i}": 1 for i in range(200)})
+        ran = [{t["id"] for t in b.json("tasks", "list", "--limit", "500")} for b in boxes]
+        assert not ran[0] & ran[1] and len(ran[0] | ran[1]) == 200
+        assert ran[0] and ran[1], "one box took everything"
+        for b in boxes:
+            b.proc.send_signal(signal.SIGTERM)
+            assert b.proc.wait(30) == 0
+    finally:
+        fake.close()
