@@ -16,6 +16,7 @@ from typing import Any
 from agentbox import __version__, config, keys, logs
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
+from agentbox.health import Health
 from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
@@ -138,6 +139,7 @@ class Daemon:
                 store=self.store,
                 keystore=self.keystore,
                 info=self.info,
+                health=Health(loaded.state_dir, self._health_counters),
             )
         self.control = ControlServer(
             socket_path(loaded.state_dir), self.service, self.status, self.reload
@@ -184,6 +186,26 @@ class Daemon:
             "pool": settings.mqtt.pool or None,
             "capabilities": ["complete", "schema", "cancel", "get"]
             + (["pool"] if settings.mqtt.pool else []),
+        }
+
+    async def _health_counters(self) -> dict[str, Any]:
+        """The daemon's own part of a health report."""
+        counts = await self.store.counts()
+        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("queued", "running")}
+        recent = await self.store.outcomes_since(time.time() - 3600)
+        local = self.local.status()
+        return {
+            "queue": {**counts, "total": total},
+            "tasks": {
+                "succeeded_1h": recent.get("succeeded", 0),
+                "failed_1h": recent.get("failed", 0),
+            },
+            "spend": self.budget.snapshot(),
+            "providers": {
+                n: {"state": p["state"], "retry_in_s": p["retry_in_s"]}
+                for n, p in self.pool.status().items()
+            },
+            "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s")},
         }
 
     async def _status_line(self) -> str:

@@ -61,6 +61,7 @@ class Peer:
     def __init__(self, port: int, client_id: str = "", persistent: bool = False) -> None:
         self.messages: list[tuple[str, dict[str, Any] | str, bytes | None, bool]] = []
         self.lock = threading.Lock()
+        self.expiry: dict[str, int | None] = {}
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
         )
@@ -89,8 +90,10 @@ class Peer:
             body: dict[str, Any] | str = json.loads(msg.payload)
         except ValueError:
             body = msg.payload.decode(errors="replace")
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None) if msg.properties else None
         with self.lock:
             self.messages.append((msg.topic, body, corr, bool(msg.retain)))
+            self.expiry[msg.topic] = expiry
 
     def subscribe(self, *topics: str) -> None:
         for topic in topics:

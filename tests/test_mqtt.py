@@ -236,3 +236,59 @@ def test_two_boxes_in_a_pool_run_each_task_once(
             assert b.proc.wait(30) == 0
     finally:
         fake.close()
+
+
+def test_health_reports_and_home_assistant_discovery(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe(f"{PREFIX}/box1/health", "homeassistant/device/#")
+    d = start_box(daemons, broker, extra="health_interval_s = 5\n")
+    wait_for(lambda: peer.on(f"{PREFIX}/box1/health"), 20, what="a health report")
+    health = peer.on(f"{PREFIX}/box1/health")[-1][1]
+    for field in (
+        "ts",
+        "uptime_s",
+        "version",
+        "cpu_percent",
+        "load_1m",
+        "mem_percent",
+        "mem_available_mb",
+        "disk_free_mb",
+        "temp_c",
+        "queue",
+        "tasks",
+        "spend",
+        "providers",
+        "local",
+        "mqtt_session",
+    ):
+        assert field in health, field
+    assert health["spend"]["daily_cap_usd"] == 2.0 and health["queue"]["total"]["queued"] == 0
+    assert health["tasks"] == {"succeeded_1h": 0, "failed_1h": 0}
+    assert peer.expiry[f"{PREFIX}/box1/health"] == 10  # twice the interval
+
+    [(topic, config, _, _)] = peer.on("homeassistant/device/#")
+    assert topic == "homeassistant/device/agentbox_box1/config"
+    late = Peer(broker.port)  # a Home Assistant that starts later still finds it: retained
+    peers.append(late)
+    late.subscribe("homeassistant/device/#")
+    wait_for(lambda: late.on("homeassistant/device/#"), 5, what="the retained announcement")
+    assert late.on("homeassistant/device/#")[0][3] is True
+    assert config["dev"]["ids"] == ["agentbox_box1"]
+    cmps = config["cmps"]
+    assert cmps["agentbox_box1_online"]["p"] == "binary_sensor"
+    assert cmps["agentbox_box1_cpu"]["state_topic"] == f"{PREFIX}/box1/health"
+    assert config["availability"][0]["topic"] == f"{PREFIX}/box1/status"
+
+    # Home Assistant restarting says so on its status topic: the box announces itself again.
+    peer.publish("homeassistant/status", "online")
+    wait_for(lambda: len(peer.on("homeassistant/device/#")) == 2, 10, what="a new announcement")
+    d.cli("submit", "--wait", "--max-tokens", "4", "Say hi.")
+    wait_for(
+        lambda: peer.on(f"{PREFIX}/box1/health")[-1][1]["tasks"]["succeeded_1h"] == 1,
+        20,
+        what="health counting the task",
+    )
+    assert d.stop() == 0

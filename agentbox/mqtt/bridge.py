@@ -27,6 +27,8 @@ from paho.mqtt.properties import Properties
 
 from agentbox import keys
 from agentbox.config import MqttConfig
+from agentbox.health import Health
+from agentbox.mqtt.discovery import discovery_payload, discovery_topic
 from agentbox.mqtt.payloads import decode
 from agentbox.mqtt.topics import Topics
 from agentbox.tasks.service import TaskService
@@ -38,6 +40,7 @@ SESSION_EXPIRY_S = 7 * 86400
 MAX_BACKOFF_S = 60.0
 IN_FLIGHT = 64  # requests being committed at once: bounds memory (x max_payload_bytes)
 DRAIN_BATCH = 200
+HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
 
 
 def _properties(packet_type: int) -> Properties:
@@ -62,6 +65,7 @@ class Bridge:
         store: Store,
         keystore: keys.KeyStore,
         info: Callable[[], dict[str, Any]],
+        health: Health | None = None,
     ) -> None:
         self.conf = conf
         self.topics = Topics(conf.prefix, device_id, conf.pool)
@@ -70,6 +74,7 @@ class Bridge:
         self.store = store
         self.keystore = keystore
         self.info = info
+        self.health = health
         self.connected = False
         self.session = 0
         self.received = 0
@@ -153,8 +158,11 @@ class Bridge:
     async def _connected(self, client: aiomqtt.Client) -> None:
         online = {"state": "online", "session": self.session, "ts": time.time()}
         await client.publish(self.topics.status, _json(online), qos=1, retain=True)
-        await client.publish(self.topics.info, _json(self.info()), qos=1, retain=True)
-        for topic in self.topics.subscriptions():
+        info = self.info()
+        await client.publish(self.topics.info, _json(info), qos=1, retain=True)
+        if self.conf.ha_discovery:
+            await self._announce(client, info)
+        for topic in self.topics.subscriptions(ha=self.conf.ha_discovery):
             await client.subscribe(topic, qos=1)
         self.connected = True
         self._last_error = ""
@@ -171,6 +179,7 @@ class Bridge:
         jobs = [
             asyncio.create_task(self._receive(client), name="mqtt-receive"),
             asyncio.create_task(self._drain(client), name="mqtt-drain"),
+            asyncio.create_task(self._report(client), name="mqtt-health"),
             asyncio.create_task(self._stopping.wait(), name="mqtt-stop"),
         ]
         try:
@@ -193,6 +202,30 @@ class Bridge:
         stopped = {"state": "stopped", "session": self.session, "ts": time.time()}
         await client.publish(self.topics.status, _json(stopped), qos=1, retain=True)
         log.info("published stopped, disconnecting")
+
+    async def _announce(self, client: aiomqtt.Client, info: dict[str, Any]) -> None:
+        payload = discovery_payload(self.topics, str(info.get("name")), str(info.get("hardware")))
+        await client.publish(
+            discovery_topic(self.topics.device), _json(payload), qos=1, retain=True
+        )
+
+    async def _report(self, client: aiomqtt.Client) -> None:
+        """Health every health_interval_s, and at once when something notable changes."""
+        if self.health is None:
+            return
+        interval = self.conf.health_interval_s
+        props = _properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = 2 * interval  # a stale report vanishes with a dead box
+        last_sent, last_notable = 0.0, None
+        while True:
+            snap = await self.health.snapshot()
+            snap["mqtt_session"] = self.session
+            notable = Health.notable(snap)
+            now = time.monotonic()
+            if notable != last_notable or now - last_sent >= interval:
+                await client.publish(self.topics.health, _json(snap), qos=1, properties=props)
+                last_sent, last_notable = now, notable
+            await asyncio.sleep(min(HEALTH_CHECK_S, interval))
 
     def close_intake(self) -> None:
         """Stop taking requests; unacknowledged ones come back after the next start."""
@@ -238,6 +271,10 @@ class Bridge:
         """Serve one request; True when it may be acknowledged (it changed what it should)."""
         topic = str(message.topic)
         kind = self.topics.kind(topic)
+        if kind == "ha_status":
+            if message.payload == b"online":  # Home Assistant restarted: announce again
+                await self._announce(client, self.info())
+            return True
         reply = self._reply_target(message)
         data: dict[str, Any] = {}
         try:

@@ -47,14 +47,18 @@ class Topics:
     def result(self, task_id: str) -> str:
         return f"{self.base}/task/{task_id}/result"
 
-    def subscriptions(self) -> list[str]:
+    def subscriptions(self, ha: bool = False) -> list[str]:
         subs = [self.request("task/submit"), self.request("task/cancel"), self.request("task/get")]
         if self.pool:
             subs.append(self.pool_subscription)
+        if ha:
+            subs.append(HA_STATUS)
         return subs
 
     def kind(self, topic: str) -> str | None:
-        """What an incoming topic asks for: submit, cancel, get, or None."""
+        """What an incoming topic asks for: submit, cancel, get, ha_status, or None."""
+        if topic == HA_STATUS:
+            return "ha_status"
         if topic == self.pool_submit and self.pool:
             return "submit"
         for name in ("submit", "cancel", "get"):

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import httpx
 
 from agentbox.config import ProviderConfig
+from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, ProviderError
 
 RETRY_AFTER_CAP_S = 60.0
@@ -50,16 +51,18 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def error_text(body: Any, fallback: str) -> str:
-    """The provider's own short error message, if its body has one."""
+    """The provider's own short error message, if its body has one, with any known key
+    masked: these texts reach task results, health payloads and logs."""
+    text = fallback
     if isinstance(body, list) and body:
         body = body[0]
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:300]
-        if isinstance(err, str):
-            return err[:300]
-    return fallback[:300]
+            text = str(err["message"])
+        elif isinstance(err, str):
+            text = err
+    return SCRUBBER.scrub(text[:300])
 
 
 def classify_status(status: int, headers: Mapping[str, str], body: Any, name: str) -> ProviderError:

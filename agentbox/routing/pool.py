@@ -88,7 +88,8 @@ async def test_key(
     try:
         models = await provider.list_models()
     except ProviderError as exc:
-        return False, exc.message
+        # The provider may echo the key it was given; this runs outside the daemon's scrubber.
+        return False, exc.message.replace(key, "***") if key else exc.message
     finally:
         if own:
             await http_client.aclose()

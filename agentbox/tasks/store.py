@@ -552,6 +552,20 @@ class Store:
 
         return await self.read(op)
 
+    async def outcomes_since(self, since: float) -> dict[str, int]:
+        """Finished tasks per final state since `since` (for health: succeeded_1h, failed_1h)."""
+
+        def op(c: sqlite3.Connection) -> dict[str, int]:
+            return {
+                state: n
+                for state, n in c.execute(
+                    "SELECT state, count(*) FROM tasks WHERE finished_at >= ? GROUP BY state",
+                    (since,),
+                )
+            }
+
+        return await self.read(op)
+
     async def prune(self, now: float, retention_s: float, keep_max: int) -> int:
         """Delete finished tasks past retention, and the oldest beyond `keep_max`."""
 

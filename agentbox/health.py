@@ -1,0 +1,84 @@
+"""One health snapshot (DESIGN.md section 6) from psutil and the daemon's own counters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from agentbox import __version__
+
+DISK_LOW_MB = 500
+TEMP_HIGH_C = 80.0
+
+
+def hottest_sensor() -> float | None:
+    """The highest temperature any sensor reports, or None on boards without sensors."""
+    try:
+        sensors = psutil.sensors_temperatures()
+    except (AttributeError, OSError):
+        return None
+    temps = [t.current for entries in sensors.values() for t in entries if t.current]
+    return round(max(temps), 1) if temps else None
+
+
+def _system(state_dir: Path) -> dict[str, Any]:
+    """The part that reads /proc and /sys: run in a thread, never on the event loop."""
+    mem = psutil.virtual_memory()
+    try:
+        free = psutil.disk_usage(str(state_dir)).free // (1024 * 1024)
+    except OSError:
+        free = None
+    return {
+        "cpu_percent": psutil.cpu_percent(None),
+        "load_1m": round(psutil.getloadavg()[0], 2),
+        "mem_percent": mem.percent,
+        "mem_available_mb": mem.available // (1024 * 1024),
+        "disk_free_mb": free,
+        "temp_c": hottest_sensor(),
+    }
+
+
+class Health:
+    """Builds snapshots; `notable()` is what, when it changes, is worth a report at once."""
+
+    def __init__(self, state_dir: Path, counters: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.state_dir = state_dir
+        self.counters = counters
+        self.started = time.monotonic()
+        psutil.cpu_percent(None)  # the first reading only starts the measurement
+
+    async def snapshot(self) -> dict[str, Any]:
+        system = await asyncio.to_thread(_system, self.state_dir)
+        own = await self.counters()
+        return {
+            "ts": round(time.time(), 3),
+            "uptime_s": round(time.monotonic() - self.started),
+            "version": __version__,
+            **system,
+            **own,
+        }
+
+    @staticmethod
+    def notable(snap: dict[str, Any]) -> tuple[Any, ...]:
+        spend = snap.get("spend") or {}
+        level = 0
+        for cap, used in (
+            (spend.get("daily_cap_usd"), spend.get("today_usd")),
+            (spend.get("monthly_cap_usd"), spend.get("month_usd")),
+        ):
+            if cap and used is not None:
+                share = used / cap
+                level = max(level, 100 if share >= 1 else 80 if share >= 0.8 else 0)
+        disk = snap.get("disk_free_mb")
+        temp = snap.get("temp_c")
+        return (
+            tuple(sorted((n, p["state"]) for n, p in (snap.get("providers") or {}).items())),
+            level,
+            disk is not None and disk < DISK_LOW_MB,
+            temp is not None and temp >= TEMP_HIGH_C,
+        )
