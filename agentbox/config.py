@@ -50,6 +50,9 @@ class MqttConfig(Section):
     pool: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     ha_discovery: bool = True
     max_payload_bytes: int = Field(default=262144, ge=1024, le=16 * 1024 * 1024)
+    # Submissions must carry an HMAC-SHA256 signature made with the key store entry
+    # "mqtt-hmac" (v5 user properties `ts` and `signature`; see README).
+    require_signature: bool = False
 
 
 class RoutingConfig(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import socket
@@ -28,7 +29,13 @@ class Broker:
         self.port = free_port()
         self.dir = workdir
         self.conf = workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        # Run as whoever runs the tests: started as root, Mosquitto would switch to its own
+        # user and lose access to the test's owner-only files.
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"user {getpass.getuser()}",
+        ]
         if persistence:
             lines += ["persistence true", f"persistence_location {workdir}/"]
         else:

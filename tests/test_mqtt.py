@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from tests.conftest import wait_for
 from tests.fakes import FakeProvider, openai_stream
@@ -291,4 +294,148 @@ def test_health_reports_and_home_assistant_discovery(
         20,
         what="health counting the task",
     )
+    assert d.stop() == 0
+
+
+def _pki(where: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made here."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    for name, cn in (("server", "127.0.0.1"), ("client", "box1")):
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+        )
+        (where / f"{name}.ext").write_text(f"subjectAltName=IP:{cn}\n" if name == "server" else "")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.crt",
+            "-extfile",
+            f"{name}.ext",
+        )
+
+
+def test_tls_with_client_certificate_and_password(daemons: Any, short_tmp: Path) -> None:
+    pki = short_tmp / "pki"
+    pki.mkdir()
+    _pki(pki)
+    passwd = pki / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwd), "box1", "right-password"],
+        check=True,
+        capture_output=True,
+    )
+    extra = (
+        f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
+        f"require_certificate true\npassword_file {passwd}\n"
+    )
+    b = Broker(short_tmp, extra=extra).start()
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    b.stop()
+    b.start()
+    try:
+        config = mqtt_config(
+            b.port,
+            "box1",
+            (
+                f"username = 'box1'\ntls = true\nca_file = '{pki}/ca.crt'\n"
+                f"cert_file = '{pki}/client.crt'\nkey_file = '{pki}/client.key'\n"
+            ),
+        )
+        d = daemons(config, name="tls")
+        d.cli("keys", "set", "mqtt", input="right-password\n")
+        d.start()
+        wait_for(lambda: d.json("status")["mqtt"]["connected"], 20, what="connected over TLS")
+        assert d.stop() == 0
+
+        d.cli("keys", "set", "mqtt", input="wrong-password\n")
+        d.start()
+        time.sleep(6)  # several reconnect attempts
+        assert not d.json("status")["mqtt"]["connected"]
+        refused = [line for line in d.log().splitlines() if "refused the login" in line]
+        assert len(refused) == 1, refused  # one clear line, not one per retry
+        assert "agentbox keys set mqtt" in refused[0], refused[0]
+        assert "wrong-password" not in d.log() and "right-password" not in d.log()
+        assert d.stop() == 0
+    finally:
+        b.stop()
+
+
+def test_signed_submissions_when_signatures_are_required(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    from agentbox.mqtt.payloads import sign  # noqa: PLC0415
+
+    secret = "shared-hmac-secret-123"
+    d = daemons(mqtt_config(broker.port, "box1", "require_signature = true\n"), name="box1")
+    d.cli("keys", "set", "mqtt-hmac", input=secret)
+    d.start()
+    wait_for(lambda: d.json("status")["mqtt"]["connected"], 20)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe("signed/#")
+    submit = f"{PREFIX}/box1/task/submit"
+
+    def send(name: str, payload: bytes, ts: str | None, signature: str | None) -> None:
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = f"signed/{name}"
+        props.UserProperty = [(k, v) for k, v in (("ts", ts), ("signature", signature)) if v]
+        peer.client.publish(submit, payload, qos=1, properties=props).wait_for_publish(10)
+
+    body = json.dumps({"id": "s1", "prompt": "Say hi.", "max_tokens": 4}).encode()
+    now = str(time.time())
+    send("ok", body, now, sign(secret, now, body))
+    send("unsigned", body, None, None)
+    send("forged", body, now, sign("not-the-secret", now, body))
+    old = str(time.time() - 3600)
+    send("old", body, old, sign(secret, old, body))
+    tampered = body.replace(b"Say hi.", b"Spend!!")
+    send("tampered", tampered, now, sign(secret, now, body))
+    wait_for(lambda: len(peer.on("signed/#")) == 5, 60, what="five answers")
+    answers = {t.split("/")[1]: b for t, b, _, _ in peer.on("signed/#")}
+    assert answers["ok"]["state"] == "succeeded"
+    for name, why in (
+        ("unsigned", "unsigned"),
+        ("forged", "bad signature"),
+        ("old", "away from now"),
+        ("tampered", "bad signature"),
+    ):
+        assert answers[name]["state"] == "rejected" and why in answers[name]["error"]["message"]
+    assert [t["id"] for t in d.json("tasks", "list")] == ["s1"]
     assert d.stop() == 0

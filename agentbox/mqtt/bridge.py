@@ -29,7 +29,7 @@ from agentbox import keys
 from agentbox.config import MqttConfig
 from agentbox.health import Health
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
-from agentbox.mqtt.payloads import decode
+from agentbox.mqtt.payloads import check_signature, decode
 from agentbox.mqtt.topics import Topics
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
@@ -276,12 +276,13 @@ class Bridge:
                 await self._announce(client, self.info())
             return True
         reply = self._reply_target(message)
+        raw = message.payload if isinstance(message.payload, bytes) else b""
         data: dict[str, Any] = {}
         try:
-            data = decode(
-                message.payload if isinstance(message.payload, bytes) else b"",
-                self.conf.max_payload_bytes,
-            )
+            if kind == "submit" and self.conf.require_signature:
+                secret, _ = keys.resolve(self.keystore, "mqtt-hmac")
+                check_signature(secret, message.properties, raw)
+            data = decode(raw, self.conf.max_payload_bytes)
             if reply is None and _valid_topic(data.get("reply_to")):
                 reply = {"topic": data["reply_to"], "correlation": None}
             if kind == "submit":
@@ -300,7 +301,7 @@ class Bridge:
             task_id = exc.task_id or _id_of(data)
             log.warning(
                 "rejected %d-byte message on %s: %s: %s",
-                len(message.payload or b""),
+                len(raw),
                 topic,
                 exc.code,
                 exc.message,
