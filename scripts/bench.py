@@ -27,6 +27,9 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_mqtt  # scripts/bench_mqtt.py: MQTT against Huey + httpx + paho
+
 ROOT = Path(__file__).resolve().parent.parent
 
 N = 1000
@@ -224,6 +227,7 @@ def main() -> None:
     proc.wait(60)
     fake.terminate()
     local = local_tokens_per_s()
+    mqtt = bench_mqtt.main()
     base = baseline_single_commits(tmp / "baseline.db")
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -250,6 +254,7 @@ def main() -> None:
             "target_added_p50_ms": 2,
         },
         "local_tokens_per_s": local,
+        "mqtt": mqtt,
     }
     print(json.dumps(result, indent=2))
 

@@ -46,18 +46,32 @@ HEAVY = [
 
 
 def main() -> None:
-    settings = Settings(providers={"cloud": ProviderConfig(kind="openai", model="gpt-4o-mini",
-                                                           heavy_model="gpt-4o")})
+    settings = Settings(
+        providers={
+            "cloud": ProviderConfig(kind="openai", model="gpt-4o-mini", heavy_model="gpt-4o")
+        }
+    )
     report: dict[str, object] = {}
     for mode in ("cost", "balanced", "quality"):
-        router = Router(settings.model_copy(update={"routing": settings.routing.model_copy(
-            update={"mode": mode})}))
+        router = Router(
+            settings.model_copy(
+                update={"routing": settings.routing.model_copy(update={"mode": mode})}
+            )
+        )
         rows = []
         for kind, prompts in (("light", LIGHT), ("heavy", HEAVY)):
             for prompt in prompts:
                 d = router.decide(TaskSpec(prompt=prompt))
-                rows.append({"expected": kind, "tier": d.route.tier, "model": d.route.model,
-                             "score": d.score, "prompt": prompt, "reason": d.route.reason})
+                rows.append(
+                    {
+                        "expected": kind,
+                        "tier": d.route.tier,
+                        "model": d.route.model,
+                        "score": d.score,
+                        "prompt": prompt,
+                        "reason": d.route.reason,
+                    }
+                )
         right = sum((r["expected"] == "heavy") == (r["tier"] == "cloud") for r in rows)
         report[mode] = {
             "agree_with_label": f"{right}/{len(rows)}",

@@ -263,7 +263,39 @@ class FakeProvider:
         self.server.server_close()
 
 
+async def _serve_instant(reply: Reply) -> None:
+    """An instant provider for benchmarks: asyncio, keep-alive, one pre-built reply per request
+    in a single write (the threaded server above is for scripted faults, not for speed)."""
+    import asyncio  # noqa: PLC0415
+
+    body = b"".join(f"{len(f):x}\r\n".encode() + f + b"\r\n" for f in reply.events) + b"0\r\n\r\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    response = head + body
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                head_raw = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head_raw.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                writer.write(response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", flush=True)
+    await server.serve_forever()
+
+
 if __name__ == "__main__":  # serve an instant provider for benchmarks: prints its URL
-    fake = FakeProvider(openai_stream("ok"))
-    print(fake.url, flush=True)
-    threading.Event().wait()
+    import asyncio
+
+    asyncio.run(_serve_instant(openai_stream("ok")))

@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import re
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -112,6 +113,9 @@ class Bridge:
             tls_params=tls,
             keepalive=30,
             timeout=10,
+            # Small packets (events, replies, PUBACKs) go out as written: with Nagle on, each
+            # one behind another waits for the broker's delayed ACK (~40 ms).
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)

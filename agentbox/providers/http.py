@@ -19,11 +19,12 @@ RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
 
 
-def make_client() -> httpx.AsyncClient:
-    """The daemon's one HTTP client: bounded connections, no proxy surprises from env."""
+def make_client(connections: int = 8) -> httpx.AsyncClient:
+    """The daemon's one HTTP client: no proxy surprises from env, and a pool no larger than
+    the cloud lane can use (httpcore scans every pooled connection on each request)."""
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        timeout=httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         trust_env=False,
         headers={"user-agent": "agentbox"},
     )

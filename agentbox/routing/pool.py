@@ -23,7 +23,7 @@ log = logging.getLogger("agentbox.providers")
 class ProviderPool:
     def __init__(self, settings: Settings, keystore: keys.KeyStore) -> None:
         self.keystore = keystore
-        self.client = make_client()
+        self.client = make_client(settings.tasks.cloud_concurrency)
         local = settings.local
         self.local = LocalProvider(local.model_path, local.threads, local.context)
         self.providers: dict[str, Provider] = {LOCAL: self.local}
