@@ -12,7 +12,6 @@ import httpx
 
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
-from agentbox.providers.openai import prompt_estimate
 
 DEFAULT_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -126,13 +125,8 @@ class AnthropicProvider(http.HttpProvider):
         text = "".join(parts)
         usage = state["usage"]
         if "input_tokens" not in usage:
-            return Completion(
-                text=text,
-                model=state["model"],
-                input_tokens=prompt_estimate(request.messages),
-                output_tokens=http.estimate_tokens(text),
-                finish_reason=state["finish"] or "cut_off",
-                estimated=True,
+            return http.estimated(
+                text, state["model"], request.messages, state["finish"] or "cut_off"
             )
         output = int(usage.get("output_tokens") or 0)
         cut = not state["finish"]

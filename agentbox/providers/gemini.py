@@ -14,7 +14,6 @@ import httpx
 
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
-from agentbox.providers.openai import prompt_estimate
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com"
 
@@ -137,14 +136,7 @@ class GeminiProvider(http.HttpProvider):
         usage = state["usage"]
         finish = str(state["finish"] or "cut_off").lower()
         if "promptTokenCount" not in usage:
-            return Completion(
-                text=text,
-                model=state["model"],
-                input_tokens=prompt_estimate(request.messages),
-                output_tokens=http.estimate_tokens(text),
-                finish_reason=finish,
-                estimated=True,
-            )
+            return http.estimated(text, state["model"], request.messages, finish)
         cached = int(usage.get("cachedContentTokenCount") or 0)
         thoughts = int(usage.get("thoughtsTokenCount") or 0)
         output = int(usage.get("candidatesTokenCount") or 0) + thoughts  # thoughts bill as output

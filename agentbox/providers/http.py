@@ -158,6 +158,23 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def prompt_estimate(messages: list[dict[str, str]]) -> int:
+    """Input tokens when the server does not say: text plus a few tokens of framing each."""
+    return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+
+
+def estimated(text: str, model: str, messages: list[dict[str, str]], finish: str) -> Completion:
+    """A completion whose usage the server did not report: counted by us, and marked so."""
+    return Completion(
+        text=text,
+        model=model,
+        input_tokens=prompt_estimate(messages),
+        output_tokens=estimate_tokens(text),
+        finish_reason=finish,
+        estimated=True,
+    )
+
+
 def cut_off(name: str, exc: Exception, partial: Completion) -> ProviderError:
     """A stream that broke after it started: retryable, and what it used is still billed."""
     return ProviderError(

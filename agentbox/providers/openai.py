@@ -15,11 +15,6 @@ from agentbox.providers.base import Completion, Failure, Progress, ProviderError
 DEFAULT_BASE = "https://api.openai.com/v1"
 
 
-def prompt_estimate(messages: list[dict[str, str]]) -> int:
-    """Input tokens when the server does not say: text plus a few tokens of framing each."""
-    return sum(http.estimate_tokens(m["content"]) + 4 for m in messages)
-
-
 class OpenAIProvider(http.HttpProvider):
     kind: ClassVar[str] = "openai"
     default_base: ClassVar[str] = DEFAULT_BASE
@@ -110,14 +105,7 @@ class OpenAIProvider(http.HttpProvider):
     ) -> Completion:
         text = "".join(parts)
         if not usage:
-            return Completion(
-                text=text,
-                model=model,
-                input_tokens=prompt_estimate(request.messages),
-                output_tokens=http.estimate_tokens(text),
-                finish_reason=finish,
-                estimated=True,
-            )
+            return http.estimated(text, model, request.messages, finish)
         prompt = int(usage.get("prompt_tokens") or 0)
         cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
         reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
