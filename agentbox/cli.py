@@ -339,6 +339,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from agentbox.console.app import ConsoleApp  # noqa: PLC0415 (textual loads only here)
+
+    ConsoleApp(socket_path(config.default_state_dir())).run()
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from agentbox import doctor  # noqa: PLC0415
 
@@ -441,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     for cp in (cs, cc):
         cp.add_argument("--config")
     c.set_defaults(fn=cmd_config)
+
+    con = sub.add_parser("console", help="the front panel for tty1 (keys, status)")
+    con.set_defaults(fn=cmd_console)
 
     d = sub.add_parser("doctor", help="check config, state, keys, broker, model and disk")
     d.add_argument("--config")

@@ -69,6 +69,7 @@ class ControlServer:
         self._reload = reload
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[Any]] = set()
+        self.ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
 
     async def start(self) -> None:
         if self.path.exists():
@@ -132,7 +133,13 @@ class ControlServer:
                 raise ValueError("a request is a JSON object with an 'op'")
         except ValueError as exc:
             return {"type": "error", "code": "invalid_request", "message": str(exc)}
+        extra = self.ops.get(req["op"])
         handler = getattr(self, f"_op_{req['op']}", None)
+        if extra is not None:
+
+            async def handler(r: dict[str, Any], _: Send) -> dict[str, Any]:
+                return {"type": "reply", **await extra(r)}
+
         if handler is None:
             return {
                 "type": "error",

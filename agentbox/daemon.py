@@ -21,7 +21,7 @@ from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.budget import Budget
-from agentbox.routing.pool import ProviderPool
+from agentbox.routing.pool import ProviderPool, test_key
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
@@ -144,6 +144,12 @@ class Daemon:
         self.control = ControlServer(
             socket_path(loaded.state_dir), self.service, self.status, self.reload
         )
+        self.control.ops.update(
+            keys=self._op_keys,
+            key_test=self._op_key_test,
+            key_set=self._op_key_set,
+            key_delete=self._op_key_delete,
+        )
         self._stop = asyncio.Event()
         self._last_status = ""
 
@@ -227,6 +233,53 @@ class Daemon:
             "received": b.received,
             "rejected": b.rejected,
         }
+
+    # ---- keys, for the console (over the owner-only socket; keys are never logged) ---------
+
+    async def _op_keys(self, req: dict[str, Any]) -> dict[str, Any]:
+        states = self.pool.status()
+        providers = []
+        for name, conf in self.loaded.settings.providers.items():
+            info = keys.describe(self.keystore, name, conf.kind)
+            providers.append(
+                {
+                    "name": name,
+                    "kind": conf.kind,
+                    "model": conf.model,
+                    "key": info.source or None,
+                    "last4": info.last4 or None,
+                    "state": states.get(name, {}).get("state", "ok"),
+                }
+            )
+        return {"providers": providers}
+
+    def _provider(self, req: dict[str, Any]) -> tuple[str, Any]:
+        name = str(req.get("name", ""))
+        conf = self.loaded.settings.providers.get(name)
+        if conf is None:
+            raise ValueError(f"no provider named {name!r} in the configuration")
+        return name, conf
+
+    async def _op_key_test(self, req: dict[str, Any]) -> dict[str, Any]:
+        name, conf = self._provider(req)
+        key = req.get("key") or keys.resolve(self.keystore, name, conf.kind)[0]
+        ok, message = await test_key(name, conf, key, self.pool.client)
+        return {"ok": ok, "message": message}
+
+    async def _op_key_set(self, req: dict[str, Any]) -> dict[str, Any]:
+        name, _ = self._provider(req)
+        try:
+            self.keystore.set(name, str(req.get("key", "")))
+        except keys.KeyError_ as exc:
+            raise ValueError(str(exc)) from None
+        await self.reload()
+        return {"saved": True, "last4": keys.describe(self.keystore, name).last4 or None}
+
+    async def _op_key_delete(self, req: dict[str, Any]) -> dict[str, Any]:
+        name, _ = self._provider(req)
+        deleted = self.keystore.delete(name)
+        await self.reload()
+        return {"deleted": deleted}
 
     # ---- reload ----------------------------------------------------------------------
 

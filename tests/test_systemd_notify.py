@@ -110,6 +110,24 @@ def test_status_text_is_one_ascii_line() -> None:
     assert ascii_line("queue: 3 \u2192 running\nnext") == "queue: 3 ? running next"
 
 
+def test_console_unit_verifies_and_replaces_the_login_prompt(short_tmp: Path) -> None:
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "agentbox-console.service"
+    text = unit.read_text()
+    copy = short_tmp / "agentbox-console.service"
+    copy.write_text(text.replace("/opt/agentbox/venv/bin/agentbox console", "/bin/true"))
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert verify.returncode == 0, verify.stderr
+    for needed in (
+        "Conflicts=getty@tty1.service",
+        "TTYPath=/dev/tty1",
+        "StandardInput=tty-force",
+        "Restart=always",
+    ):
+        assert needed in text, needed
+
+
 def test_unit_file_verifies_and_scores_at_most_2(short_tmp: Path) -> None:
     unit = Path(__file__).resolve().parent.parent / "systemd" / "agentbox.service"
     # verify needs an ExecStart that exists on this machine.

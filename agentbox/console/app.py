@@ -1,0 +1,234 @@
+"""`agentbox console`: the box's front panel on tty1 (80x25, 16 colours, keyboard only).
+
+It reaches the daemon only through the control socket; every call runs in a thread worker so
+the keyboard never waits, and a daemon that is down is shown and retried, never fatal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+
+from agentbox.control import ControlClient, ControlError
+
+CSS = """
+Screen { padding: 0 1; }
+.title { text-style: bold; padding-bottom: 1; }
+#daemon, #providers, #queue, #spend, #local, #mqtt { height: auto; }
+#keys-table { height: 8; }
+#key { margin-top: 1; }
+#buttons { height: 3; }
+#buttons Button { margin-right: 1; min-width: 12; }
+#result { height: auto; }
+"""
+
+
+class Panel:
+    """The console's calls to the daemon (blocking; run them in thread workers)."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        with ControlClient(self.socket_path, timeout=15) as client:
+            return client.call(op, **args)
+
+
+def _money(spend: dict[str, Any]) -> str:
+    return (
+        f"Spend     today ${spend['today_usd']:.2f} of ${spend['daily_cap_usd']:.2f}"
+        f"   month ${spend['month_usd']:.2f} of ${spend['monthly_cap_usd']:.2f}"
+    )
+
+
+class Dashboard(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("k", "app.switch_screen('keys')", "Keys")]
+
+    def compose(self) -> ComposeResult:
+        yield Static("agentbox", classes="title", id="title")
+        yield Static("connecting to the daemon...", id="daemon")
+        yield Static("", id="providers")
+        yield Static("", id="queue")
+        yield Static("", id="spend")
+        yield Static("", id="local")
+        yield Static("", id="mqtt")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+        self.set_interval(self.app_refresh, self.refresh_status)
+
+    @property
+    def app_refresh(self) -> float:
+        return float(getattr(self.app, "refresh_s", 2.0))
+
+    @work(thread=True, exclusive=True, group="status")
+    def refresh_status(self) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            status = panel.call("status")["status"]
+        except ControlError as exc:
+            self.app.call_from_thread(self.show_down, exc.message)
+            return
+        self.app.call_from_thread(self.show, status)
+
+    def show_down(self, message: str) -> None:
+        self.query_one("#daemon", Static).update(
+            f"Daemon    DOWN: {message}\n          retrying..."
+        )
+
+    def show(self, s: dict[str, Any]) -> None:
+        self.query_one("#title", Static).update(
+            f"agentbox {s['version']}  {s['name']}  ({s['device_id']})"
+        )
+        self.query_one("#daemon", Static).update(
+            f"Daemon    running, up {int(s['uptime_s'])} s, {s['rss_mb']:.0f} MB"
+        )
+        lines = [
+            f"  {n:<12} {p['kind']:<10} {p['state']:<16} {'key ' + (p['key'] or 'MISSING')}"
+            for n, p in s["providers"].items()
+        ] or ["  none configured: press k"]
+        self.query_one("#providers", Static).update("Providers\n" + "\n".join(lines))
+        queued = sum(c.get("queued", 0) for c in s["queue"].values())
+        running = sum(c.get("running", 0) for c in s["queue"].values())
+        self.query_one("#queue", Static).update(
+            f"Tasks     {queued} queued, {running} running, {s['finished']} finished"
+        )
+        self.query_one("#spend", Static).update(_money(s["spend"]))
+        local = s["local"]
+        speed = f", {local['tokens_per_s']} tokens/s" if local.get("tokens_per_s") else ""
+        self.query_one("#local", Static).update(
+            f"Local     {'loaded' if local['loaded'] else 'idle'}{speed}"
+        )
+        mqtt = s.get("mqtt", {})
+        broker = (
+            "off"
+            if not mqtt.get("enabled")
+            else ("connected" if mqtt.get("connected") else "NOT connected")
+            + f" to {mqtt.get('broker')}"
+        )
+        self.query_one("#mqtt", Static).update(f"Broker    {broker}")
+
+
+class Keys(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.switch_screen('dashboard')", "Dashboard")
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "API keys  (a key is never shown again: only its last four characters)", classes="title"
+        )
+        yield DataTable(id="keys-table", cursor_type="row", zebra_stripes=False)
+        yield Label("New key for the selected provider (paste or type):")
+        yield Input(password=True, id="key", placeholder="the API key")
+        with Horizontal(id="buttons"):
+            yield Button("Test", id="test")
+            yield Button("Save", id="save", disabled=True)
+            yield Button("Save anyway", id="force")
+        yield Static("", id="result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("provider", "kind", "key", "state")
+        self.load()
+
+    @work(thread=True, exclusive=True, group="keys")
+    def load(self) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            providers = panel.call("keys")["providers"]
+        except ControlError as exc:
+            self.app.call_from_thread(self.say, f"Daemon unreachable: {exc.message}")
+            return
+        self.app.call_from_thread(self.fill, providers)
+
+    def fill(self, providers: list[dict[str, Any]]) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        for p in providers:
+            key = f"{p['key']} ...{p['last4']}" if p["last4"] else (p["key"] or "missing")
+            table.add_row(p["name"], p["kind"], key, p["state"], key=p["name"])
+        if not providers:
+            self.say("No providers configured: add a [providers.NAME] section first.")
+
+    def selected(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def say(self, text: str) -> None:
+        self.query_one("#result", Static).update(text)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.query_one("#save", Button).disabled = True  # a changed key must be tested again
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        name, key = self.selected(), self.query_one("#key", Input).value.strip()
+        if name is None:
+            self.say("Select a provider first.")
+        elif not key:
+            self.say("Type or paste a key first.")
+        elif event.button.id == "test":
+            self.say(f"Testing the key with {name}...")
+            self.test(name, key)
+        else:
+            self.save(name, key)
+
+    @work(thread=True, exclusive=True, group="keys")
+    def test(self, name: str, key: str) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            reply = panel.call("key_test", name=name, key=key)
+        except ControlError as exc:
+            self.app.call_from_thread(self.say, f"Could not test: {exc.message}")
+            return
+        self.app.call_from_thread(self.tested, reply["ok"], reply["message"])
+
+    def tested(self, ok: bool, message: str) -> None:
+        self.query_one("#save", Button).disabled = not ok
+        hint = "Press Save." if ok else "Check the key, or Save anyway if the box is offline."
+        self.say(f"{'OK' if ok else 'FAILED'}: {message}\n{hint}")
+
+    @work(thread=True, exclusive=True, group="keys")
+    def save(self, name: str, key: str) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            reply = panel.call("key_set", name=name, key=key)
+        except ControlError as exc:
+            self.app.call_from_thread(self.say, f"Not saved: {exc.message}")
+            return
+        self.app.call_from_thread(self.saved, name, reply.get("last4"))
+
+    def saved(self, name: str, last4: str | None) -> None:
+        self.query_one("#key", Input).value = ""
+        self.query_one("#save", Button).disabled = True
+        self.say(f"Saved the key for {name} (...{last4 or '????'}); the daemon reloaded it.")
+        self.load()
+
+
+class ConsoleApp(App[None]):
+    TITLE = "agentbox"
+    CSS = CSS
+    SCREENS: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {"dashboard": Dashboard, "keys": Keys}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "switch_screen('dashboard')", "Dashboard", show=False)
+    ]
+
+    def __init__(self, socket_path: Path, refresh_s: float = 2.0) -> None:
+        super().__init__()
+        self.panel = Panel(socket_path)
+        self.refresh_s = refresh_s
+
+    def on_mount(self) -> None:
+        self.push_screen("dashboard")

@@ -1,0 +1,114 @@
+"""A fake daemon for console snapshots: a real unix socket answering with canned replies."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+STATUS: dict[str, Any] = {
+    "version": "0.1.0",
+    "device_id": "a1b2c3d4e5f60718",
+    "name": "kitchen-box",
+    "pid": 1234,
+    "uptime_s": 3725,
+    "rss_mb": 44.6,
+    "state_dir": "/var/lib/agentbox",
+    "config": None,
+    "accepting": True,
+    "queue": {"cloud": {"queued": 2, "running": 1}},
+    "accepted": 40,
+    "finished": 37,
+    "local": {
+        "loaded": True,
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "tokens_per_s": 61.2,
+        "threads": 2,
+        "restarts": 0,
+    },
+    "providers": {
+        "openai": {
+            "kind": "openai",
+            "model": "gpt-4o-mini",
+            "key": "store",
+            "state": "ok",
+            "retry_in_s": 0,
+            "last_error": "",
+        },
+        "claude": {
+            "kind": "anthropic",
+            "model": "claude-haiku-4-5",
+            "key": None,
+            "state": "auth_failed",
+            "retry_in_s": 0,
+            "last_error": "key rejected",
+        },
+    },
+    "spend": {
+        "today_usd": 0.4312,
+        "month_usd": 7.25,
+        "reserved_usd": 0.0,
+        "daily_cap_usd": 2.0,
+        "monthly_cap_usd": 30.0,
+    },
+    "mqtt": {
+        "enabled": True,
+        "connected": True,
+        "session": 3,
+        "broker": "localhost:1883",
+        "received": 40,
+        "rejected": 0,
+    },
+}
+KEYS = {
+    "providers": [
+        {
+            "name": "openai",
+            "kind": "openai",
+            "model": "gpt-4o-mini",
+            "key": "store",
+            "last4": "9f3a",
+            "state": "ok",
+        },
+        {
+            "name": "claude",
+            "kind": "anthropic",
+            "model": "claude-haiku-4-5",
+            "key": None,
+            "last4": None,
+            "state": "auth_failed",
+        },
+    ]
+}
+
+
+class FakeControl:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as f:
+                for line in f:
+                    op = json.loads(line)["op"]
+                    replies: dict[str, dict[str, Any]] = {
+                        "status": {"status": STATUS},
+                        "keys": KEYS,
+                    }
+                    reply = replies.get(op, {})
+                    f.write(json.dumps({"type": "reply", **reply}).encode() + b"\n")
+                    f.flush()
+
+    def close(self) -> None:
+        self.sock.close()
