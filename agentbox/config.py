@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import socket
@@ -223,11 +224,19 @@ def _in_mapping(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
     return True
 
 
-def _describe(err: ValidationError, toml: Mapping[str, Any], path: Path | None) -> str:
+def _describe(
+    err: ValidationError,
+    toml: Mapping[str, Any],
+    path: Path | None,
+    overlay: Mapping[str, Any] | None = None,
+    overlay_path: Path | None = None,
+) -> str:
     first = err.errors()[0]
     loc = tuple(first["loc"])
     key = _loc(loc)
-    if path is not None and _in_mapping(toml, loc):
+    if overlay and overlay_path is not None and _in_mapping(overlay, loc):
+        where = f"{overlay_path}: {key}"
+    elif path is not None and _in_mapping(toml, loc):
         where = f"{path}: {key}"
     elif loc:
         where = f"environment AGENTBOX_{'__'.join(str(p).upper() for p in loc)}"
@@ -256,14 +265,36 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def load(explicit: str | None = None) -> Loaded:
-    """Build the settings from defaults, the TOML file and the environment."""
+OVERLAY_NAME = "settings.toml"
+# What the console may change; everything else stays in the system file.
+EDITABLE: dict[str, tuple[str, ...]] = {
+    "budget": ("daily_usd", "monthly_usd", "per_task_usd"),
+    "routing": ("mode", "offline"),
+}
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(explicit: str | None = None, overlay: Mapping[str, Any] | None = None) -> Loaded:
+    """Build the settings from defaults, the TOML file, the console's overlay in the state
+    dir (`settings.toml`, written by the daemon only) and the environment."""
     path = config_path(explicit)
     toml = read_toml(path) if path is not None else {}
+    overlay_path = default_state_dir() / OVERLAY_NAME
+    if overlay is None:
+        overlay = read_toml(overlay_path) if overlay_path.exists() else {}
     try:
-        settings = Settings(**toml)
+        settings = Settings(**_merge(toml, overlay))
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, toml, path)) from None
+        raise ConfigError(_describe(exc, toml, path, overlay, overlay_path)) from None
     unknown = [n for n in settings.routing.cloud_order if n not in settings.providers]
     if unknown:
         raise ConfigError(
@@ -276,6 +307,42 @@ def load(explicit: str | None = None) -> Loaded:
         state_dir=default_state_dir(),
         device_id=derive_device_id(settings.device.id),
     )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)  # JSON strings and string arrays are valid TOML
+
+
+def save_overlay(changes: Mapping[str, Mapping[str, Any]], explicit: str | None = None) -> Loaded:
+    """Validate console changes against the whole configuration, then write the overlay
+    atomically (0600). Raises ConfigError naming the field; nothing is written then."""
+    for section, values in changes.items():
+        bad = [k for k in values if k not in EDITABLE.get(section, ())]
+        if bad:
+            raise ConfigError(f"{section}.{bad[0]} cannot be changed from the console")
+    state_dir = default_state_dir()
+    target = state_dir / OVERLAY_NAME
+    current = read_toml(target) if target.exists() else {}
+    merged = _merge(current, changes)
+    loaded = load(explicit, overlay=merged)
+    text = "# Written by agentbox (the console); edit /etc/agentbox/agentbox.toml instead.\n"
+    validated = loaded.settings.model_dump(mode="json")
+    for section, values in merged.items():  # typed values as validated, not as typed in
+        text += f"\n[{section}]\n" + "".join(
+            f"{k} = {_toml_value(validated[section][k])}\n" for k in values
+        )
+    tmp = state_dir / f".{OVERLAY_NAME}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(target)
+    return loaded
 
 
 SECRET_FIELD = re.compile(r"(password|secret|token|api_key)$")

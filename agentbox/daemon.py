@@ -149,6 +149,8 @@ class Daemon:
             key_test=self._op_key_test,
             key_set=self._op_key_set,
             key_delete=self._op_key_delete,
+            settings=self._op_settings,
+            settings_set=self._op_settings_set,
         )
         self._stop = asyncio.Event()
         self._last_status = ""
@@ -280,6 +282,25 @@ class Daemon:
         deleted = self.keystore.delete(name)
         await self.reload()
         return {"deleted": deleted}
+
+    async def _op_settings(self, req: dict[str, Any]) -> dict[str, Any]:
+        s = self.loaded.settings.model_dump(mode="json")
+        return {
+            "settings": {
+                sec: {k: s[sec][k] for k in keys_} for sec, keys_ in config.EDITABLE.items()
+            }
+        }
+
+    async def _op_settings_set(self, req: dict[str, Any]) -> dict[str, Any]:
+        changes = req.get("changes")
+        if not isinstance(changes, dict) or not all(isinstance(v, dict) for v in changes.values()):
+            raise ValueError("'changes' must map sections to values")
+        try:
+            config.save_overlay(changes, self.config_arg)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        message = await self.reload()
+        return {"saved": True, "reload": message}
 
     # ---- reload ----------------------------------------------------------------------
 

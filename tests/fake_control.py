@@ -84,6 +84,14 @@ KEYS = {
 }
 
 
+SETTINGS = {
+    "settings": {
+        "budget": {"daily_usd": 3.5, "monthly_usd": 40.0, "per_task_usd": 0.25},
+        "routing": {"mode": "cost", "offline": "local"},
+    }
+}
+
+
 class FakeControl:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -105,6 +113,7 @@ class FakeControl:
                     replies: dict[str, dict[str, Any]] = {
                         "status": {"status": STATUS},
                         "keys": KEYS,
+                        "settings": SETTINGS,
                     }
                     reply = replies.get(op, {})
                     f.write(json.dumps({"type": "reply", **reply}).encode() + b"\n")

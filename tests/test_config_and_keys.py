@@ -200,3 +200,28 @@ def test_scrubber_masks_secrets_in_any_log_record() -> None:
     )
     assert scrubber.filter(record)
     assert SECRET not in record.getMessage() and "***" in record.getMessage()
+
+
+def test_console_overlay_sits_between_file_and_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _load(monkeypatch, tmp_path, "[budget]\ndaily_usd = 4\nmonthly_usd = 50\n")
+    (tmp_path / "state").mkdir()
+    loaded = config.save_overlay({"budget": {"daily_usd": "7.5"}})
+    assert loaded.settings.budget.daily_usd == 7.5 and loaded.settings.budget.monthly_usd == 50
+    overlay = tmp_path / "state" / "settings.toml"
+    assert stat.S_IMODE(overlay.stat().st_mode) == 0o600
+    assert "daily_usd = 7.5" in overlay.read_text()
+    assert config.load().settings.budget.daily_usd == 7.5
+    monkeypatch.setenv("AGENTBOX_BUDGET__DAILY_USD", "9")
+    assert config.load().settings.budget.daily_usd == 9
+    with pytest.raises(config.ConfigError, match="cannot be changed from the console"):
+        config.save_overlay({"mqtt": {"host": "elsewhere"}})
+    with pytest.raises(config.ConfigError) as err:
+        config.save_overlay({"budget": {"monthly_usd": -3}})
+    assert "settings.toml: budget.monthly_usd" in str(err.value)
+    assert "monthly_usd" not in overlay.read_text()  # nothing written on a refusal
+    monkeypatch.delenv("AGENTBOX_BUDGET__DAILY_USD")  # else the environment hides the bad value
+    overlay.write_text("[budget]\ndaily_usd = 'lots'\n")
+    with pytest.raises(config.ConfigError, match=r"settings\.toml: budget\.daily_usd"):
+        config.load()

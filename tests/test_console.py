@@ -96,6 +96,33 @@ async def test_a_failed_test_keeps_save_disabled_and_a_down_daemon_is_shown(
     assert not (d.state_dir / "secrets" / "openai").exists()
 
 
+async def test_budget_and_mode_take_effect_and_bad_values_are_refused(daemons: Any) -> None:
+    d = daemons(NO_MQTT).start()
+    app = ConsoleApp(d.state_dir / "control.sock", refresh_s=5)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("b")
+        await pilot.pause(0.8)
+        daily = app.screen.query_one("#daily_usd", Input)
+        assert daily.value == "2"
+        daily.value = "5"
+        app.screen.query_one("#mode").value = "quality"  # type: ignore[attr-defined]
+        await pilot.click("#save-budget")
+        await pilot.pause(1.0)
+        assert "Saved" in screen_text(app)
+        daily.value = "-1"
+        await pilot.click("#save-budget")
+        await pilot.pause(1.0)
+        text = screen_text(app)
+        assert "Not saved" in text and "budget.daily_usd" in text and "greater than" in text
+    status = d.json("status")
+    assert status["spend"]["daily_cap_usd"] == 5.0
+    overlay = d.state_dir / "settings.toml"
+    assert stat.S_IMODE(overlay.stat().st_mode) == 0o600
+    assert "daily_usd = 5" in overlay.read_text() and 'mode = "quality"' in overlay.read_text()
+    assert d.cli("config", "show", "--json").stdout.count('"quality"') == 1
+    assert d.stop() == 0
+
+
 @pytest.fixture
 def canned(short_tmp: Path) -> Iterator[Path]:
     server = FakeControl(short_tmp / "control.sock")
@@ -105,6 +132,10 @@ def canned(short_tmp: Path) -> Iterator[Path]:
 
 def test_dashboard_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
     assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25))
+
+
+def test_budget_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
+    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["b"])
 
 
 def test_keys_snapshot_80x25(snap_compare: Any, canned: Path) -> None:

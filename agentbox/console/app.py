@@ -15,7 +15,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
 from agentbox.control import ControlClient, ControlError
 
@@ -28,6 +28,10 @@ Screen { padding: 0 1; }
 #buttons { height: 3; }
 #buttons Button { margin-right: 1; min-width: 12; }
 #result { height: auto; }
+.row { height: 3; }
+.label { width: 12; padding-top: 1; }
+.money { width: 16; }
+#mode { width: 50; }
 """
 
 
@@ -50,7 +54,10 @@ def _money(spend: dict[str, Any]) -> str:
 
 
 class Dashboard(Screen[None]):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("k", "app.switch_screen('keys')", "Keys")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("k", "app.switch_screen('keys')", "Keys"),
+        Binding("b", "app.switch_screen('budget')", "Budget"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Static("agentbox", classes="title", id="title")
@@ -217,10 +224,89 @@ class Keys(Screen[None]):
         self.load()
 
 
+MODES = [
+    ("cost: local first, cloud only for the heaviest", "cost"),
+    ("balanced", "balanced"),
+    ("quality: cloud for anything but light work", "quality"),
+]
+
+
+class Budget(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.switch_screen('dashboard')", "Dashboard")
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("Budget and routing  (USD; takes effect at once)", classes="title")
+        for field, label in (
+            ("daily_usd", "Per day"),
+            ("monthly_usd", "Per month"),
+            ("per_task_usd", "Per task"),
+        ):
+            with Horizontal(classes="row"):
+                yield Label(f"{label:<10}", classes="label")
+                yield Input(id=field, type="number", classes="money")
+        with Horizontal(classes="row"):
+            yield Label("Routing   ", classes="label")
+            yield Select(MODES, id="mode", allow_blank=False, value="balanced")
+        yield Button("Save", id="save-budget")
+        yield Static("", id="result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.load()
+
+    @work(thread=True, exclusive=True, group="budget")
+    def load(self) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            settings = panel.call("settings")["settings"]
+        except ControlError as exc:
+            self.app.call_from_thread(self.say, f"Daemon unreachable: {exc.message}")
+            return
+        self.app.call_from_thread(self.fill, settings)
+
+    def fill(self, settings: dict[str, Any]) -> None:
+        for field, value in settings["budget"].items():
+            self.query_one(f"#{field}", Input).value = f"{value:g}"
+        self.query_one("#mode", Select).value = settings["routing"]["mode"]
+
+    def say(self, text: str) -> None:
+        self.query_one("#result", Static).update(text)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        budget = {
+            f: self.query_one(f"#{f}", Input).value.strip()
+            for f in ("daily_usd", "monthly_usd", "per_task_usd")
+        }
+        empty = [f for f, v in budget.items() if not v]
+        if empty:
+            self.say(f"Enter a value for {empty[0].replace('_usd', '')}.")
+            return
+        changes = {"budget": budget, "routing": {"mode": self.query_one("#mode", Select).value}}
+        self.save(changes)
+
+    @work(thread=True, exclusive=True, group="budget")
+    def save(self, changes: dict[str, Any]) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            panel.call("settings_set", changes=changes)
+        except ControlError as exc:
+            self.app.call_from_thread(
+                self.say, f"Not saved: {exc.message.removeprefix('bad request: ')}"
+            )
+            return
+        self.app.call_from_thread(self.say, "Saved; the daemon uses the new limits now.")
+
+
 class ConsoleApp(App[None]):
     TITLE = "agentbox"
     CSS = CSS
-    SCREENS: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {"dashboard": Dashboard, "keys": Keys}
+    SCREENS: ClassVar[dict[str, Callable[[], Screen[Any]]]] = {
+        "dashboard": Dashboard,
+        "keys": Keys,
+        "budget": Budget,
+    }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "switch_screen('dashboard')", "Dashboard", show=False)
     ]
