@@ -273,6 +273,15 @@ EDITABLE: dict[str, tuple[str, ...]] = {
 }
 
 
+PROVIDER_EDITABLE = ("kind", "model", "base_url", "heavy_model")
+# What the console offers on a fresh box: provider name -> its section.
+STARTERS: dict[str, dict[str, str]] = {
+    "openai": {"kind": "openai", "model": "gpt-4o-mini"},
+    "anthropic": {"kind": "anthropic", "model": "claude-haiku-4-5"},
+    "gemini": {"kind": "gemini", "model": "gemini-2.5-flash"},
+}
+
+
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -321,6 +330,12 @@ def save_overlay(changes: Mapping[str, Mapping[str, Any]], explicit: str | None 
     """Validate console changes against the whole configuration, then write the overlay
     atomically (0600). Raises ConfigError naming the field; nothing is written then."""
     for section, values in changes.items():
+        if section == "providers":  # the console may add providers (their keys go elsewhere)
+            for name, conf in values.items():
+                bad = [k for k in conf if k not in PROVIDER_EDITABLE]
+                if bad:
+                    raise ConfigError(f"providers.{name}.{bad[0]} cannot be set from the console")
+            continue
         bad = [k for k in values if k not in EDITABLE.get(section, ())]
         if bad:
             raise ConfigError(f"{section}.{bad[0]} cannot be changed from the console")
@@ -332,9 +347,13 @@ def save_overlay(changes: Mapping[str, Mapping[str, Any]], explicit: str | None 
     text = "# Written by agentbox (the console); edit /etc/agentbox/agentbox.toml instead.\n"
     validated = loaded.settings.model_dump(mode="json")
     for section, values in merged.items():  # typed values as validated, not as typed in
-        text += f"\n[{section}]\n" + "".join(
-            f"{k} = {_toml_value(validated[section][k])}\n" for k in values
+        tables = (
+            [(f"providers.{n}", validated["providers"][n], conf) for n, conf in values.items()]
+            if section == "providers"
+            else [(section, validated[section], values)]
         )
+        for header, typed, keys in tables:
+            text += f"\n[{header}]\n" + "".join(f"{k} = {_toml_value(typed[k])}\n" for k in keys)
     tmp = state_dir / f".{OVERLAY_NAME}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -151,6 +151,7 @@ class Daemon:
             key_delete=self._op_key_delete,
             settings=self._op_settings,
             settings_set=self._op_settings_set,
+            provider_add=self._op_provider_add,
         )
         self._stop = asyncio.Event()
         self._last_status = ""
@@ -253,7 +254,20 @@ class Daemon:
                     "state": states.get(name, {}).get("state", "ok"),
                 }
             )
-        return {"providers": providers}
+        return {
+            "providers": providers,
+            "addable": [n for n in config.STARTERS if n not in self.loaded.settings.providers],
+        }
+
+    async def _op_provider_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = str(req.get("name", ""))
+        if name not in config.STARTERS:
+            raise ValueError(
+                f"unknown provider {name!r}; choose one of {', '.join(config.STARTERS)}"
+            )
+        return await self._op_settings_set(
+            {"changes": {"providers": {name: config.STARTERS[name]}}}
+        )
 
     def _provider(self, req: dict[str, Any]) -> tuple[str, Any]:
         name = str(req.get("name", ""))

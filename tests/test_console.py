@@ -96,6 +96,25 @@ async def test_a_failed_test_keeps_save_disabled_and_a_down_daemon_is_shown(
     assert not (d.state_dir / "secrets" / "openai").exists()
 
 
+async def test_a_fresh_box_adds_its_first_provider_from_the_console(daemons: Any) -> None:
+    d = daemons(NO_MQTT).start()  # no [providers.*] at all, as on a new box
+    app = ConsoleApp(d.state_dir / "control.sock", refresh_s=5)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("k")
+        await pilot.pause(0.8)
+        assert "No provider yet" in screen_text(app)
+        app.screen.query_one("#addable").value = "anthropic"  # type: ignore[attr-defined]
+        await pilot.click("#add")
+        await pilot.pause(1.0)
+        assert "Added anthropic" in screen_text(app)
+        table = app.screen.query_one(DataTable)
+        assert table.row_count == 1 and table.get_row_at(0)[0] == "anthropic"
+    overlay = (d.state_dir / "settings.toml").read_text()
+    assert "[providers.anthropic]" in overlay and 'model = "claude-haiku-4-5"' in overlay
+    assert d.json("status")["providers"]["anthropic"]["kind"] == "anthropic"
+    assert d.stop() == 0
+
+
 async def test_budget_and_mode_take_effect_and_bad_values_are_refused(daemons: Any) -> None:
     d = daemons(NO_MQTT).start()
     app = ConsoleApp(d.state_dir / "control.sock", refresh_s=5)

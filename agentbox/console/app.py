@@ -23,7 +23,9 @@ CSS = """
 Screen { padding: 0 1; }
 .title { text-style: bold; padding-bottom: 1; }
 #daemon, #providers, #queue, #spend, #local, #mqtt { height: auto; }
-#keys-table { height: 8; }
+#keys-table { height: 5; }
+#add-row { height: 3; }
+#addable { width: 30; }
 #key { margin-top: 1; }
 #buttons { height: 3; }
 #buttons Button { margin-right: 1; min-width: 12; }
@@ -141,6 +143,10 @@ class Keys(Screen[None]):
             yield Button("Test", id="test")
             yield Button("Save", id="save", disabled=True)
             yield Button("Save anyway", id="force")
+        # After the key's own path (table, key, Test, Save), so Tab order stays the same.
+        with Horizontal(id="add-row"):
+            yield Select[str]([], id="addable", prompt="Add a provider")
+            yield Button("Add", id="add")
         yield Static("", id="result")
         yield Footer()
 
@@ -153,20 +159,24 @@ class Keys(Screen[None]):
     def load(self) -> None:
         panel: Panel = self.app.panel  # type: ignore[attr-defined]
         try:
-            providers = panel.call("keys")["providers"]
+            providers = panel.call("keys")
         except ControlError as exc:
             self.app.call_from_thread(self.say, f"Daemon unreachable: {exc.message}")
             return
         self.app.call_from_thread(self.fill, providers)
 
-    def fill(self, providers: list[dict[str, Any]]) -> None:
+    def fill(self, reply: dict[str, Any]) -> None:
+        providers = reply["providers"]
         table = self.query_one(DataTable)
         table.clear()
         for p in providers:
             key = f"{p['key']} ...{p['last4']}" if p["last4"] else (p["key"] or "missing")
             table.add_row(p["name"], p["kind"], key, p["state"], key=p["name"])
+        addable = reply.get("addable", [])
+        self.query_one("#addable", Select).set_options([(n, n) for n in addable])
+        self.query_one("#add-row").display = bool(addable)
         if not providers:
-            self.say("No providers configured: add a [providers.NAME] section first.")
+            self.say("No provider yet: choose one under 'Add a provider' and press Add.")
 
     def selected(self) -> str | None:
         table = self.query_one(DataTable)
@@ -181,6 +191,13 @@ class Keys(Screen[None]):
         self.query_one("#save", Button).disabled = True  # a changed key must be tested again
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "add":
+            choice = self.query_one("#addable", Select).value
+            if isinstance(choice, str):
+                self.add(choice)
+            else:
+                self.say("Choose a provider to add first.")
+            return
         name, key = self.selected(), self.query_one("#key", Input).value.strip()
         if name is None:
             self.say("Select a provider first.")
@@ -191,6 +208,17 @@ class Keys(Screen[None]):
             self.test(name, key)
         else:
             self.save(name, key)
+
+    @work(thread=True, exclusive=True, group="keys")
+    def add(self, name: str) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+        try:
+            panel.call("provider_add", name=name)
+        except ControlError as exc:
+            self.app.call_from_thread(self.say, f"Not added: {exc.message}")
+            return
+        self.app.call_from_thread(self.say, f"Added {name}; now enter its key.")
+        self.load()
 
     @work(thread=True, exclusive=True, group="keys")
     def test(self, name: str, key: str) -> None:
