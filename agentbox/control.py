@@ -19,7 +19,8 @@ from typing import Any
 
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ErrorCode, SpecError, State, parse_spec
-from agentbox.tasks.store import StoreError, TaskRow
+from agentbox.tasks.store import TaskRow
+from agentbox.tasks.writer import StoreError
 
 log = logging.getLogger("agentbox.control")
 SOCKET_NAME = "control.sock"

@@ -27,7 +27,8 @@ from agentbox.routing.runner import ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.store import Store, StoreError
+from agentbox.tasks.store import Store
+from agentbox.tasks.writer import StoreError
 
 log = logging.getLogger("agentbox.daemon")
 STATUS_EVERY_S = 5.0

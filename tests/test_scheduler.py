@@ -19,7 +19,8 @@ from agentbox.routing.runner import Outcome, Progress
 from agentbox.tasks.scheduler import Scheduler, backoff
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import SpecError, State, TaskSpec
-from agentbox.tasks.store import Store, StoreError
+from agentbox.tasks.store import Store
+from agentbox.tasks.writer import StoreError
 
 
 @dataclass

@@ -34,7 +34,8 @@ from agentbox.mqtt.payloads import check_signature, decode
 from agentbox.mqtt.topics import Topics
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
-from agentbox.tasks.store import Event, Store, StoreError
+from agentbox.tasks.store import Event, Store
+from agentbox.tasks.writer import StoreError
 
 log = logging.getLogger("agentbox.mqtt")
 SESSION_EXPIRY_S = 7 * 86400
