@@ -89,19 +89,25 @@ class Box:
 SETTINGS = Settings(providers={"fake": ProviderConfig(kind="openai", model="m")})
 
 
-@pytest.fixture
-async def box(tmp_path: Path) -> AsyncIterator[Box]:
-    store = Store(tmp_path / "t.db")
+async def make_box(path: Path) -> Box:
+    """The real store, service and scheduler around the scripted runner (not started)."""
+    store = Store(path)
     await store.open()
     runner = ScriptedRunner()
     service = TaskService(store, lambda: Router(SETTINGS), lambda: 3, 262144)
     scheduler = Scheduler(store, runner, {"local": 1, "cloud": 3}, 0.05, service.notify)
     service.attach(scheduler)
+    return Box(store, service, scheduler, runner)
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Box]:
+    b = await make_box(tmp_path / "t.db")
     async with asyncio.TaskGroup() as tg:
-        scheduler.start(tg)
-        yield Box(store, service, scheduler, runner)
-        await scheduler.stop(1)
-    await store.close()
+        b.scheduler.start(tg)
+        yield b
+        await b.scheduler.stop(1)
+    await b.store.close()
 
 
 async def test_priority_order_within_a_lane(box: Box) -> None:
@@ -207,20 +213,15 @@ async def test_events_follow_each_state_change_in_the_outbox(box: Box) -> None:
 
 
 async def test_stop_requeues_unfinished_work_without_charging_an_attempt(tmp_path: Path) -> None:
-    store = Store(tmp_path / "t.db")
-    await store.open()
-    runner = ScriptedRunner()
-    service = TaskService(store, lambda: Router(SETTINGS), lambda: 3, 262144)
-    scheduler = Scheduler(store, runner, {"local": 1, "cloud": 3}, 0.05, service.notify)
-    service.attach(scheduler)
+    b = await make_box(tmp_path / "t.db")
     async with asyncio.TaskGroup() as tg:
-        scheduler.start(tg)
-        row, _ = await service.submit({"prompt": "sleep:10", "tier": "local"}, "test")
+        b.scheduler.start(tg)
+        row, _ = await b.service.submit({"prompt": "sleep:10", "tier": "local"}, "test")
         await asyncio.sleep(0.2)
-        assert await scheduler.stop(0.1) == 1
-    again = await store.get(row.id)
+        assert await b.scheduler.stop(0.1) == 1
+    again = await b.store.get(row.id)
     assert again is not None and again.state == "queued" and again.attempts == 0
-    await store.close()
+    await b.store.close()
 
 
 async def test_bursts_share_commits(tmp_path: Path) -> None:

@@ -110,15 +110,26 @@ def test_status_text_is_one_ascii_line() -> None:
     assert ascii_line("queue: 3 \u2192 running\nnext") == "queue: 3 ? running next"
 
 
+def verified(unit: Path, where: Path) -> Path:
+    """`systemd-analyze verify` on a copy whose ExecStart exists on this machine."""
+    copy = where / unit.name
+    copy.write_text(
+        "\n".join(
+            "ExecStart=/bin/true" if line.startswith("ExecStart=") else line
+            for line in unit.read_text().splitlines()
+        )
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return copy
+
+
 def test_console_unit_verifies_and_replaces_the_login_prompt(short_tmp: Path) -> None:
     unit = Path(__file__).resolve().parent.parent / "systemd" / "agentbox-console.service"
     text = unit.read_text()
-    copy = short_tmp / "agentbox-console.service"
-    copy.write_text(text.replace("/opt/agentbox/venv/bin/agentbox console", "/bin/true"))
-    verify = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
-    )
-    assert verify.returncode == 0, verify.stderr
+    verified(unit, short_tmp)
     for needed in (
         "Conflicts=getty@tty1.service",
         "TTYPath=/dev/tty1",
@@ -130,18 +141,7 @@ def test_console_unit_verifies_and_replaces_the_login_prompt(short_tmp: Path) ->
 
 def test_unit_file_verifies_and_scores_at_most_2(short_tmp: Path) -> None:
     unit = Path(__file__).resolve().parent.parent / "systemd" / "agentbox.service"
-    # verify needs an ExecStart that exists on this machine.
-    copy = short_tmp / "agentbox.service"
-    copy.write_text(
-        "\n".join(
-            "ExecStart=/bin/true" if line.startswith("ExecStart=") else line
-            for line in unit.read_text().splitlines()
-        )
-    )
-    verify = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
-    )
-    assert verify.returncode == 0, verify.stderr
+    copy = verified(unit, short_tmp)
     sec = subprocess.run(
         ["systemd-analyze", "security", "--offline=yes", str(copy)],
         capture_output=True,

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -55,7 +54,35 @@ def _money(spend: dict[str, Any]) -> str:
     )
 
 
-class Dashboard(Screen[None]):
+class PanelScreen(Screen[None]):
+    """A screen that asks the daemon things: every call in a thread worker, then back here."""
+
+    def ask(
+        self,
+        op: str,
+        done: Callable[[dict[str, Any]], None],
+        failed: str,
+        exclusive: bool = False,
+        **args: Any,
+    ) -> None:
+        panel: Panel = self.app.panel  # type: ignore[attr-defined]
+
+        def job() -> None:
+            try:
+                reply = panel.call(op, **args)
+            except ControlError as exc:
+                text = f"{failed}: {exc.message.removeprefix('bad request: ')}"
+                self.app.call_from_thread(self.say, text)
+                return
+            self.app.call_from_thread(done, reply)
+
+        self.run_worker(job, thread=True, group=op, exclusive=exclusive)
+
+    def say(self, text: str) -> None:
+        self.query_one("#result", Static).update(text)
+
+
+class Dashboard(PanelScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("k", "app.switch_screen('keys')", "Keys"),
         Binding("b", "app.switch_screen('budget')", "Budget"),
@@ -79,20 +106,11 @@ class Dashboard(Screen[None]):
     def app_refresh(self) -> float:
         return float(getattr(self.app, "refresh_s", 2.0))
 
-    @work(thread=True, exclusive=True, group="status")
     def refresh_status(self) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            status = panel.call("status")["status"]
-        except ControlError as exc:
-            self.app.call_from_thread(self.show_down, exc.message)
-            return
-        self.app.call_from_thread(self.show, status)
+        self.ask("status", lambda r: self.show(r["status"]), "DOWN", exclusive=True)
 
-    def show_down(self, message: str) -> None:
-        self.query_one("#daemon", Static).update(
-            f"Daemon    DOWN: {message}\n          retrying..."
-        )
+    def say(self, text: str) -> None:  # only failures are said here: the daemon is down
+        self.query_one("#daemon", Static).update(f"Daemon    {text}\n          retrying...")
 
     def show(self, s: dict[str, Any]) -> None:
         self.query_one("#title", Static).update(
@@ -127,7 +145,7 @@ class Dashboard(Screen[None]):
         self.query_one("#mqtt", Static).update(f"Broker    {broker}")
 
 
-class Keys(Screen[None]):
+class Keys(PanelScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.switch_screen('dashboard')", "Dashboard")
     ]
@@ -155,15 +173,8 @@ class Keys(Screen[None]):
         table.add_columns("provider", "kind", "key", "state")
         self.load()
 
-    @work(thread=True, exclusive=True, group="keys")
     def load(self) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            providers = panel.call("keys")
-        except ControlError as exc:
-            self.app.call_from_thread(self.say, f"Daemon unreachable: {exc.message}")
-            return
-        self.app.call_from_thread(self.fill, providers)
+        self.ask("keys", self.fill, "Daemon unreachable", exclusive=True)
 
     def fill(self, reply: dict[str, Any]) -> None:
         providers = reply["providers"]
@@ -183,9 +194,6 @@ class Keys(Screen[None]):
         if table.row_count == 0:
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-
-    def say(self, text: str) -> None:
-        self.query_one("#result", Static).update(text)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.query_one("#save", Button).disabled = True  # a changed key must be tested again
@@ -209,41 +217,31 @@ class Keys(Screen[None]):
         else:
             self.save(name, key)
 
-    @work(thread=True, exclusive=True, group="keys")
     def add(self, name: str) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            panel.call("provider_add", name=name)
-        except ControlError as exc:
-            self.app.call_from_thread(self.say, f"Not added: {exc.message}")
-            return
-        self.app.call_from_thread(self.say, f"Added {name}; now enter its key.")
-        self.load()
+        def added(_: dict[str, Any]) -> None:
+            self.say(f"Added {name}; now enter its key.")
+            self.load()
 
-    @work(thread=True, exclusive=True, group="keys")
+        self.ask("provider_add", added, "Not added", name=name)
+
     def test(self, name: str, key: str) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            reply = panel.call("key_test", name=name, key=key)
-        except ControlError as exc:
-            self.app.call_from_thread(self.say, f"Could not test: {exc.message}")
-            return
-        self.app.call_from_thread(self.tested, reply["ok"], reply["message"])
+        self.ask(
+            "key_test",
+            lambda r: self.tested(r["ok"], r["message"]),
+            "Could not test",
+            name=name,
+            key=key,
+        )
 
     def tested(self, ok: bool, message: str) -> None:
         self.query_one("#save", Button).disabled = not ok
         hint = "Press Save." if ok else "Check the key, or Save anyway if the box is offline."
         self.say(f"{'OK' if ok else 'FAILED'}: {message}\n{hint}")
 
-    @work(thread=True, exclusive=True, group="keys")
     def save(self, name: str, key: str) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            reply = panel.call("key_set", name=name, key=key)
-        except ControlError as exc:
-            self.app.call_from_thread(self.say, f"Not saved: {exc.message}")
-            return
-        self.app.call_from_thread(self.saved, name, reply.get("last4"))
+        self.ask(
+            "key_set", lambda r: self.saved(name, r.get("last4")), "Not saved", name=name, key=key
+        )
 
     def saved(self, name: str, last4: str | None) -> None:
         self.query_one("#key", Input).value = ""
@@ -259,7 +257,7 @@ MODES = [
 ]
 
 
-class Budget(Screen[None]):
+class Budget(PanelScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.switch_screen('dashboard')", "Dashboard")
     ]
@@ -284,23 +282,13 @@ class Budget(Screen[None]):
     def on_mount(self) -> None:
         self.load()
 
-    @work(thread=True, exclusive=True, group="budget")
     def load(self) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            settings = panel.call("settings")["settings"]
-        except ControlError as exc:
-            self.app.call_from_thread(self.say, f"Daemon unreachable: {exc.message}")
-            return
-        self.app.call_from_thread(self.fill, settings)
+        self.ask("settings", lambda r: self.fill(r["settings"]), "Daemon unreachable")
 
     def fill(self, settings: dict[str, Any]) -> None:
         for field, value in settings["budget"].items():
             self.query_one(f"#{field}", Input).value = f"{value:g}"
         self.query_one("#mode", Select).value = settings["routing"]["mode"]
-
-    def say(self, text: str) -> None:
-        self.query_one("#result", Static).update(text)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         budget = {
@@ -314,17 +302,13 @@ class Budget(Screen[None]):
         changes = {"budget": budget, "routing": {"mode": self.query_one("#mode", Select).value}}
         self.save(changes)
 
-    @work(thread=True, exclusive=True, group="budget")
     def save(self, changes: dict[str, Any]) -> None:
-        panel: Panel = self.app.panel  # type: ignore[attr-defined]
-        try:
-            panel.call("settings_set", changes=changes)
-        except ControlError as exc:
-            self.app.call_from_thread(
-                self.say, f"Not saved: {exc.message.removeprefix('bad request: ')}"
-            )
-            return
-        self.app.call_from_thread(self.say, "Saved; the daemon uses the new limits now.")
+        self.ask(
+            "settings_set",
+            lambda _: self.say("Saved; the daemon uses the new limits now."),
+            "Not saved",
+            changes=changes,
+        )
 
 
 class ConsoleApp(App[None]):

@@ -8,8 +8,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
 
@@ -90,7 +88,7 @@ class AnthropicProvider(http.HttpProvider):
             return self._completion(parts, state, request)
 
         async with self._stream(f"{self.base_url}/v1/messages", payload) as resp:
-            try:
+            with http.reading(self.name, so_far):
                 async for event, data in http.sse(resp):
                     msg = json.loads(data)
                     kind = msg.get("type", event)
@@ -115,11 +113,7 @@ class AnthropicProvider(http.HttpProvider):
                         raise err
                     elif kind == "message_stop":
                         continue  # read to the end: a drained response keeps its connection
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise http.cut_off(self.name, exc, so_far()) from None
-        if not state["finish"]:
-            raise http.cut_off(self.name, EOFError("stream ended early"), so_far())
-        return so_far()
+        return http.finished(self.name, bool(state["finish"]), so_far)
 
     def _completion(self, parts: list[str], state: dict[str, Any], request: Request) -> Completion:
         text = "".join(parts)

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
-
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
 
@@ -108,7 +106,7 @@ class GeminiProvider(http.HttpProvider):
 
         url = f"{self.base_url}/v1beta/models/{model}:streamGenerateContent?alt=sse"
         async with self._stream(url, self._payload(request)) as resp:
-            try:
+            with http.reading(self.name, so_far):
                 async for _, data in http.sse(resp):
                     chunk = json.loads(data)
                     if "error" in chunk:
@@ -125,11 +123,7 @@ class GeminiProvider(http.HttpProvider):
                                 if progress is not None and pieces % 32 == 0:
                                     await progress({"output_tokens": pieces})
                         state["finish"] = cand.get("finishReason") or state["finish"]
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise http.cut_off(self.name, exc, so_far()) from None
-        if not state["finish"]:
-            raise http.cut_off(self.name, EOFError("stream ended early"), so_far())
-        return so_far()
+        return http.finished(self.name, bool(state["finish"]), so_far)
 
     def _completion(self, parts: list[str], state: dict[str, Any], request: Request) -> Completion:
         text = "".join(parts)

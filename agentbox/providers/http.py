@@ -5,8 +5,8 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar
 
 import httpx
@@ -173,6 +173,23 @@ def estimated(text: str, model: str, messages: list[dict[str, str]], finish: str
         finish_reason=finish,
         estimated=True,
     )
+
+
+@contextmanager
+def reading(name: str, so_far: Callable[[], Completion]) -> Iterator[None]:
+    """Around a stream's loop: anything that breaks it half way (a reset, bad JSON, a shape we
+    did not expect) becomes a retryable error carrying what was already sent, which is billed."""
+    try:
+        yield
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise cut_off(name, exc, so_far()) from None
+
+
+def finished(name: str, done: bool, so_far: Callable[[], Completion]) -> Completion:
+    """The completion of a stream, or a cut-off error when it ended without finishing."""
+    if not done:
+        raise cut_off(name, EOFError("stream ended early"), so_far())
+    return so_far()
 
 
 def cut_off(name: str, exc: Exception, partial: Completion) -> ProviderError:

@@ -7,8 +7,6 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from agentbox.providers import http
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
 
@@ -68,7 +66,7 @@ class OpenAIProvider(http.HttpProvider):
             return self._completion(parts, usage, finish or "cut_off", model, request)
 
         async with self._stream(f"{self.base_url}/chat/completions", payload) as resp:
-            try:
+            with http.reading(self.name, so_far):
                 async for _, data in http.sse(resp):
                     if data.strip() == "[DONE]":
                         # read on to the end of the body so the connection goes back to the pool
@@ -89,11 +87,7 @@ class OpenAIProvider(http.HttpProvider):
                             if progress is not None and pieces % 32 == 0:
                                 await progress({"output_tokens": pieces})
                         finish = choice.get("finish_reason") or finish
-            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise http.cut_off(self.name, exc, so_far()) from None
-        if not finish:
-            raise http.cut_off(self.name, EOFError("stream ended early"), so_far())
-        return so_far()
+        return http.finished(self.name, bool(finish), so_far)
 
     def _completion(
         self,
