@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentbox import __version__, config, keys, logs
+from agentbox import STARTED, __version__, config, keys, logs
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
 from agentbox.health import Health
@@ -58,16 +58,6 @@ def prepare_state_dir(path: Path) -> None:
         )
     if path.stat().st_uid == os.geteuid():
         path.chmod(0o700)
-
-
-def process_age_s() -> float:
-    """Seconds since this process started (from /proc), so start-up includes the imports."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
 
 
 def hardware() -> str:
@@ -433,7 +423,7 @@ class Daemon:
                 bridge = None
                 if self.bridge is not None:
                     bridge = tg.create_task(self.bridge.run(), name="mqtt")
-                ready_s = process_age_s()
+                ready_s = time.monotonic() - STARTED
                 line = await self._status_line()
                 self.notifier.ready(line)
                 log.info(
