@@ -16,7 +16,7 @@ from typing import Any
 from agentbox import STARTED, __version__, config, keys, logs
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
-from agentbox.health import Health
+from agentbox.health import Health, addresses
 from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
@@ -168,6 +168,7 @@ class Daemon:
             "providers": self.pool.status(),
             "spend": self.budget.snapshot(),
             "mqtt": self._mqtt_status(),
+            "network": addresses(),
         }
 
     def info(self) -> dict[str, Any]:

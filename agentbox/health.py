@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,21 @@ def hottest_sensor() -> float | None:
         return None
     temps = [t.current for entries in sensors.values() for t in entries if t.current]
     return round(max(temps), 1) if temps else None
+
+
+def addresses() -> list[dict[str, Any]]:
+    """Interfaces that are up, with their IPv4 and IPv6 addresses (loopback left out)."""
+    stats = psutil.net_if_stats()
+    out = []
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        if name == "lo" or not stats.get(name) or not stats[name].isup:
+            continue
+        ips = [
+            a.address.split("%")[0] for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)
+        ]
+        if ips:
+            out.append({"name": name, "addresses": ips})
+    return out
 
 
 def _system(state_dir: Path) -> dict[str, Any]:

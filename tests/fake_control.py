@@ -61,6 +61,7 @@ STATUS: dict[str, Any] = {
         "received": 40,
         "rejected": 0,
     },
+    "network": [{"name": "eth0", "addresses": ["192.168.1.20", "fe80::1"]}],
 }
 KEYS = {
     "providers": [

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from agentbox.console.app import ConsoleApp
+from agentbox.console.app import ConsoleApp, Keys
 from tests.conftest import NO_MQTT, ROOT, wait_for
 from tests.fake_control import FakeControl
 from tests.fakes import FakeProvider, Reply
@@ -47,9 +47,8 @@ async def test_key_entry_is_tested_saved_0600_and_reloaded(
     app = ConsoleApp(d.state_dir / "control.sock", refresh_s=0.5)
     async with app.run_test(size=(80, 25)) as pilot:
         await pilot.pause(1.0)
-        assert "key MISSING" in screen_text(app)
-        await pilot.press("k")
-        await pilot.pause(0.5)
+        # First boot (no key anywhere): the console opens where the owner has to act.
+        assert isinstance(app.screen, Keys)
         assert app.screen.query_one(DataTable).row_count == 1
         await pilot.press("tab")
         await pilot.press(*KEY)
@@ -184,9 +183,8 @@ def test_keyboard_only_in_a_real_terminal(daemons: Any, fake_models: FakeProvide
         time.sleep(0.3)
 
     try:
-        wait_for(lambda: "Daemon    running" in screen(), 20, what="the dashboard")
-        keys("k")
-        wait_for(lambda: "openai" in screen() and "missing" in screen(), 10, what="keys screen")
+        # No key yet: the console starts on the keys screen by itself.
+        wait_for(lambda: "openai" in screen() and "missing" in screen(), 20, what="keys screen")
         keys("Tab")
         keys(KEY)
         assert KEY not in screen() and "•" * 10 in screen()

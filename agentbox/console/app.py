@@ -21,7 +21,7 @@ from agentbox.control import ControlClient, ControlError
 CSS = """
 Screen { padding: 0 1; }
 .title { text-style: bold; padding-bottom: 1; }
-#daemon, #providers, #queue, #spend, #local, #mqtt { height: auto; }
+#daemon, #providers, #queue, #spend, #local, #mqtt, #network { height: auto; }
 #keys-table { height: 5; }
 #add-row { height: 3; }
 #addable { width: 30; }
@@ -96,7 +96,10 @@ class Dashboard(PanelScreen):
         yield Static("", id="spend")
         yield Static("", id="local")
         yield Static("", id="mqtt")
+        yield Static("", id="network")
         yield Footer()
+
+    greeted = False
 
     def on_mount(self) -> None:
         self.refresh_status()
@@ -143,6 +146,18 @@ class Dashboard(PanelScreen):
             + f" to {mqtt.get('broker')}"
         )
         self.query_one("#mqtt", Static).update(f"Broker    {broker}")
+        nets = s.get("network") or []
+        net = "  ".join(f"{n['name']} {n['addresses'][0]}" for n in nets) or (
+            "none: plug in a cable or set up Wi-Fi, then keys can be tested"
+        )
+        self.query_one("#network", Static).update(f"Network   {net}")
+        if not self.greeted:
+            self.greeted = True
+            no_key = not any(p["key"] for p in s["providers"].values())
+            if no_key and self.app.screen is self:
+                # First boot: nothing can reach a cloud model yet; start where the owner acts.
+                self.app.switch_screen("keys")
+                self.app.notify("Welcome! Add a provider and its API key to start.")
 
 
 class Keys(PanelScreen):
