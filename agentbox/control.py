@@ -69,7 +69,6 @@ class ControlServer:
         self._status = status
         self._reload = reload
         self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
         self.ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
 
     async def start(self) -> None:
@@ -93,9 +92,6 @@ class ControlServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._clients.add(task)
         try:
             uid = _peer_uid(writer)
             if uid not in (0, os.geteuid()):
@@ -123,7 +119,6 @@ class ControlServer:
         except (ConnectionError, BrokenPipeError):
             pass
         finally:
-            self._clients.discard(task)
             writer.close()
 
     async def _answer(self, raw: bytes, send: Send) -> dict[str, Any]:

@@ -94,10 +94,12 @@ def two_clouds(a: FakeProvider, b: FakeProvider, **extra: Any) -> dict[str, Any]
 async def test_failover_from_a_provider_answering_500s(rig_factory: Any, fakes: Any) -> None:
     a, b = fakes
     a.default = error(500, {"error": {"message": "upstream broke"}})
-    b.default = openai_stream("from second")
+    b.default = openai_stream("from second", cached=4, reasoning=3)
     rig = await rig_factory(two_clouds(a, b))
     out = await rig.run({"prompt": "hi", "tier": "cloud"})
     assert out.result["output"] == "from second"
+    assert out.result["usage"]["cached_tokens"] == 4
+    assert out.result["usage"]["reasoning_tokens"] == 3
     assert out.route is not None and out.route["provider"] == "second"
     assert "failed over from first" in out.route["reason"]
     for _ in range(2):

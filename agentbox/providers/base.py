@@ -74,7 +74,6 @@ class Provider(Protocol):
     """A model backend. Providers do no retries of their own: the router owns that loop."""
 
     kind: ClassVar[str]
-    paid: ClassVar[bool]
     supports_schema: ClassVar[bool]
     supports_streaming: ClassVar[bool]
     name: str

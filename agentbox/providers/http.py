@@ -209,7 +209,6 @@ class HttpProvider:
     kind: ClassVar[str]
     default_base: ClassVar[str]
     models_path: ClassVar[str]
-    paid: ClassVar[bool] = True
     supports_schema: ClassVar[bool] = True
     supports_streaming: ClassVar[bool] = True
 

@@ -63,7 +63,6 @@ class LocalProvider:
     """llama.cpp in a child process; one request at a time, like the lane that feeds it."""
 
     kind: ClassVar[str] = "local"
-    paid: ClassVar[bool] = False
     supports_schema: ClassVar[bool] = True
     supports_streaming: ClassVar[bool] = True
 

@@ -292,6 +292,7 @@ class ProviderRunner:
             "input_tokens": sum(c.input_tokens for c in calls),
             "output_tokens": sum(c.output_tokens for c in calls),
             "cached_tokens": sum(c.cached_tokens for c in calls),
+            "reasoning_tokens": sum(c.reasoning_tokens for c in calls),
             "cost_usd": round(cost, 8),
             "estimated": estimated or any(c.estimated for c in calls),
         }

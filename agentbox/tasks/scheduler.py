@@ -91,9 +91,6 @@ class Scheduler:
         for lane in self.lanes.values():
             self._loops.append(tg.create_task(self._loop(lane), name=f"lane-{lane.name}"))
 
-    def running_count(self) -> int:
-        return sum(len(lane.running) for lane in self.lanes.values())
-
     async def _loop(self, lane: Lane) -> None:
         while not self._stopping:
             lane.wake.clear()

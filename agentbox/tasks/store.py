@@ -443,7 +443,7 @@ class Store(Writer):
 
     # ---- outbox ------------------------------------------------------------------------
 
-    async def outbox_fetch(self, limit: int = 100, after: int = 0) -> list[Event]:
+    async def outbox_fetch(self, limit: int = 100) -> list[Event]:
         def op(c: sqlite3.Connection) -> list[Event]:
             return [
                 Event(
@@ -454,9 +454,8 @@ class Store(Writer):
                     json.loads(r["reply"]) if r["reply"] else None,
                 )
                 for r in c.execute(
-                    "SELECT seq, task_id, event, payload, reply FROM outbox WHERE seq > ?"
-                    " ORDER BY seq LIMIT ?",
-                    (after, limit),
+                    "SELECT seq, task_id, event, payload, reply FROM outbox ORDER BY seq LIMIT ?",
+                    (limit,),
                 )
             ]
 
