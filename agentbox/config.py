@@ -35,6 +35,9 @@ class Section(BaseModel):
 class DeviceConfig(Section):
     id: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     name: str = Field(default="agentbox", min_length=1, max_length=64)
+    # "host:port" that the console's network check connects to; default: the first cloud
+    # provider's API host, else api.openai.com:443.
+    reach_check: str = Field(default="", pattern=r"^$|^[A-Za-z0-9.:\[\]_-]+:[0-9]{1,5}$")
 
 
 class MqttConfig(Section):
@@ -270,6 +273,7 @@ OVERLAY_NAME = "settings.toml"
 EDITABLE: dict[str, tuple[str, ...]] = {
     "budget": ("daily_usd", "monthly_usd", "per_task_usd"),
     "routing": ("mode", "offline"),
+    "mqtt": ("enabled", "host", "port", "tls", "username", "ca_file", "cert_file", "key_file"),
 }
 
 

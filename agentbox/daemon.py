@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import STARTED, __version__, config, keys, logs
+from agentbox.admin import BROKER_KEY, Admin
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
 from agentbox.health import Health, addresses
@@ -21,7 +22,7 @@ from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.budget import Budget
-from agentbox.routing.pool import ProviderPool, test_key
+from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
@@ -122,30 +123,60 @@ class Daemon:
         )
         self.service.attach(self.scheduler)
         self.bridge: Bridge | None = None
+        self._bridge_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._mqtt_key = keys.resolve(self.keystore, BROKER_KEY)[0]
         if settings.mqtt.enabled:
-            self.bridge = Bridge(
-                settings.mqtt,
-                device_id=loaded.device_id,
-                service=self.service,
-                store=self.store,
-                keystore=self.keystore,
-                info=self.info,
-                health=Health(loaded.state_dir, self._health_counters),
-            )
+            self.bridge = self._make_bridge()
         self.control = ControlServer(
             socket_path(loaded.state_dir), self.service, self.status, self.reload
         )
-        self.control.ops.update(
-            keys=self._op_keys,
-            key_test=self._op_key_test,
-            key_set=self._op_key_set,
-            key_delete=self._op_key_delete,
-            settings=self._op_settings,
-            settings_set=self._op_settings_set,
-            provider_add=self._op_provider_add,
-        )
+        self.control.ops.update(Admin(self).ops())
         self._stop = asyncio.Event()
         self._last_status = ""
+
+    def _make_bridge(self) -> Bridge:
+        return Bridge(
+            self.loaded.settings.mqtt,
+            device_id=self.loaded.device_id,
+            service=self.service,
+            store=self.store,
+            keystore=self.keystore,
+            info=self.info,
+            health=Health(self.loaded.state_dir, self._health_counters),
+        )
+
+    def _start_bridge(self) -> None:
+        if self.bridge is not None and self._tg is not None:
+            self._bridge_task = self._tg.create_task(self.bridge.run(), name="mqtt")
+
+    async def _apply_mqtt(self) -> None:
+        """Broker settings or password changed: reconnect, start or stop the bridge."""
+        conf = self.loaded.settings.mqtt
+        self.store.outbox_enabled = conf.enabled
+        if conf.enabled and self.bridge is not None:
+            log.info("mqtt settings changed: reconnecting to %s:%d", conf.host, conf.port)
+            self.bridge.reconfigure(conf)
+        elif conf.enabled:
+            log.info("mqtt enabled: connecting to %s:%d", conf.host, conf.port)
+            self.bridge = self._make_bridge()
+            self._start_bridge()
+        elif self.bridge is not None:
+            log.info("mqtt disabled: publishing stopped and disconnecting")
+            await self._stop_bridge()
+            self.bridge = None
+
+    async def _stop_bridge(self) -> None:
+        """Results of drained work go out, then `stopped`, then disconnect."""
+        if self.bridge is None:
+            return
+        await self.bridge.stop()
+        task, self._bridge_task = self._bridge_task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 10)
+            except TimeoutError:
+                task.cancel()
 
     # ---- status ----------------------------------------------------------------------
 
@@ -229,85 +260,6 @@ class Daemon:
             "rejected": b.rejected,
         }
 
-    # ---- keys, for the console (over the owner-only socket; keys are never logged) ---------
-
-    async def _op_keys(self, req: dict[str, Any]) -> dict[str, Any]:
-        states = self.pool.status()
-        providers = []
-        for name, conf in self.loaded.settings.providers.items():
-            info = keys.describe(self.keystore, name, conf.kind)
-            providers.append(
-                {
-                    "name": name,
-                    "kind": conf.kind,
-                    "model": conf.model,
-                    "key": info.source or None,
-                    "last4": info.last4 or None,
-                    "state": states.get(name, {}).get("state", "ok"),
-                }
-            )
-        return {
-            "providers": providers,
-            "addable": [n for n in config.STARTERS if n not in self.loaded.settings.providers],
-        }
-
-    async def _op_provider_add(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = str(req.get("name", ""))
-        if name not in config.STARTERS:
-            raise ValueError(
-                f"unknown provider {name!r}; choose one of {', '.join(config.STARTERS)}"
-            )
-        return await self._op_settings_set(
-            {"changes": {"providers": {name: config.STARTERS[name]}}}
-        )
-
-    def _provider(self, req: dict[str, Any]) -> tuple[str, Any]:
-        name = str(req.get("name", ""))
-        conf = self.loaded.settings.providers.get(name)
-        if conf is None:
-            raise ValueError(f"no provider named {name!r} in the configuration")
-        return name, conf
-
-    async def _op_key_test(self, req: dict[str, Any]) -> dict[str, Any]:
-        name, conf = self._provider(req)
-        key = req.get("key") or keys.resolve(self.keystore, name, conf.kind)[0]
-        ok, message = await test_key(name, conf, key, self.pool.client)
-        return {"ok": ok, "message": message}
-
-    async def _op_key_set(self, req: dict[str, Any]) -> dict[str, Any]:
-        name, _ = self._provider(req)
-        try:
-            self.keystore.set(name, str(req.get("key", "")))
-        except keys.KeyError_ as exc:
-            raise ValueError(str(exc)) from None
-        await self.reload()
-        return {"saved": True, "last4": keys.describe(self.keystore, name).last4 or None}
-
-    async def _op_key_delete(self, req: dict[str, Any]) -> dict[str, Any]:
-        name, _ = self._provider(req)
-        deleted = self.keystore.delete(name)
-        await self.reload()
-        return {"deleted": deleted}
-
-    async def _op_settings(self, req: dict[str, Any]) -> dict[str, Any]:
-        s = self.loaded.settings.model_dump(mode="json")
-        return {
-            "settings": {
-                sec: {k: s[sec][k] for k in keys_} for sec, keys_ in config.EDITABLE.items()
-            }
-        }
-
-    async def _op_settings_set(self, req: dict[str, Any]) -> dict[str, Any]:
-        changes = req.get("changes")
-        if not isinstance(changes, dict) or not all(isinstance(v, dict) for v in changes.values()):
-            raise ValueError("'changes' must map sections to values")
-        try:
-            config.save_overlay(changes, self.config_arg)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        message = await self.reload()
-        return {"saved": True, "reload": message}
-
     # ---- reload ----------------------------------------------------------------------
 
     def _refresh_secrets(self) -> None:
@@ -344,8 +296,10 @@ class Daemon:
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
-        if settings.mqtt != old.mqtt:
-            log.warning("mqtt settings change needs a restart to take effect")
+        mqtt_key = keys.resolve(self.keystore, BROKER_KEY)[0]
+        if settings.mqtt != old.mqtt or mqtt_key != self._mqtt_key:
+            self._mqtt_key = mqtt_key
+            await self._apply_mqtt()
         self._refresh_secrets()
         log.info("reloaded configuration%s and keys", f" from {new.path}" if new.path else "")
         self.notifier.ready(await self._status_line())
@@ -416,14 +370,13 @@ class Daemon:
         try:
             await self.control.start()
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 self.scheduler.start(tg)
                 duties = [
                     tg.create_task(watchdog_loop(self.notifier, self.store.ping), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                 ]
-                bridge = None
-                if self.bridge is not None:
-                    bridge = tg.create_task(self.bridge.run(), name="mqtt")
+                self._start_bridge()
                 ready_s = time.monotonic() - STARTED
                 line = await self._status_line()
                 self.notifier.ready(line)
@@ -439,13 +392,7 @@ class Daemon:
                 if self.bridge is not None:
                     self.bridge.close_intake()
                 await self.scheduler.stop(settings.tasks.stop_timeout_s)
-                if self.bridge is not None and bridge is not None:
-                    # Results of the drained work go out, then `stopped`, then disconnect.
-                    await self.bridge.stop()
-                    try:
-                        await asyncio.wait_for(asyncio.shield(bridge), 10)
-                    except TimeoutError:
-                        bridge.cancel()
+                await self._stop_bridge()
                 for duty in duties:
                     duty.cancel()
         finally:

@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import re
-import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,11 +24,11 @@ from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agentbox import keys
 from agentbox.config import MqttConfig
 from agentbox.health import Health
+from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
 from agentbox.mqtt.payloads import check_signature, decode
 from agentbox.mqtt.topics import Topics
@@ -43,10 +43,6 @@ MAX_BACKOFF_S = 60.0
 IN_FLIGHT = 64  # requests being committed at once: bounds memory (x max_payload_bytes)
 DRAIN_BATCH = 200
 HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
-
-
-def _properties(packet_type: int) -> Properties:
-    return Properties(packet_type)  # type: ignore[no-untyped-call]  # paho has no hints here
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -70,6 +66,7 @@ class Bridge:
         health: Health | None = None,
     ) -> None:
         self.conf = conf
+        self.device_id = device_id
         self.topics = Topics(conf.prefix, device_id, conf.pool)
         self.client_id = f"agentbox-{device_id}"
         self.service = service
@@ -83,7 +80,9 @@ class Bridge:
         self.rejected = 0
         self.intake_open = True
         self._stopping = asyncio.Event()
-        self._last_error = ""
+        self._reconnect = asyncio.Event()
+        self._next_conf: MqttConfig | None = None
+        self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._acks: deque[tuple[aiomqtt.Message, asyncio.Future[bool]]] = deque()
 
@@ -91,74 +90,75 @@ class Bridge:
 
     def _client(self) -> aiomqtt.Client:
         offline = _json({"state": "offline", "session": self.session, "ts": time.time()})
-        connect = _properties(PacketTypes.CONNECT)
+        connect = properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = SESSION_EXPIRY_S
-        tls = None
-        if self.conf.tls:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=self.conf.ca_file or None,
-                certfile=self.conf.cert_file or None,
-                keyfile=self.conf.key_file or None,
-            )
         password, _ = keys.resolve(self.keystore, "mqtt")
-        client = aiomqtt.Client(
-            self.conf.host,
-            self.conf.port,
-            username=self.conf.username or None,
-            password=password,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
+        client = client_for(
+            self.conf,
+            password,
+            self.client_id,
             will=aiomqtt.Will(self.topics.status, offline, qos=1, retain=True),
             clean_start=False,
             properties=connect,
-            tls_params=tls,
             keepalive=30,
             timeout=10,
-            # Small packets (events, replies, PUBACKs) go out as written: with Nagle on, each
-            # one behind another waits for the broker's delayed ACK (~40 ms).
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)
         return client
 
+    def reconfigure(self, conf: MqttConfig) -> None:
+        """New broker settings (or a new password): leave this connection, connect anew."""
+        self._next_conf = conf  # applied before the next connect: `stopped` uses the old topics
+        self._reconnect.set()
+
     async def run(self) -> None:
         """Connect, serve, and reconnect with jittered exponential backoff until stop()."""
         delay = 1.0
         while not self._stopping.is_set():
+            self._reconnect.clear()
+            if self._next_conf is not None:
+                self.conf, self._next_conf = self._next_conf, None
+                self.topics = Topics(self.conf.prefix, self.device_id, self.conf.pool)
+                self.last_error = ""
             try:
                 self.session = await self.store.bump("mqtt_session")
                 async with self._client() as client:
                     await self._connected(client)
                     delay = 1.0
                     await self._serve(client)
-                    if self._stopping.is_set():
+                    if self._stopping.is_set() or self._reconnect.is_set():
                         await self._goodbye(client)
+                    if self._stopping.is_set():
                         return
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 self._note_error(exc)
             except StoreError as exc:
                 log.error("%s", exc)
             finally:
                 self.connected = False
+            if self._reconnect.is_set():
+                delay = 1.0
+                continue  # new settings: try them at once
             wait = random.uniform(delay / 2, delay)  # noqa: S311 (jitter)
             delay = min(delay * 2, MAX_BACKOFF_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait)
+                await asyncio.wait_for(self._wake(), wait)
 
-    def _note_error(self, exc: aiomqtt.MqttError) -> None:
-        text = str(exc)
-        where = f"{self.conf.host}:{self.conf.port}"
-        if "authoriz" in text.lower() or "password" in text.lower():
-            text = (
-                f"broker at {where} refused the login for user {self.conf.username!r}: {text}"
-                " (set the password with `agentbox keys set mqtt`)"
-            )
-        else:
-            text = f"broker at {where} unreachable: {text}; retrying"
-        if text != self._last_error:  # one line per distinct problem, not one per retry
+    async def _wake(self) -> None:
+        """Returns when the bridge should stop waiting: a stop, or new settings."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, self._reconnect)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _note_error(self, exc: BaseException) -> None:
+        text = describe_error(self.conf, exc) + "; retrying"
+        if text != self.last_error:  # one line per distinct problem, not one per retry
             log.error("%s", text)
-            self._last_error = text
+            self.last_error = text
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         online = {"state": "online", "session": self.session, "ts": time.time()}
@@ -170,7 +170,7 @@ class Bridge:
         for topic in self.topics.subscriptions(ha=self.conf.ha_discovery):
             await client.subscribe(topic, qos=1)
         self.connected = True
-        self._last_error = ""
+        self.last_error = ""
         log.info(
             "connected to %s:%d as %s (session %d)",
             self.conf.host,
@@ -185,7 +185,7 @@ class Bridge:
             asyncio.create_task(self._receive(client), name="mqtt-receive"),
             asyncio.create_task(self._drain(client), name="mqtt-drain"),
             asyncio.create_task(self._report(client), name="mqtt-health"),
-            asyncio.create_task(self._stopping.wait(), name="mqtt-stop"),
+            asyncio.create_task(self._wake(), name="mqtt-stop"),
         ]
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
@@ -219,7 +219,7 @@ class Bridge:
         if self.health is None:
             return
         interval = self.conf.health_interval_s
-        props = _properties(PacketTypes.PUBLISH)
+        props = properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = 2 * interval  # a stale report vanishes with a dead box
         last_sent, last_notable = 0.0, None
         while True:
@@ -337,7 +337,7 @@ class Bridge:
     ) -> None:
         props = None
         if target.get("correlation"):
-            props = _properties(PacketTypes.PUBLISH)
+            props = properties(PacketTypes.PUBLISH)
             props.CorrelationData = bytes.fromhex(target["correlation"])
         try:
             await client.publish(target["topic"], _json(body), qos=1, properties=props)

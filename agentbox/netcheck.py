@@ -1,0 +1,75 @@
+"""Is the internet reachable from this box? One DNS lookup and one TCP connect, with a hint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+from agentbox.config import Settings
+from agentbox.health import addresses
+
+DEFAULT_TARGET = "api.openai.com:443"
+TIMEOUT_S = 4.0
+
+
+def target(settings: Settings) -> str:
+    """What to probe: the configured check, else the first cloud provider's host, else OpenAI."""
+    if settings.device.reach_check:
+        return settings.device.reach_check
+    for conf in settings.providers.values():
+        if conf.base_url:
+            url = urlsplit(conf.base_url)
+            if url.hostname:
+                port = url.port or (443 if url.scheme == "https" else 80)
+                return f"{url.hostname}:{port}"
+    return DEFAULT_TARGET
+
+
+def _split(where: str) -> tuple[str, int]:
+    host, _, port = where.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def check(where: str) -> dict[str, Any]:
+    """{"ok", "target", "message", "hint"}: what failed first (no address, DNS, connect)."""
+    nets = addresses()
+    host, port = _split(where)
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), TIMEOUT_S
+        )
+    except (OSError, TimeoutError) as exc:
+        if not nets:
+            return _fail(where, "no network address", "plug in a network cable or set up Wi-Fi")
+        reason = "timed out" if isinstance(exc, TimeoutError) else "failed"
+        return _fail(
+            where,
+            f"name lookup of {host} {reason}",
+            "the network has no working DNS: check the router (DHCP) or set a DNS server",
+        )
+    addr = infos[0][4]
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host=str(addr[0]), port=port),
+            TIMEOUT_S,
+        )
+    except (OSError, TimeoutError) as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return _fail(
+            where,
+            f"cannot connect to {where}: {why}",
+            "a firewall or proxy may block outgoing HTTPS; keys can still be saved"
+            " with 'Save anyway'",
+        )
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return {"ok": True, "target": where, "message": f"reached {where}", "hint": ""}
+
+
+def _fail(where: str, message: str, hint: str) -> dict[str, Any]:
+    return {"ok": False, "target": where, "message": message, "hint": hint}
