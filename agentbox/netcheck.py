@@ -49,7 +49,7 @@ async def check(where: str) -> dict[str, Any]:
         return _fail(
             where,
             f"name lookup of {host} {reason}",
-            "the network has no working DNS: check the router (DHCP) or set a DNS server",
+            "no working DNS: check the router (DHCP) or its DNS server",
         )
     addr = infos[0][4]
     try:
@@ -58,13 +58,13 @@ async def check(where: str) -> dict[str, Any]:
             TIMEOUT_S,
         )
     except (OSError, TimeoutError) as exc:
-        why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        return _fail(
-            where,
-            f"cannot connect to {where}: {why}",
-            "a firewall or proxy may block outgoing HTTPS; keys can still be saved"
-            " with 'Save anyway'",
-        )
+        if isinstance(exc, ConnectionRefusedError):
+            why, hint = "refused", "something refuses HTTPS on the way: a firewall or proxy?"
+        elif isinstance(exc, TimeoutError):
+            why, hint = "timed out", "outgoing HTTPS seems blocked: check the firewall or proxy"
+        else:
+            why, hint = exc.strerror or str(exc), "check the network cable, router and proxy"
+        return _fail(where, f"cannot connect to {where}: {why}", hint)
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

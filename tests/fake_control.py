@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,69 @@ SETTINGS = {
     }
 }
 
+NETWORK = {
+    "interfaces": [{"name": "eth0", "addresses": ["192.168.1.20", "fe80::1"]}],
+    "internet": {
+        "ok": False,
+        "target": "api.openai.com:443",
+        "message": "name lookup of api.openai.com failed",
+        "hint": "no working DNS: check the router (DHCP) or its DNS server",
+    },
+}
+BROKER = {
+    "mqtt": {
+        "enabled": True,
+        "host": "mqtt.lan",
+        "port": 8883,
+        "tls": True,
+        "username": "kitchen-box",
+        "ca_file": "/etc/agentbox/ca.crt",
+        "cert_file": "",
+        "key_file": "",
+    },
+    "password_set": True,
+    "connected": True,
+    "error": "",
+}
+TASKS = {
+    "tasks": [
+        {
+            "id": "nightly-digest-0042",
+            "state": "succeeded",
+            "created_at": -120.0,  # seconds before now: see _aged
+            "route": {
+                "tier": "cloud",
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "reason": "long input",
+            },
+            "usage": {"input_tokens": 5120, "output_tokens": 380, "cost_usd": 0.0010},
+            "output": "Three items need attention today.",
+            "error": None,
+        },
+        {
+            "id": "sort-mail-17",
+            "state": "failed",
+            "created_at": -7200.0,
+            "route": {
+                "tier": "local",
+                "provider": "local",
+                "model": "SmolLM2-135M",
+                "reason": "short classification",
+            },
+            "usage": {"input_tokens": 48, "output_tokens": 0, "cost_usd": 0.0},
+            "output": None,
+            "error": {"code": "deadline", "message": "deadline passed"},
+        },
+    ]
+}
+
+
+def _aged(reply: dict[str, Any]) -> dict[str, Any]:
+    """Creation times relative to now, so the snapshot's ages never drift."""
+    now = time.time()
+    return {"tasks": [{**t, "created_at": now + t["created_at"]} for t in reply["tasks"]]}
+
 
 class FakeControl:
     def __init__(self, path: Path) -> None:
@@ -115,6 +179,9 @@ class FakeControl:
                         "status": {"status": STATUS},
                         "keys": KEYS,
                         "settings": SETTINGS,
+                        "network": NETWORK,
+                        "broker": BROKER,
+                        "list": _aged(TASKS),
                     }
                     reply = replies.get(op, {})
                     f.write(json.dumps({"type": "reply", **reply}).encode() + b"\n")

@@ -15,7 +15,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.conftest import wait_for
+from agentbox.control import ControlClient, ControlError
+from tests.conftest import free_port, wait_for
 from tests.fakes import FakeProvider, openai_stream
 from tests.mqtt_peer import Broker, Peer
 
@@ -442,3 +443,42 @@ def test_signed_submissions_when_signatures_are_required(
         assert answers[name]["state"] == "rejected" and why in answers[name]["error"]["message"]
     assert [t["id"] for t in d.json("tasks", "list")] == ["s1"]
     assert d.stop() == 0
+
+
+def test_a_new_broker_applies_without_a_restart(
+    daemons: Any, broker: Broker, peers: list[Peer], short_tmp: Path
+) -> None:
+    """The console's broker_set: leave the old broker (stopped), connect to the new one."""
+    (short_tmp / "b").mkdir()
+    other = Broker(short_tmp / "b").start()
+    try:
+        d = start_box(daemons, broker)
+        old_peer, new_peer = Peer(broker.port), Peer(other.port)
+        peers += [old_peer, new_peer]
+        status = f"{PREFIX}/box1/status"
+        old_peer.subscribe(status)
+        new_peer.subscribe(status)
+        pid = d.proc.pid
+        with ControlClient(d.state_dir / "control.sock") as c:
+            reply = c.call("broker_test", mqtt={"port": other.port})
+            assert reply["ok"] and f"connected to 127.0.0.1:{other.port}" in reply["message"]
+            bad = c.call("broker_test", mqtt={"port": free_port()})
+            assert not bad["ok"] and "nothing accepts MQTT" in bad["message"]
+            with pytest.raises(ControlError, match=r"mqtt\.port"):
+                c.call("broker_set", mqtt={"port": 0})
+            c.call("broker_set", mqtt={"port": other.port})
+        wait_for(lambda: any(b["state"] == "online" for _, b, _, _ in new_peer.on(status)), 20)
+        wait_for(lambda: old_peer.on(status)[-1][1]["state"] == "stopped", 10)
+        assert d.proc.pid == pid and d.json("status")["mqtt"]["broker"] == f"127.0.0.1:{other.port}"
+        # Tasks now come and go through the new broker.
+        new_peer.subscribe("replies/#")
+        new_peer.publish(
+            f"{PREFIX}/box1/task/submit",
+            {"id": "after-move", "prompt": "Say hi.", "max_tokens": 8, "reply_to": "replies/x"},
+        )
+        wait_for(lambda: new_peer.on("replies/x"), 60, what="reply via the new broker")
+        assert "mqtt.port" not in (d.state_dir / "settings.toml").read_text()
+        assert f"port = {other.port}" in (d.state_dir / "settings.toml").read_text()
+        assert d.stop() == 0
+    finally:
+        other.stop()

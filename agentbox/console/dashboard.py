@@ -1,0 +1,87 @@
+"""The dashboard: the box at a glance, refreshed live from the daemon's `status`."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer, Static
+
+from agentbox.console.panel import PanelScreen, money
+
+
+class Dashboard(PanelScreen, inherit_bindings=False):
+    NAME = "dashboard"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("k", "app.switch_screen('keys')", "Keys"),
+        Binding("b", "app.switch_screen('budget')", "Budget"),
+        Binding("m", "app.switch_screen('broker')", "Broker"),
+        Binding("t", "app.switch_screen('tasks')", "Tasks"),
+        Binding("n", "app.switch_screen('welcome')", "Network"),
+    ]
+    greeted = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("agentbox", classes="title", id="title")
+        yield Static("connecting to the daemon...", id="daemon")
+        yield Static("", id="providers")
+        yield Static("", id="queue")
+        yield Static("", id="spend")
+        yield Static("", id="local")
+        yield Static("", id="mqtt")
+        yield Static("", id="network")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+        self.set_interval(float(getattr(self.app, "refresh_s", 2.0)), self.refresh_status)
+
+    def refresh_status(self) -> None:
+        if self.app.screen is self or not self.greeted:
+            self.ask("status", lambda r: self.show(r["status"]), "DOWN", exclusive=True)
+
+    def say(self, text: str) -> None:  # only failures are said here: the daemon is down
+        self.query_one("#daemon", Static).update(f"Daemon    {text}\n          retrying...")
+
+    def show(self, s: dict[str, Any]) -> None:
+        self.query_one("#title", Static).update(
+            f"agentbox {s['version']}  {s['name']}  ({s['device_id']})"
+        )
+        self.query_one("#daemon", Static).update(
+            f"Daemon    running, up {int(s['uptime_s'])} s, {s['rss_mb']:.0f} MB"
+        )
+        lines = [
+            f"  {n:<12} {p['kind']:<10} {p['state']:<16} {'key ' + (p['key'] or 'MISSING')}"
+            for n, p in s["providers"].items()
+        ] or ["  none configured: press k"]
+        self.query_one("#providers", Static).update("Providers\n" + "\n".join(lines))
+        queued = sum(c.get("queued", 0) for c in s["queue"].values())
+        running = sum(c.get("running", 0) for c in s["queue"].values())
+        self.query_one("#queue", Static).update(
+            f"Tasks     {queued} queued, {running} running, {s['finished']} finished"
+        )
+        self.query_one("#spend", Static).update(money(s["spend"]))
+        local = s["local"]
+        speed = f", {local['tokens_per_s']} tokens/s" if local.get("tokens_per_s") else ""
+        self.query_one("#local", Static).update(
+            f"Local     {'loaded' if local['loaded'] else 'idle'}{speed}"
+        )
+        self.query_one("#mqtt", Static).update(f"Broker    {_broker(s.get('mqtt', {}))}")
+        nets = s.get("network") or []
+        net = "  ".join(f"{n['name']} {n['addresses'][0]}" for n in nets) or (
+            "none: plug in a cable or set up Wi-Fi, then keys can be tested"
+        )
+        self.query_one("#network", Static).update(f"Network   {net}")
+        if not self.greeted:
+            self.greeted = True
+            if not any(p["key"] for p in s["providers"].values()) and self.app.screen is self:
+                # First boot: nothing can reach a cloud model yet; walk the owner through it.
+                self.app.start_setup()  # type: ignore[attr-defined]
+
+
+def _broker(mqtt: dict[str, Any]) -> str:
+    if not mqtt.get("enabled"):
+        return "off"
+    state = "connected" if mqtt.get("connected") else "NOT connected"
+    return f"{state} to {mqtt.get('broker')}"
