@@ -125,7 +125,7 @@ class Daemon:
         self.bridge: Bridge | None = None
         self._bridge_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
-        self._mqtt_key = keys.resolve(self.keystore, BROKER_KEY)[0]
+        self._mqtt_key: str | None = None  # read once the state dir is known to be usable
         if settings.mqtt.enabled:
             self.bridge = self._make_bridge()
         self.control = ControlServer(
@@ -149,6 +149,12 @@ class Daemon:
     def _start_bridge(self) -> None:
         if self.bridge is not None and self._tg is not None:
             self._bridge_task = self._tg.create_task(self.bridge.run(), name="mqtt")
+
+    def _broker_password(self) -> str | None:
+        """Kept only to notice a changed password at reload (it is never logged)."""
+        with contextlib.suppress(keys.KeyError_):
+            return keys.resolve(self.keystore, BROKER_KEY)[0]
+        return None
 
     async def _apply_mqtt(self) -> None:
         """Broker settings or password changed: reconnect, start or stop the bridge."""
@@ -296,7 +302,7 @@ class Daemon:
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
-        mqtt_key = keys.resolve(self.keystore, BROKER_KEY)[0]
+        mqtt_key = self._broker_password()
         if settings.mqtt != old.mqtt or mqtt_key != self._mqtt_key:
             self._mqtt_key = mqtt_key
             await self._apply_mqtt()
@@ -356,6 +362,7 @@ class Daemon:
             self.loaded.path or "(defaults)",
         )
         prepare_state_dir(self.loaded.state_dir)
+        self._mqtt_key = self._broker_password()
         self._refresh_secrets()
         report = await self.store.open()
         await self.budget.load()

@@ -216,7 +216,7 @@ def test_console_overlay_sits_between_file_and_environment(
     monkeypatch.setenv("AGENTBOX_BUDGET__DAILY_USD", "9")
     assert config.load().settings.budget.daily_usd == 9
     with pytest.raises(config.ConfigError, match="cannot be changed from the console"):
-        config.save_overlay({"mqtt": {"host": "elsewhere"}})
+        config.save_overlay({"mqtt": {"prefix": "elsewhere"}})
     with pytest.raises(config.ConfigError) as err:
         config.save_overlay({"budget": {"monthly_usd": -3}})
     assert "settings.toml: budget.monthly_usd" in str(err.value)
