@@ -109,7 +109,11 @@ def anthropic_stream(
             {
                 "type": "content_block_start",
                 "index": 0,
-                "content_block": {"type": "tool_use" if tool else "text"},
+                "content_block": (
+                    {"type": "tool_use", "id": "toolu_0", "name": "output", "input": {}}
+                    if tool
+                    else {"type": "text", "text": ""}
+                ),
             },
             "content_block_start",
         ),

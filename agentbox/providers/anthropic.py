@@ -62,20 +62,27 @@ class AnthropicProvider(http.HttpProvider):
         payload: dict[str, Any] = {
             "model": request.model or self.model,
             "max_tokens": request.max_tokens,
-            "messages": [m for m in request.messages if m["role"] != "system"],
+            "messages": _messages(request.messages),
             "stream": True,
         }
         if system:
             payload["system"] = system
+        tools = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in request.tools
+        ]
         if request.json_schema is not None:
-            payload["tools"] = [
+            tools.append(
                 {
                     "name": SCHEMA_TOOL,
                     "description": "Give the answer as JSON matching this schema.",
                     "input_schema": request.json_schema,
                 }
-            ]
-            payload["tool_choice"] = {"type": "tool", "name": SCHEMA_TOOL}
+            )
+            if not request.tools:  # with tools of its own, the model may call those first
+                payload["tool_choice"] = {"type": "tool", "name": SCHEMA_TOOL}
+        if tools:
+            payload["tools"] = tools
         return payload
 
     async def complete(self, request: Request, progress: Progress | None = None) -> Completion:
@@ -83,6 +90,7 @@ class AnthropicProvider(http.HttpProvider):
         state: dict[str, Any] = {"model": payload["model"], "finish": "", "usage": {}}
         parts: list[str] = []
         pieces = 0
+        blocks: dict[int, dict[str, Any]] = {}  # tool_use blocks by index; their JSON in pieces
 
         def so_far() -> Completion:
             return self._completion(parts, state, request)
@@ -96,10 +104,17 @@ class AnthropicProvider(http.HttpProvider):
                         message = msg["message"]
                         state["model"] = message.get("model") or state["model"]
                         state["usage"].update(message.get("usage") or {})
+                    elif kind == "content_block_start":
+                        block = msg.get("content_block") or {}
+                        if block.get("type") == "tool_use" and block.get("name") != SCHEMA_TOOL:
+                            blocks[msg.get("index", 0)] = {**block, "json": []}
                     elif kind == "content_block_delta":
                         delta = msg["delta"]
                         piece = delta.get("text") or delta.get("partial_json")
-                        if piece:
+                        call = blocks.get(msg.get("index", 0))
+                        if call is not None:
+                            call["json"].append(delta.get("partial_json") or "")
+                        elif piece:
                             parts.append(piece)
                             pieces += 1
                             if progress is not None and pieces % 32 == 0:
@@ -113,7 +128,14 @@ class AnthropicProvider(http.HttpProvider):
                         raise err
                     elif kind == "message_stop":
                         continue  # read to the end: a drained response keeps its connection
-        return http.finished(self.name, bool(state["finish"]), so_far)
+        done = http.finished(self.name, bool(state["finish"]), so_far)
+        return http.with_tool_calls(
+            done,
+            [
+                http.tool_call(self.name, b.get("id", ""), b.get("name", ""), "".join(b["json"]))
+                for _, b in sorted(blocks.items())
+            ],
+        )
 
     def _completion(self, parts: list[str], state: dict[str, Any], request: Request) -> Completion:
         text = "".join(parts)
@@ -139,3 +161,33 @@ class AnthropicProvider(http.HttpProvider):
             cache_write_tokens=int(usage.get("cache_creation_input_tokens") or 0),
             estimated=cut,
         )
+
+
+def _messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our neutral messages to Anthropic's: tool calls are tool_use blocks of the assistant,
+    tool results are tool_result blocks of one user turn (consecutive results share it)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            result = {
+                "type": "tool_result",
+                "tool_use_id": m["tool_call_id"],
+                "content": m["content"],
+            }
+            last = out[-1] if out else None
+            if last and last["role"] == "user" and isinstance(last["content"], list):
+                last["content"].append(result)
+            else:
+                out.append({"role": "user", "content": [result]})
+        elif m["role"] == "assistant" and m.get("tool_calls"):
+            text = [{"type": "text", "text": m["content"]}] if m.get("content") else []
+            uses = [
+                {"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["arguments"]}
+                for c in m["tool_calls"]
+            ]
+            out.append({"role": "assistant", "content": text + uses})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return out

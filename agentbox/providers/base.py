@@ -44,11 +44,34 @@ class ProviderError(Exception):
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its name, what it does, a JSON Schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asks for one tool call; `id` ties the result message back to it."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Request:
-    messages: list[dict[str, str]]
+    """Messages use one neutral shape that each provider maps to its own wire format:
+    system/user `{"role", "content"}`; assistant may add `"tool_calls": [{"id", "name",
+    "arguments"}]`; a tool result is `{"role": "tool", "tool_call_id", "name", "content"}`."""
+
+    messages: list[dict[str, Any]]
     max_tokens: int
     model: str = ""
     json_schema: dict[str, Any] | None = None
+    tools: tuple[Tool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,7 @@ class Completion:
     cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic bills these extra)
     reasoning_tokens: int = 0  # included in output_tokens
     estimated: bool = False  # token counts guessed (no usage from the server)
+    tool_calls: tuple[ToolCall, ...] = ()  # finish_reason is "tool_calls" when there are any
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -78,14 +78,7 @@ class GeminiProvider(http.HttpProvider):
 
     def _payload(self, request: Request) -> dict[str, Any]:
         system = "\n\n".join(m["content"] for m in request.messages if m["role"] == "system")
-        contents = [
-            {
-                "role": "model" if m["role"] == "assistant" else "user",
-                "parts": [{"text": m["content"]}],
-            }
-            for m in request.messages
-            if m["role"] != "system"
-        ]
+        contents = _contents(request.messages)
         config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
         if request.json_schema is not None:
             config["responseMimeType"] = "application/json"
@@ -93,6 +86,12 @@ class GeminiProvider(http.HttpProvider):
         payload: dict[str, Any] = {"contents": contents, "generationConfig": config}
         if system:
             payload["systemInstruction"] = {"parts": [{"text": system}]}
+        if request.tools:
+            declarations = [
+                {"name": t.name, "description": t.description, "parametersJsonSchema": t.parameters}
+                for t in request.tools
+            ]
+            payload["tools"] = [{"functionDeclarations": declarations}]
         return payload
 
     async def complete(self, request: Request, progress: Progress | None = None) -> Completion:
@@ -100,6 +99,7 @@ class GeminiProvider(http.HttpProvider):
         parts: list[str] = []
         state: dict[str, Any] = {"finish": "", "usage": {}, "model": model}
         pieces = 0
+        calls: list[dict[str, Any]] = []  # Gemini sends each function call whole
 
         def so_far() -> Completion:
             return self._completion(parts, state, request)
@@ -117,13 +117,25 @@ class GeminiProvider(http.HttpProvider):
                     state["model"] = chunk.get("modelVersion") or state["model"]
                     for cand in chunk.get("candidates") or []:
                         for part in (cand.get("content") or {}).get("parts") or []:
-                            if part.get("text") and not part.get("thought"):
+                            if isinstance(part.get("functionCall"), dict):
+                                calls.append(part["functionCall"])
+                            elif part.get("text") and not part.get("thought"):
                                 parts.append(part["text"])
                                 pieces += 1
                                 if progress is not None and pieces % 32 == 0:
                                     await progress({"output_tokens": pieces})
                         state["finish"] = cand.get("finishReason") or state["finish"]
-        return http.finished(self.name, bool(state["finish"]), so_far)
+        done = http.finished(self.name, bool(state["finish"]), so_far)
+        return http.with_tool_calls(
+            done,
+            [
+                # Older models send no call id: one is made up so results can refer to it.
+                http.tool_call(
+                    self.name, c.get("id") or f"call_{i}", c.get("name", ""), c.get("args") or {}
+                )
+                for i, c in enumerate(calls)
+            ],
+        )
 
     def _completion(self, parts: list[str], state: dict[str, Any], request: Request) -> Completion:
         text = "".join(parts)
@@ -152,3 +164,29 @@ class GeminiProvider(http.HttpProvider):
             for m in body.get("models", [])
             if isinstance(m, dict) and "name" in m
         ]
+
+
+def _contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our neutral messages to Gemini's contents: the assistant is "model", tool calls are
+    functionCall parts, and tool results are functionResponse parts of one user turn."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m["role"] == "system":
+            continue
+        if m["role"] == "tool":
+            part = {"functionResponse": {"name": m["name"], "response": {"content": m["content"]}}}
+            last = out[-1] if out else None
+            if last and last["role"] == "user" and "functionResponse" in last["parts"][0]:
+                last["parts"].append(part)
+            else:
+                out.append({"role": "user", "parts": [part]})
+        elif m["role"] == "assistant":
+            parts: list[dict[str, Any]] = [{"text": m["content"]}] if m.get("content") else []
+            parts += [
+                {"functionCall": {"name": c["name"], "args": c["arguments"]}}
+                for c in m.get("tool_calls") or []
+            ]
+            out.append({"role": "model", "parts": parts})
+        else:
+            out.append({"role": "user", "parts": [{"text": m["content"]}]})
+    return out

@@ -7,13 +7,14 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import httpx
 
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
-from agentbox.providers.base import Completion, Failure, ProviderError
+from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
 
 RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
@@ -158,12 +159,39 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
-def prompt_estimate(messages: list[dict[str, str]]) -> int:
+def prompt_estimate(messages: list[dict[str, Any]]) -> int:
     """Input tokens when the server does not say: text plus a few tokens of framing each."""
-    return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+    return sum(estimate_tokens(message_text(m)) + 4 for m in messages)
 
 
-def estimated(text: str, model: str, messages: list[dict[str, str]], finish: str) -> Completion:
+def message_text(m: dict[str, Any]) -> str:
+    """A message's text including its tool calls, for estimates."""
+    calls = m.get("tool_calls") or []
+    return (m.get("content") or "") + "".join(json.dumps(c.get("arguments")) for c in calls)
+
+
+def tool_call(provider: str, call_id: str, name: str, arguments: str | dict[str, Any]) -> ToolCall:
+    """One tool call from a provider's parts; arguments that are not a JSON object are an
+    answer the model got wrong, so the attempt is retried."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except ValueError:
+            arguments = None  # type: ignore[assignment]
+    if not isinstance(arguments, dict) or not name:
+        raise ProviderError(
+            Failure.retryable, f"{provider}: malformed tool call {name or '(no name)'!r}"
+        )
+    return ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def with_tool_calls(c: Completion, calls: list[ToolCall]) -> Completion:
+    if not calls:
+        return c
+    return replace(c, tool_calls=tuple(calls), finish_reason="tool_calls")
+
+
+def estimated(text: str, model: str, messages: list[dict[str, Any]], finish: str) -> Completion:
     """A completion whose usage the server did not report: counted by us, and marked so."""
     return Completion(
         text=text,

@@ -38,11 +38,23 @@ class OpenAIProvider(http.HttpProvider):
     def _payload(self, request: Request) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": request.model or self.model,
-            "messages": request.messages,
+            "messages": [_message(m) for m in request.messages],
             "max_tokens": request.max_tokens,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            payload["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
         schema = request.json_schema
         if schema is not None and self.conf.response_format == "json_schema":
             payload["response_format"] = {
@@ -61,6 +73,7 @@ class OpenAIProvider(http.HttpProvider):
         finish = ""
         model = payload["model"]
         pieces = 0
+        calls: dict[int, dict[str, Any]] = {}  # tool calls arrive in pieces, by index
 
         def so_far() -> Completion:
             return self._completion(parts, usage, finish or "cut_off", model, request)
@@ -80,14 +93,28 @@ class OpenAIProvider(http.HttpProvider):
                     model = chunk.get("model") or model
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
-                        piece = (choice.get("delta") or {}).get("content")
+                        delta = choice.get("delta") or {}
+                        for tc in delta.get("tool_calls") or []:
+                            slot = calls.setdefault(tc.get("index", 0), {"args": []})
+                            fn = tc.get("function") or {}
+                            slot["id"] = tc.get("id") or slot.get("id", "")
+                            slot["name"] = fn.get("name") or slot.get("name", "")
+                            slot["args"].append(fn.get("arguments") or "")
+                        piece = delta.get("content")
                         if piece:
                             parts.append(piece)
                             pieces += 1
                             if progress is not None and pieces % 32 == 0:
                                 await progress({"output_tokens": pieces})
                         finish = choice.get("finish_reason") or finish
-        return http.finished(self.name, bool(finish), so_far)
+        done = http.finished(self.name, bool(finish), so_far)
+        return http.with_tool_calls(
+            done,
+            [
+                http.tool_call(self.name, c["id"], c["name"], "".join(c["args"]))
+                for _, c in sorted(calls.items())
+            ],
+        )
 
     def _completion(
         self,
@@ -112,3 +139,23 @@ class OpenAIProvider(http.HttpProvider):
             cached_tokens=cached,
             reasoning_tokens=reasoning,
         )
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    """Our neutral message to Chat Completions' shape (arguments travel as a JSON string)."""
+    if m["role"] == "tool":
+        return {"role": "tool", "tool_call_id": m["tool_call_id"], "content": m["content"]}
+    if m["role"] == "assistant" and m.get("tool_calls"):
+        return {
+            "role": "assistant",
+            "content": m.get("content") or None,
+            "tool_calls": [
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+                }
+                for c in m["tool_calls"]
+            ],
+        }
+    return {"role": m["role"], "content": m["content"]}
