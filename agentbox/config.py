@@ -63,6 +63,9 @@ class RoutingConfig(Section):
     mode: Literal["cost", "balanced", "quality"] = "balanced"
     offline: Literal["local", "hold"] = "local"
     cloud_order: list[str] = Field(default_factory=list)
+    # A local answer whose mean token log-probability is below this looks unsure and is
+    # escalated to the cloud (auto tier, budget allowing). -1.0 = geometric mean p < 0.37.
+    unsure_logprob: float = Field(default=-1.0, ge=-20, le=0)
 
 
 class BudgetConfig(Section):

@@ -12,7 +12,7 @@ import pytest
 
 from agentbox import keys
 from agentbox.config import Settings
-from agentbox.providers.base import Failure, ProviderError
+from agentbox.providers.base import Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, COOLDOWN, OK
 from agentbox.routing.budget import Budget, BudgetExceeded
@@ -329,3 +329,40 @@ def test_at_a_cap_pinned_cloud_work_is_refused_at_intake_and_auto_work_goes_loca
     assert err.value.code == "budget_exceeded" and "daily cap" in err.value.message
     heavy = router.decide(TaskSpec(prompt="Analyze and compare the designs step by step."))
     assert heavy.route.tier == "local" and heavy.route.reason.startswith("budget: daily cap")
+
+
+async def test_a_doubtful_local_answer_escalates_by_token_log_probability(
+    rig_factory: Any, fakes: Any
+) -> None:
+    """Every real answer has a mean log-probability below 0: with the bar at 0 it escalates,
+    with the bar at -20 it never does; with no cloud to ask, the local answer stands."""
+    a, _ = fakes
+    a.default = openai_stream("Paris.")
+    cloud = {"c": {"kind": "openai", "base_url": f"{a.url}/v1", "model": "gpt-4o-mini"}}
+    task = {"prompt": "What is the capital of France?", "max_tokens": 12}
+
+    strict = await rig_factory({"providers": cloud, "routing": {"unsure_logprob": 0.0}})
+    out = await strict.run(task)
+    assert out.route is not None and out.route["tier"] == "cloud"
+    assert (
+        "escalated: the local answer looks unsure (mean token log-probability -"
+        in (out.route["reason"])
+    )
+    assert out.result["output"] == "Paris."
+
+    lenient = await rig_factory({"providers": cloud, "routing": {"unsure_logprob": -20.0}})
+    out = await lenient.run(task)
+    assert out.route is not None and out.route["tier"] == "local"
+
+    alone = await rig_factory({"routing": {"unsure_logprob": 0.0}})
+    out = await alone.run(task)
+    assert out.route is not None and out.route["tier"] == "local" and out.result["output"]
+    assert "but no cloud model could take it" in out.route["reason"]
+
+
+async def test_the_local_worker_reports_token_log_probabilities(rig_factory: Any) -> None:
+    rig = await rig_factory({})
+    local = rig.pool.providers["local"]
+    c = await local.complete(Request([{"role": "user", "content": "Say hello."}], 16))
+    mean, low = c.extra["mean_logprob"], c.extra["min_logprob"]
+    assert isinstance(mean, float) and low <= mean < 0

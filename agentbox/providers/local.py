@@ -174,7 +174,10 @@ class LocalProvider:
                             input_tokens=msg["input_tokens"],
                             output_tokens=msg["output_tokens"],
                             finish_reason=msg["finish_reason"],
-                            extra={"tokens_per_s": msg.get("tokens_per_s")},
+                            extra={
+                                k: msg.get(k)
+                                for k in ("tokens_per_s", "mean_logprob", "min_logprob")
+                            },
                         )
             except (BrokenPipeError, ConnectionResetError):
                 await self._reap(proc)

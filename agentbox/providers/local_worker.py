@@ -23,12 +23,40 @@ def _send(out: IO[str], msg: dict[str, Any]) -> None:
     out.flush()
 
 
+class Confidence:
+    """The log-probability of each sampled token, from the logits llama.cpp hands a logits
+    processor (chat logprobs would need logits_all: n_ctx x vocab floats, ~800 MB here)."""
+
+    def __init__(self) -> None:
+        self.logprobs: list[float] = []
+        self._last: Any = None  # log-softmax of the previous step's logits
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np  # noqa: PLC0415 (llama_cpp has loaded it already)
+
+        if self._last is not None:  # the token sampled from the previous step is now known
+            self.logprobs.append(float(self._last[input_ids[-1]]))
+        top = float(scores.max())
+        self._last = scores - (top + float(np.log(np.exp(scores - top).sum())))
+        return scores
+
+    def summary(self) -> dict[str, float | None]:
+        lps = self.logprobs
+        if not lps:
+            return {"mean_logprob": None, "min_logprob": None}
+        return {"mean_logprob": round(sum(lps) / len(lps), 3), "min_logprob": round(min(lps), 3)}
+
+
 def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
+    from llama_cpp import LogitsProcessorList  # noqa: PLC0415 (loaded with the model)
+
+    confidence = Confidence()
     kwargs: dict[str, Any] = {
         "messages": req["messages"],
         "max_tokens": int(req["max_tokens"]),
         "temperature": float(req.get("temperature", 0.2)),
         "stream": True,
+        "logits_processor": LogitsProcessorList([confidence]),
     }
     if req.get("schema") is not None:
         kwargs["response_format"] = {"type": "json_object", "schema": req["schema"]}
@@ -64,6 +92,7 @@ def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
         "finish_reason": finish,
         "tokens_per_s": round(tokens / gen_s, 2) if gen_s > 0 and tokens > 1 else None,
         "seconds": round(ended - started, 4),
+        **confidence.summary(),
     }
 
 

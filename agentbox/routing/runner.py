@@ -67,9 +67,18 @@ def check_output(spec: TaskSpec, c: Completion) -> tuple[Any, str | None]:
     return data, None
 
 
-def looks_unsure(c: Completion) -> bool:
+def unsure(c: Completion, below: float) -> str | None:
+    """Why a local answer looks unsure (empty, hedging words, low mean token log-probability),
+    or None when it looks fine."""
     text = c.text.strip().lower()
-    return not text or any(p in text for p in UNSURE)
+    if not text:
+        return "is empty"
+    if any(p in text for p in UNSURE):
+        return "looks unsure (hedging words)"
+    mean = c.extra.get("mean_logprob")
+    if isinstance(mean, int | float) and mean < below:
+        return f"looks unsure (mean token log-probability {mean:.2f} < {below:g})"
+    return None
 
 
 class ProviderRunner:
@@ -117,11 +126,13 @@ class ProviderRunner:
     ) -> Outcome:
         c = await self._call_local(spec, progress)
         data, problem = check_output(spec, c)
-        if problem is None and not (escalate and spec.json_schema is None and looks_unsure(c)):
-            local = route.model_copy(update={"model": c.model})
-            return self._outcome(spec, local, [c], 0.0, data=data)
-        problem = problem or "looks unsure"
         settings = self.settings()
+        doubt = None
+        if problem is None and escalate and spec.json_schema is None:
+            doubt = unsure(c, settings.routing.unsure_logprob)
+        local = route.model_copy(update={"model": c.model})
+        if problem is None and doubt is None:
+            return self._outcome(spec, local, [c], 0.0, data=data)
         if escalate and settings.providers:
             order = settings.cloud_order()
             name = next((n for n in order if self.breakers[n].available()), order[0])
@@ -129,12 +140,17 @@ class ProviderRunner:
                 tier="cloud",
                 provider=name,
                 model=settings.providers[name].model,
-                reason=f"{route.reason}; escalated: the local answer {problem}",
+                reason=f"{route.reason}; escalated: the local answer {problem or doubt}",
             )
             try:
                 return await self._cloud(spec, cloud, progress, may_go_local=False, prior=[c])
             except ProviderError as exc:
                 log.warning("task %s: escalation failed: %s", spec.id, exc.message)
+        if problem is None:  # only doubtful: with no cloud to ask, the local answer stands
+            kept = f"{route.reason}; the answer {doubt}, but no cloud model could take it"
+            return self._outcome(
+                spec, local.model_copy(update={"reason": kept}), [c], 0.0, data=None
+            )
         raise ProviderError(Failure.bad_request, f"the local model's answer {problem}")
 
     # ---- cloud -------------------------------------------------------------------------
