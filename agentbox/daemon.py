@@ -206,6 +206,7 @@ class Daemon:
             "spend": self.budget.snapshot(),
             "mqtt": self._mqtt_status(),
             "network": addresses(),
+            "errors": logs.RECENT.last(),
         }
 
     def info(self) -> dict[str, Any]:

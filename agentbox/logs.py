@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
+from typing import Any
 
 # sd-daemon(3) priority prefixes: journald maps "<N>" at the start of a line to PRIORITY=N.
 _PRIORITY = {
@@ -65,7 +67,25 @@ class OneLineFormatter(logging.Formatter):
         return text
 
 
+class RecentErrors(logging.Handler):
+    """The last warnings and errors, kept for `status` (the console shows them); scrubbed."""
+
+    def __init__(self, size: int = 20) -> None:
+        super().__init__(logging.WARNING)
+        self.records: deque[dict[str, Any]] = deque(maxlen=size)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().replace("\n", " | ")
+        self.records.append(
+            {"ts": round(record.created, 3), "level": record.levelname.lower(), "message": text}
+        )
+
+    def last(self, n: int = 5) -> list[dict[str, Any]]:
+        return list(self.records)[-n:]
+
+
 SCRUBBER = Scrubber()
+RECENT = RecentErrors()
 
 
 def setup(level: str | None = None) -> None:
@@ -75,7 +95,8 @@ def setup(level: str | None = None) -> None:
     handler.setFormatter(OneLineFormatter(journald))
     handler.addFilter(SCRUBBER)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    RECENT.addFilter(SCRUBBER)
+    root.handlers[:] = [handler, RECENT]
     root.setLevel(level or os.environ.get("AGENTBOX_LOG_LEVEL", "INFO").upper())
     for noisy in ("httpx", "httpcore", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from agentbox.config import Settings
 from agentbox.health import addresses
+from agentbox.providers.registry import KINDS
 
 DEFAULT_TARGET = "api.openai.com:443"
 TIMEOUT_S = 4.0
@@ -20,11 +21,10 @@ def target(settings: Settings) -> str:
     if settings.device.reach_check:
         return settings.device.reach_check
     for conf in settings.providers.values():
-        if conf.base_url:
-            url = urlsplit(conf.base_url)
-            if url.hostname:
-                port = url.port or (443 if url.scheme == "https" else 80)
-                return f"{url.hostname}:{port}"
+        url = urlsplit(conf.base_url or KINDS[conf.kind].default_base)
+        if url.hostname:
+            port = url.port or (443 if url.scheme == "https" else 80)
+            return f"{url.hostname}:{port}"
     return DEFAULT_TARGET
 
 

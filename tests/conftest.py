@@ -110,6 +110,9 @@ class Daemon:
             "AGENTBOX_CONFIG": str(self.config_path),
             **(env or {}),
         }
+        if "reach_check" not in config:
+            # The console's internet check would otherwise look up a public API host.
+            self.env.setdefault("AGENTBOX_DEVICE__REACH_CHECK", f"127.0.0.1:{free_port()}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True, preexec: Any = None) -> Daemon:

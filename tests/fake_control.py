@@ -63,6 +63,20 @@ STATUS: dict[str, Any] = {
         "rejected": 0,
     },
     "network": [{"name": "eth0", "addresses": ["192.168.1.20", "fe80::1"]}],
+    "errors": [  # ts: seconds before now, see _aged
+        {"ts": -3000.0, "level": "warning", "message": "task t-17: escalation failed"},
+        {
+            "ts": -240.0,
+            "level": "error",
+            "message": "claude: key rejected (HTTP 401): invalid x-api-key",
+        },
+    ],
+}
+# A new box: one provider, no key anywhere; the console starts its setup.
+FRESH = {
+    **STATUS,
+    "providers": {"openai": {**STATUS["providers"]["openai"], "key": None}},
+    "errors": [],
 }
 KEYS = {
     "providers": [
@@ -151,15 +165,16 @@ TASKS = {
 }
 
 
-def _aged(reply: dict[str, Any]) -> dict[str, Any]:
-    """Creation times relative to now, so the snapshot's ages never drift."""
+def _aged(items: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """Times relative to now, so the snapshot's ages never drift."""
     now = time.time()
-    return {"tasks": [{**t, "created_at": now + t["created_at"]} for t in reply["tasks"]]}
+    return [{**item, field: now + item[field]} for item in items]
 
 
 class FakeControl:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fresh: bool = False) -> None:
         self.path = path
+        self.status = FRESH if fresh else STATUS
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen()
@@ -176,12 +191,17 @@ class FakeControl:
                 for line in f:
                     op = json.loads(line)["op"]
                     replies: dict[str, dict[str, Any]] = {
-                        "status": {"status": STATUS},
+                        "status": {
+                            "status": {
+                                **self.status,
+                                "errors": _aged(self.status["errors"], "ts"),
+                            }
+                        },
                         "keys": KEYS,
                         "settings": SETTINGS,
                         "network": NETWORK,
                         "broker": BROKER,
-                        "list": _aged(TASKS),
+                        "list": {"tasks": _aged(TASKS["tasks"], "created_at")},
                     }
                     reply = replies.get(op, {})
                     f.write(json.dumps({"type": "reply", **reply}).encode() + b"\n")

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from agentbox import config, keys, logs
+from agentbox import config, keys, logs, netcheck
 from tests.conftest import NO_MQTT, ROOT, dead_provider
 
 SECRET = "sk-test-0123456789abcdefSECRET"
@@ -225,3 +226,18 @@ def test_console_overlay_sits_between_file_and_environment(
     overlay.write_text("[budget]\ndaily_usd = 'lots'\n")
     with pytest.raises(config.ConfigError, match=r"settings\.toml: budget\.daily_usd"):
         config.load()
+
+
+def test_the_internet_check_probes_the_first_cloud_host_unless_told() -> None:
+    def target(**conf: Any) -> str:
+        return netcheck.target(config.Settings(**conf))
+
+    assert target() == "api.openai.com:443"
+    local = {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:8080/v1"}
+    assert target(providers={"lan": local}) == "127.0.0.1:8080"
+    cloud = {"kind": "gemini", "model": "m"}  # no base_url: the kind's own API host
+    assert target(providers={"g": cloud, "lan": local}) == "generativelanguage.googleapis.com:443"
+    told = {"reach_check": "192.0.2.1:443"}
+    assert target(device=told, providers={"lan": local}) == "192.0.2.1:443"
+    with pytest.raises(ValidationError):
+        config.Settings(device={"reach_check": "no-port"})  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from textual.widgets import Checkbox, DataTable, Input, Static
@@ -19,7 +20,7 @@ from agentbox.console.broker import Broker as BrokerScreen
 from agentbox.console.budget import Budget
 from agentbox.console.keys import Keys
 from agentbox.console.welcome import Welcome
-from tests.conftest import NO_MQTT, ROOT, free_port, wait_for
+from tests.conftest import NO_MQTT, ROOT, dead_provider, free_port, wait_for
 from tests.fake_control import FakeControl
 from tests.fakes import FakeProvider, Reply, openai_stream
 from tests.mqtt_peer import Broker
@@ -37,6 +38,7 @@ def fake_models() -> Iterator[FakeProvider]:
 def provider_config(url: str) -> str:
     return (
         NO_MQTT
+        + f"[device]\nreach_check = '{urlsplit(url).netloc}'\n"
         + f"[providers.openai]\nkind = 'openai'\nmodel = 'gpt-4o-mini'\nbase_url = '{url}/v1'\n"
     )
 
@@ -209,8 +211,9 @@ async def test_a_failed_test_keeps_save_disabled_and_a_down_daemon_is_shown(
     d = daemons(provider_config(fake_models.url)).start()
     app = ConsoleApp(d.state_dir / "control.sock", refresh_s=0.5)
     async with app.run_test(size=(80, 25)) as pilot:
-        await pilot.press("k")
-        await pilot.pause(0.5)
+        await until(pilot, app, "Welcome to agentbox")  # no key: the setup starts
+        await pilot.press("escape", "k")  # leave it; the keys screen is there at any time
+        await until(pilot, app, "missing")
         await pilot.press("tab", *"sk-wrong-000000000")
         await pilot.click("#test")
         await pilot.pause(1.0)
@@ -227,9 +230,9 @@ async def test_a_fresh_box_adds_its_first_provider_from_the_console(daemons: Any
     d = daemons(NO_MQTT).start()  # no [providers.*] at all, as on a new box
     app = ConsoleApp(d.state_dir / "control.sock", refresh_s=5)
     async with app.run_test(size=(80, 25)) as pilot:
-        await pilot.press("k")
-        await pilot.pause(0.8)
-        assert "No provider yet" in screen_text(app)
+        await until(pilot, app, "Welcome to agentbox")
+        await pilot.press("escape", "k")
+        await until(pilot, app, "No provider yet")
         app.screen.query_one("#addable").value = "anthropic"  # type: ignore[attr-defined]
         await pilot.click("#add")
         await pilot.pause(1.0)
@@ -246,9 +249,11 @@ async def test_budget_and_mode_take_effect_and_bad_values_are_refused(daemons: A
     d = daemons(NO_MQTT).start()
     app = ConsoleApp(d.state_dir / "control.sock", refresh_s=5)
     async with app.run_test(size=(80, 25)) as pilot:
-        await pilot.press("b")
-        await pilot.pause(0.8)
+        await until(pilot, app, "Welcome to agentbox")
+        await pilot.press("escape", "b")
+        await until(pilot, app, "Budget and routing")
         daily = app.screen.query_one("#daily_usd", Input)
+        await until_value(pilot, daily, "2")
         assert daily.value == "2"
         daily.value = "5"
         app.screen.query_one("#mode").value = "quality"  # type: ignore[attr-defined]
@@ -286,6 +291,14 @@ def test_budget_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
 
 def test_keys_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
     assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["k"])
+
+
+def test_first_boot_snapshot_80x25(snap_compare: Any, short_tmp: Path) -> None:
+    server = FakeControl(short_tmp / "control.sock", fresh=True)
+    try:
+        assert snap_compare(ConsoleApp(server.path, refresh_s=60), terminal_size=(80, 25))
+    finally:
+        server.close()
 
 
 def test_network_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
@@ -349,4 +362,18 @@ def test_keyboard_only_in_a_real_terminal(daemons: Any, fake_models: FakeProvide
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
     assert (d.state_dir / "secrets" / "openai").read_text() == KEY
+    assert d.stop() == 0
+
+
+async def test_the_dashboard_shows_the_last_problems(daemons: Any) -> None:
+    d = daemons(NO_MQTT + dead_provider("far"))
+    d.cli("keys", "set", "far", input=KEY + "\n")
+    d.start()
+    d.cli("submit", "--tier", "cloud", "--id", "doomed", "hello")
+    wait_for(lambda: d.json("status")["errors"], 30, what="an error in status")
+    last = d.json("status")["errors"][-1]["message"]
+    app = ConsoleApp(d.state_dir / "control.sock", refresh_s=0.5)
+    async with app.run_test(size=(80, 25)) as pilot:
+        shown = await until(pilot, app, "Problems  (most recent last)")
+        assert last[:40] in shown
     assert d.stop() == 0

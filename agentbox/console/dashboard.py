@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
-from agentbox.console.panel import PanelScreen, money
+from agentbox.console.panel import PanelScreen, ago, money
 
 
 class Dashboard(PanelScreen, inherit_bindings=False):
@@ -31,6 +32,7 @@ class Dashboard(PanelScreen, inherit_bindings=False):
         yield Static("", id="local")
         yield Static("", id="mqtt")
         yield Static("", id="network")
+        yield Static("", id="errors")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -64,15 +66,16 @@ class Dashboard(PanelScreen, inherit_bindings=False):
         self.query_one("#spend", Static).update(money(s["spend"]))
         local = s["local"]
         speed = f", {local['tokens_per_s']} tokens/s" if local.get("tokens_per_s") else ""
-        self.query_one("#local", Static).update(
-            f"Local     {'loaded' if local['loaded'] else 'idle'}{speed}"
-        )
+        model = local.get("model") or "bundled model"
+        state = "loaded" if local["loaded"] else "idle (loads on first use)"
+        self.query_one("#local", Static).update(f"Local     {model}, {state}{speed}")
         self.query_one("#mqtt", Static).update(f"Broker    {_broker(s.get('mqtt', {}))}")
         nets = s.get("network") or []
         net = "  ".join(f"{n['name']} {n['addresses'][0]}" for n in nets) or (
             "none: plug in a cable or set up Wi-Fi, then keys can be tested"
         )
         self.query_one("#network", Static).update(f"Network   {net}")
+        self.query_one("#errors", Static).update(_errors(s.get("errors") or []))
         if not self.greeted:
             self.greeted = True
             if not any(p["key"] for p in s["providers"].values()) and self.app.screen is self:
@@ -85,3 +88,12 @@ def _broker(mqtt: dict[str, Any]) -> str:
         return "off"
     state = "connected" if mqtt.get("connected") else "NOT connected"
     return f"{state} to {mqtt.get('broker')}"
+
+
+def _errors(errors: list[dict[str, Any]]) -> str:
+    """The last three warnings or errors, newest last, one line each."""
+    if not errors:
+        return "Problems  none"
+    now = time.time()
+    lines = [f"  {ago(now - e['ts']):>4} {e['message']}"[:76] for e in errors[-3:]]
+    return "Problems  (most recent last)\n" + "\n".join(lines)

@@ -112,3 +112,13 @@ def money(spend: dict[str, Any]) -> str:
         f"Spend     today ${spend['today_usd']:.2f} of ${spend['daily_cap_usd']:.2f}"
         f"   month ${spend['month_usd']:.2f} of ${spend['monthly_cap_usd']:.2f}"
     )
+
+
+def ago(seconds: float) -> str:
+    """A compact age: 42s, 5m, 3h, 2d."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    return f"{s // 3600}h" if s < 86400 else f"{s // 86400}d"

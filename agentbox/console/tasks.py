@@ -8,14 +8,9 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Static
 
-from agentbox.console.panel import PanelScreen
+from agentbox.console.panel import PanelScreen, ago
 
 SHOWN = 30
-
-
-def _age(created_at: float) -> str:
-    s = max(0, int(time.time() - created_at))
-    return f"{s}s" if s < 60 else f"{s // 60}m" if s < 3600 else f"{s // 3600}h"
 
 
 def _route(task: dict[str, Any]) -> str:
@@ -58,7 +53,7 @@ class Tasks(PanelScreen):
                 t["state"],
                 _route(t),
                 "-" if cost is None else f"${cost:.4f}",
-                _age(t["created_at"]),
+                ago(time.time() - t["created_at"]),
                 key=t["id"],
             )
         if not self.rows:
