@@ -308,6 +308,8 @@ class Daemon:
             self._mqtt_key = mqtt_key
             await self._apply_mqtt()
         self._refresh_secrets()
+        if self.bridge is not None:
+            self.bridge.load_secret()
         log.info("reloaded configuration%s and keys", f" from {new.path}" if new.path else "")
         self.notifier.ready(await self._status_line())
         return "reloaded"

@@ -442,6 +442,16 @@ def test_signed_submissions_when_signatures_are_required(
     ):
         assert answers[name]["state"] == "rejected" and why in answers[name]["error"]["message"]
     assert [t["id"] for t in d.json("tasks", "list")] == ["s1"]
+    # The secret is read at start and on reload, not per request: a rotated one needs a reload.
+    d.cli("keys", "set", "mqtt-hmac", input="rotated-hmac-secret-456")
+    d.cli("reload")
+    body2 = json.dumps({"id": "s2", "prompt": "Say hi.", "max_tokens": 4}).encode()
+    now = str(time.time())
+    send("stale", body2, now, sign(secret, now, body2))
+    send("rotated", body2, now, sign("rotated-hmac-secret-456", now, body2))
+    wait_for(lambda: len(peer.on("signed/#")) == 7, 60, what="two more answers")
+    answers = {t.split("/")[1]: b for t, b, _, _ in peer.on("signed/#")}
+    assert answers["stale"]["state"] == "rejected" and answers["rotated"]["state"] == "succeeded"
     assert d.stop() == 0
 
 

@@ -43,6 +43,7 @@ MAX_BACKOFF_S = 60.0
 IN_FLIGHT = 64  # requests being committed at once: bounds memory (x max_payload_bytes)
 DRAIN_BATCH = 200
 HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
+HMAC_KEY = "mqtt-hmac"  # the key store entry that signs submissions
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -82,6 +83,7 @@ class Bridge:
         self._stopping = asyncio.Event()
         self._reconnect = asyncio.Event()
         self._next_conf: MqttConfig | None = None
+        self.hmac_secret: str | None = None
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._acks: deque[tuple[aiomqtt.Message, asyncio.Future[bool]]] = deque()
@@ -107,6 +109,12 @@ class Bridge:
         client._client.manual_ack_set(True)
         return client
 
+    def load_secret(self) -> None:
+        """Read the signing secret (at start and on every reload), not once per request."""
+        self.hmac_secret = None
+        with contextlib.suppress(keys.KeyError_):
+            self.hmac_secret = keys.resolve(self.keystore, HMAC_KEY)[0]
+
     def reconfigure(self, conf: MqttConfig) -> None:
         """New broker settings (or a new password): leave this connection, connect anew."""
         self._next_conf = conf  # applied before the next connect: `stopped` uses the old topics
@@ -115,6 +123,7 @@ class Bridge:
     async def run(self) -> None:
         """Connect, serve, and reconnect with jittered exponential backoff until stop()."""
         delay = 1.0
+        self.load_secret()
         while not self._stopping.is_set():
             self._reconnect.clear()
             if self._next_conf is not None:
@@ -285,8 +294,7 @@ class Bridge:
         data: dict[str, Any] = {}
         try:
             if kind == "submit" and self.conf.require_signature:
-                secret, _ = keys.resolve(self.keystore, "mqtt-hmac")
-                check_signature(secret, message.properties, raw)
+                check_signature(self.hmac_secret, message.properties, raw)
             data = decode(raw, self.conf.max_payload_bytes)
             if reply is None and _valid_topic(data.get("reply_to")):
                 reply = {"topic": data["reply_to"], "correlation": None}
