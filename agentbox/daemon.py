@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from agentbox import STARTED, __version__, config, keys, logs
 from agentbox.admin import BROKER_KEY, Admin
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
@@ -423,7 +425,8 @@ def main(config_arg: str | None = None) -> int:
         return EX_CONFIG
     daemon = Daemon(loaded, config_arg)
     try:
-        return asyncio.run(daemon.run())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(daemon.run())
     except (StateDirError, StoreError) as exc:
         log.error("cannot start: %s", exc)
         return EX_CONFIG

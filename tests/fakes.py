@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -239,7 +240,7 @@ class _Server(ThreadingHTTPServer):
 class FakeProvider:
     """Replies are taken in order from `push`ed ones, then `default` forever."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.replies: deque[Reply] = deque()
         self.default = default or openai_stream("ok")
         self.requests: list[dict[str, Any]] = []
@@ -248,6 +249,9 @@ class FakeProvider:
         self.server.owner = self
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )

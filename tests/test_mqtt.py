@@ -19,6 +19,7 @@ from agentbox.control import ControlClient, ControlError
 from tests.conftest import free_port, wait_for
 from tests.fakes import FakeProvider, openai_stream
 from tests.mqtt_peer import Broker, Peer
+from tests.pki import make_pki
 
 PREFIX = "agentbox/v1"
 
@@ -301,64 +302,10 @@ def test_health_reports_and_home_assistant_discovery(
     assert d.stop() == 0
 
 
-def _pki(where: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made here."""
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
-
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    for name, cn in (("server", "127.0.0.1"), ("client", "box1")):
-        run(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={cn}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-        )
-        (where / f"{name}.ext").write_text(f"subjectAltName=IP:{cn}\n" if name == "server" else "")
-        run(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            f"{name}.crt",
-            "-extfile",
-            f"{name}.ext",
-        )
-
-
 def test_tls_with_client_certificate_and_password(daemons: Any, short_tmp: Path) -> None:
     pki = short_tmp / "pki"
     pki.mkdir()
-    _pki(pki)
+    make_pki(pki)
     passwd = pki / "passwd"
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(passwd), "box1", "right-password"],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from agentbox.config import ProviderConfig
-from agentbox.providers import registry
+from agentbox.providers import http, registry
 from agentbox.providers.base import CloudProvider, Completion, Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.pool import test_key as check_key
@@ -23,6 +25,7 @@ from tests.fakes import (
     openai_stream,
     sse,
 )
+from tests.pki import make_pki
 
 KEY = "sk-fake-key-1234567890"
 REQ = Request([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], 50)
@@ -43,7 +46,8 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as c:
+    # The daemon's own transport (asyncio network backend), so every fault runs through it.
+    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=http.transport(4)) as c:
         yield c
 
 
@@ -366,3 +370,23 @@ def test_prices_match_prefixes_and_flag_unknown_models() -> None:
     unknown = Completion("x", "mystery-model", input_tokens=1000, output_tokens=1000)
     cost, estimated = table.cost(unknown)
     assert estimated and cost > 0
+
+
+async def test_https_through_our_network_backend(short_tmp: Path) -> None:
+    """TLS to a provider (start_tls on our asyncio backend), connection reuse, and a wrong CA."""
+    make_pki(short_tmp)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(short_tmp / "server.crt", short_tmp / "server.key")
+    fake = FakeProvider(openai_stream("over TLS"), tls=server_tls)
+    trusted = ssl.create_default_context(cafile=str(short_tmp / "ca.crt"))
+    try:
+        async with httpx.AsyncClient(transport=http.transport(2, trusted)) as c:
+            provider = make("openai", fake, c)
+            for _ in range(3):
+                assert (await provider.complete(REQ)).text == "over TLS"
+            assert len(fake.requests) == 3
+        async with httpx.AsyncClient(transport=http.transport(2)) as c:  # system CAs only
+            err = await fail(make("openai", fake, c))
+            assert err.failure == Failure.retryable and "certificate" in err.message.lower()
+    finally:
+        fake.close()

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentbox.providers import http
 from agentbox.providers.base import Failure, ProviderError, Request, Tool, ToolCall
 from tests.fakes import FakeProvider, Reply, sse
 from tests.test_providers import make
@@ -125,7 +126,8 @@ def fake() -> Iterator[FakeProvider]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as c:
+    # The daemon's own transport (asyncio network backend), so every fault runs through it.
+    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=http.transport(4)) as c:
         yield c
 
 

@@ -107,6 +107,8 @@ class Bridge:
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)
+        # aiomqtt warns above 10 unacknowledged publishes; an outbox batch has hundreds.
+        client.pending_calls_threshold = 2 * DRAIN_BATCH + IN_FLIGHT
         return client
 
     def load_secret(self) -> None:

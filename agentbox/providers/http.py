@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import email.utils
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any, ClassVar
 
+import httpcore
 import httpx
 
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
+from agentbox.providers.netbackend import AsyncioBackend
 
 RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
@@ -25,10 +28,26 @@ def make_client(connections: int = 8) -> httpx.AsyncClient:
     the cloud lane can use (httpcore scans every pooled connection on each request)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        transport=transport(connections),
         trust_env=False,
         headers={"user-agent": "agentbox"},
     )
+
+
+def transport(connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
+    """httpx's transport on our asyncio network backend (netbackend.py says why)."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    made = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
+    # httpx takes no network backend: swap its pool for the same one on ours, keeping the TLS
+    # context httpx built.
+    made._pool = httpcore.AsyncConnectionPool(
+        ssl_context=made._pool._ssl_context,
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return made
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -86,7 +105,15 @@ def transport_error(exc: httpx.HTTPError, name: str) -> ProviderError:
     kind = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return ProviderError(Failure.retryable, f"{name}: timed out ({kind})")
-    return ProviderError(Failure.retryable, f"{name}: connection failed ({kind})")
+    detail = SCRUBBER.scrub(str(exc))[:200]
+    if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
+        return ProviderError(
+            Failure.retryable,
+            f"{name}: the server's TLS certificate is not trusted ({detail});"
+            " check base_url, or the box's clock and CA certificates",
+        )
+    why = f"{kind}: {detail}" if detail else kind
+    return ProviderError(Failure.retryable, f"{name}: connection failed ({why})")
 
 
 Classifier = Callable[[int, Mapping[str, str], Any], ProviderError]

@@ -194,7 +194,12 @@ class Scheduler:
     def _finished(self, done: TaskRow | None) -> None:
         if done is not None:
             self.finished += 1
-            log.info(
+            # One line per success would be most of a busy box's journal (and SD card writes).
+            level = {State.succeeded: logging.DEBUG, State.failed: logging.WARNING}.get(
+                done.state, logging.INFO
+            )
+            log.log(
+                level,
                 "task %s %s after %d attempt(s)%s",
                 done.id,
                 done.state.value,
