@@ -13,11 +13,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+
+from agentbox.providers import http
+from tests.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,3 +222,18 @@ def dead_provider(name: str = "dead") -> str:
 def outbox_mqtt(port: int) -> str:
     """Config with MQTT on but no broker: events pile up in the outbox for tests to read."""
     return f"[mqtt]\nenabled = true\nhost = '127.0.0.1'\nport = {port}\n"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvider]:
+    """A fake cloud provider on loopback (tests.fakes)."""
+    server = FakeProvider()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the daemon's own transport, so every fault runs through it."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=http.transport(4)) as c:
+        yield c

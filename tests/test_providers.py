@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,6 @@ STREAMS = {
     "gemini": lambda text: gemini_stream(text, prompt=30, cached=10, thoughts=2),
 }
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # The daemon's own transport (asyncio network backend), so every fault runs through it.
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=http.transport(4)) as c:
-        yield c
 
 
 def make(kind: str, fake: FakeProvider, client: httpx.AsyncClient, **conf: Any) -> CloudProvider:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from agentbox.providers import http
 from agentbox.providers.base import Failure, ProviderError, Request, Tool, ToolCall
 from tests.fakes import FakeProvider, Reply, sse
 from tests.test_providers import make
@@ -115,20 +113,6 @@ IDS = {
     "anthropic": ("toolu_a", "toolu_b"),
     "gemini": ("call_0", "call_1"),
 }
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    server = FakeProvider()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # The daemon's own transport (asyncio network backend), so every fault runs through it.
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=http.transport(4)) as c:
-        yield c
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
