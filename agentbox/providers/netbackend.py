@@ -30,7 +30,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
-            return await asyncio.wait_for(self._reader.read(max_bytes), timeout)
+            async with asyncio.timeout(timeout):  # no extra task per read, unlike wait_for
+                return await self._reader.read(max_bytes)
         except TimeoutError as exc:
             raise httpcore.ReadTimeout(str(exc) or "read timed out") from exc
         except OSError as exc:
@@ -41,7 +42,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return
         try:
             self._writer.write(buffer)
-            await asyncio.wait_for(self._writer.drain(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._writer.drain()
         except TimeoutError as exc:
             raise httpcore.WriteTimeout(str(exc) or "write timed out") from exc
         except OSError as exc:
