@@ -130,6 +130,25 @@ async def test_a_full_lane_with_due_work_waits_quietly(box: Box) -> None:
     await box.final("hog")
 
 
+async def test_an_idle_lane_starts_a_task_in_the_accepting_transaction(box: Box) -> None:
+    await asyncio.sleep(0.1)  # the lanes' first claims: nothing waits in the store
+    before = box.store.commits
+    task_id = await box.submit("ok", tier="cloud")
+    assert (await box.final(task_id))["state"] == "succeeded"
+    await asyncio.sleep(0.1)
+    assert box.store.commits - before == 2  # accepted+running, then the result: no claim
+    events = await box.store.outbox_fetch(100)
+    assert [e.event for e in events if e.task_id == task_id] == ["accepted", "running", "result"]
+    # A busy lane queues instead, and the order of the queue holds.
+    slow = [await box.submit("sleep:0.2", tier="cloud") for _ in range(3)]
+    low = await box.submit("ok", tier="cloud", priority=1)
+    high = await box.submit("ok", tier="cloud", priority=9)
+    for t in [*slow, low, high]:
+        await box.final(t)
+    assert box.runner.order.index(high) < box.runner.order.index(low)
+    assert box.runner.peak <= 3
+
+
 async def test_lane_concurrency_is_bounded(box: Box) -> None:
     ids = [await box.submit("sleep:0.1", tier="cloud") for _ in range(10)]
     for i in ids:

@@ -47,6 +47,14 @@ class Lane:
     capacity: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     running: dict[int, tuple[TaskRow, asyncio.Task[None]]] = field(default_factory=dict)
+    reserved: int = 0  # slots promised to tasks being committed as running (see reserve)
+    # Due tasks may wait in the store: true until a claim finds fewer than it had room for.
+    backlog: bool = True
+    claiming: bool = False  # a claim is in flight: it may fill the free slots itself
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - len(self.running) - self.reserved, 0)
 
 
 def backoff(attempt: int, base: float, retry_after: float | None) -> float:
@@ -80,7 +88,33 @@ class Scheduler:
     def wake(self, lane: str | None = None) -> None:
         for ln in self.lanes.values():
             if lane is None or ln.name == lane:
+                ln.backlog = True
                 ln.wake.set()
+
+    def reserve(self, lane: str) -> bool:
+        """A slot for a new task to start in the transaction that accepts it: only when the
+        lane has room and nothing due is waiting, so no queued task is overtaken."""
+        ln = self.lanes.get(lane)
+        if ln is None or self._stopping or ln.backlog or ln.claiming or ln.free == 0:
+            return False
+        ln.reserved += 1
+        return True
+
+    def unreserve(self, lane: str) -> None:
+        ln = self.lanes[lane]
+        ln.reserved -= 1
+        ln.wake.set()
+
+    def start_now(self, row: TaskRow) -> None:
+        """Run a task committed as running on a reserved slot."""
+        ln = self.lanes[row.lane]
+        ln.reserved -= 1
+        self._start(ln, row)
+
+    def _start(self, lane: Lane, row: TaskRow) -> None:
+        self.listener(row, "running", None)
+        task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
+        lane.running[row.seq] = (row, task)
 
     def set_capacity(self, lane: str, capacity: int) -> None:
         if lane in self.lanes:
@@ -95,19 +129,21 @@ class Scheduler:
         while not self._stopping:
             lane.wake.clear()
             due: float | None = None
-            free = max(lane.capacity - len(lane.running), 0)
+            free = lane.free
+            lane.claiming = True
             try:
                 rows, expired, due = await self.store.claim(lane.name, free, time.time())
                 for row in expired:
                     self.listener(row, "result", None)
                 for row in rows:
-                    self.listener(row, "running", None)
-                    task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
-                    lane.running[row.seq] = (row, task)
+                    self._start(lane, row)
+                lane.backlog = len(rows) == free
                 if rows and len(rows) == free:
                     continue  # maybe more are due
             except StoreError as exc:
                 log.error("lane %s: %s; retrying in %.0f s", lane.name, exc, IDLE_POLL_S)
+            finally:
+                lane.claiming = False
             timeout = IDLE_POLL_S if due is None else min(max(due - time.time(), 0.0), IDLE_POLL_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lane.wake.wait(), timeout)
@@ -121,7 +157,8 @@ class Scheduler:
             log.error("task %s: cannot record its result: %s", row.id, exc)
         finally:
             lane.running.pop(row.seq, None)
-            lane.wake.set()
+            if lane.backlog:  # a freed slot matters only to work waiting in the store
+                lane.wake.set()
 
     async def _attempt(self, row: TaskRow) -> None:
         async def progress(info: dict[str, Any]) -> None:
@@ -168,6 +205,7 @@ class Scheduler:
             if at < row.deadline_at:
                 error = {"code": code.value, "message": exc.message}
                 if await self.store.retry(row, at, error, refund=True):
+                    self.lanes[row.lane].backlog = True
                     self.listener(row, "retry", {"error": error, "hold": True})
                 return
         if exc.failure in (Failure.retryable, Failure.quota) and row.attempts < row.max_attempts:
@@ -183,6 +221,7 @@ class Scheduler:
                 )
                 error = {"code": code.value, "message": exc.message}
                 if await self.store.retry(row, at, error):
+                    self.lanes[row.lane].backlog = True
                     self.listener(row, "retry", {"error": error, "retry_in_s": round(delay, 2)})
                 return
         await self._end(row, State.failed, code, exc.message)

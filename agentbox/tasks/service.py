@@ -10,7 +10,7 @@ from typing import Any
 
 from agentbox.routing.router import Router
 from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
-from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, parse_spec
+from agentbox.tasks.spec import ErrorCode, SpecError, State, TaskSpec, parse_spec
 from agentbox.tasks.store import Store, TaskRow
 
 log = logging.getLogger("agentbox.tasks")
@@ -57,19 +57,33 @@ class TaskService:
                 return known, False
             exc.task_id = spec.id
             raise
-        row, created = await self.store.submit(
-            spec,
-            lane=decision.lane,
-            max_attempts=self._max_attempts(),
-            source=source,
-            reply=reply,
-            route=decision.route.model_dump(),
-        )
+        scheduler = self.scheduler
+        # An idle lane starts the task in the transaction that accepts it (no claim to wait for).
+        start = scheduler is not None and scheduler.reserve(decision.lane)
+        try:
+            row, created = await self.store.submit(
+                spec,
+                lane=decision.lane,
+                max_attempts=self._max_attempts(),
+                source=source,
+                reply=reply,
+                route=decision.route.model_dump(),
+                state=State.running if start else State.queued,
+            )
+        except BaseException:
+            if start and scheduler is not None:
+                scheduler.unreserve(decision.lane)
+            raise
         if created:
             self.accepted += 1
             self.notify(row, "accepted", None)
-            if self.scheduler is not None:
-                self.scheduler.wake(row.lane)
+        if scheduler is not None:
+            if start and created:
+                scheduler.start_now(row)
+            elif start:
+                scheduler.unreserve(decision.lane)
+            elif created:
+                scheduler.wake(row.lane)
         return row, created
 
     async def get(self, task_id: str) -> TaskRow | None:

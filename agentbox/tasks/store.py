@@ -170,15 +170,19 @@ class Store(Writer):
         result: dict[str, Any] | None = None,
         now: float | None = None,
     ) -> tuple[TaskRow, bool]:
-        """Insert a task unless its id is known; returns (the task, whether it is new)."""
+        """Insert a task unless its id is known; returns (the task, whether it is new).
+        `state=running` starts its first attempt in the same transaction (an idle lane's
+        scheduler reserved the slot), which saves the claim's."""
         assert spec.id is not None
         at = now or time.time()
+        started = state == State.running
 
         def op(c: sqlite3.Connection) -> tuple[TaskRow, bool]:
             cur = c.execute(
                 "INSERT INTO tasks (id, state, lane, priority, spec, route, result, reply, source,"
-                " max_attempts, created_at, deadline_at, next_run_at, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                " attempts, max_attempts, created_at, deadline_at, next_run_at, started_at,"
+                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
                 (
                     spec.id,
                     state,
@@ -189,10 +193,12 @@ class Store(Writer):
                     _dumps(result),
                     _dumps(reply),
                     source,
+                    int(started),
                     max_attempts,
                     at,
                     at + spec.deadline_s,
                     at,
+                    at if started else None,
                     at if state in FINAL_STATES else None,
                 ),
             )
@@ -211,16 +217,21 @@ class Store(Writer):
                 result=result or {},
                 reply=reply,
                 source=source,
-                attempts=0,
+                attempts=int(started),
                 max_attempts=max_attempts,
                 cancel_requested=False,
                 created_at=at,
                 deadline_at=at + spec.deadline_s,
                 next_run_at=at,
-                started_at=None,
+                started_at=at if started else None,
                 finished_at=at if state in FINAL_STATES else None,
             )
-            self._event(c, row, "accepted" if state == State.queued else "result")
+            if state in FINAL_STATES:
+                self._event(c, row, "result")
+            else:
+                self._event(c, row, "accepted")
+                if started:
+                    self._event(c, row, "running")
             return row, True
 
         return await self.write(op, durable=True)
