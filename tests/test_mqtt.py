@@ -436,6 +436,13 @@ def test_a_new_broker_applies_without_a_restart(
         wait_for(lambda: new_peer.on("replies/x"), 60, what="reply via the new broker")
         assert "mqtt.port" not in (d.state_dir / "settings.toml").read_text()
         assert f"port = {other.port}" in (d.state_dir / "settings.toml").read_text()
+        # Turned off from the console: `stopped`, and the daemon goes on without a broker.
+        with ControlClient(d.state_dir / "control.sock") as c:
+            c.call("broker_set", mqtt={"enabled": False})
+        wait_for(lambda: new_peer.on(status)[-1][1]["state"] == "stopped", 10)
+        assert d.json("status")["mqtt"] == {"enabled": False}
+        done = d.json("submit", "--wait", "--json", "--tier", "local", "--max-tokens", "4", "hi")
+        assert done["state"] == "succeeded"
         assert d.stop() == 0
     finally:
         other.stop()
