@@ -346,6 +346,16 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from agentbox.fleet.monitor import watch  # noqa: PLC0415
+
+    if args.wait <= 0:
+        raise CliError("--wait must be more than 0 seconds", EX_USAGE)
+    return asyncio.run(watch(_loaded(args), args.once, args.json, args.wait))
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from agentbox import doctor  # noqa: PLC0415
 
@@ -451,6 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     con = sub.add_parser("console", help="the front panel for tty1 (keys, status)")
     con.set_defaults(fn=cmd_console)
+
+    f = sub.add_parser("fleet", help="every box on the broker: state, load, queue, spend")
+    f.add_argument("--once", action="store_true", help="print once and exit (else refresh)")
+    f.add_argument("--json", action="store_true")
+    f.add_argument(
+        "--wait", type=float, default=2.0, help="seconds to listen before printing (default 2)"
+    )
+    f.add_argument("--config", help="TOML file whose [mqtt] section says which broker")
+    f.set_defaults(fn=cmd_fleet)
 
     d = sub.add_parser("doctor", help="check config, state, keys, broker, model and disk")
     d.add_argument("--config")
