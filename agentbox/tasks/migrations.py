@@ -61,6 +61,12 @@ STEPS: tuple[str, ...] = (
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # v4: each claim looks for overdue deadlines and the next due time among queued tasks;
+    # without these it scanned every queued row (a burst of 2,000 made that quadratic).
+    """
+    CREATE INDEX tasks_queued_deadline ON tasks (lane, deadline_at) WHERE state = 'queued';
+    CREATE INDEX tasks_queued_next ON tasks (lane, next_run_at) WHERE state = 'queued';
+    """,
 )
 
 

@@ -262,7 +262,8 @@ class Store(Writer):
                 self._event(c, row, "result")
             rows = c.execute(
                 f"UPDATE tasks SET state = 'running', attempts = attempts + 1, started_at = ?"  # noqa: S608
-                f" WHERE seq IN (SELECT seq FROM tasks WHERE state = 'queued' AND lane = ?"
+                f" WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_ready"
+                f" WHERE state = 'queued' AND lane = ?"
                 f" AND next_run_at <= ? ORDER BY priority DESC, seq LIMIT ?)"
                 f" RETURNING {_COLUMNS}",
                 (now, lane, now, limit),
@@ -272,10 +273,12 @@ class Store(Writer):
             )
             for row in claimed:
                 self._event(c, row, "running")
-            (next_run, next_deadline) = c.execute(
-                "SELECT min(next_run_at), min(deadline_at) FROM tasks"
-                " WHERE state = 'queued' AND lane = ?",
-                (lane,),
+            # Two queries: SQLite answers a lone min() from an index without a scan.
+            (next_run,) = c.execute(
+                "SELECT min(next_run_at) FROM tasks WHERE state = 'queued' AND lane = ?", (lane,)
+            ).fetchone()
+            (next_deadline,) = c.execute(
+                "SELECT min(deadline_at) FROM tasks WHERE state = 'queued' AND lane = ?", (lane,)
             ).fetchone()
             if next_run is None or len(claimed) >= limit:
                 return claimed, expired, next_deadline
