@@ -296,6 +296,24 @@ async def test_prune_keeps_recent_and_live_tasks(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_prune_beyond_keep_max_goes_in_small_transactions(tmp_path: Path) -> None:
+    store = Store(tmp_path / "t.db")
+    await store.open()
+    start = time.time() - 3600
+    for i in range(234):
+        spec = TaskSpec(prompt="x", id=f"done-{i:03d}")
+        await store.submit(
+            spec, lane="cloud", max_attempts=3, source="test", state=State.succeeded, now=start + i
+        )
+    await store.submit(TaskSpec(prompt="x", id="live"), lane="cloud", max_attempts=3, source="test")
+    before = store.commits
+    assert await store.prune(time.time(), 7 * 86400, 100, batch=50) == 134
+    assert store.commits - before >= 3  # 134 rows, at most 50 per transaction
+    left = sorted(r.id for r in await store.list_tasks(limit=1000))
+    assert left == [f"done-{i:03d}" for i in range(134, 234)] + ["live"]
+    await store.close()
+
+
 async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
     store = Store(tmp_path / "t.db")
     await store.open()

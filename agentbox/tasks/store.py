@@ -17,6 +17,7 @@ from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec
 from agentbox.tasks.writer import Writer
 
 log = logging.getLogger("agentbox.store")
+PRUNE_BATCH = 500  # finished tasks deleted per transaction
 
 
 @dataclass(frozen=True)
@@ -435,25 +436,41 @@ class Store(Writer):
 
         return await self.read(op)
 
-    async def prune(self, now: float, retention_s: float, keep_max: int) -> int:
-        """Delete finished tasks past retention, and the oldest beyond `keep_max`."""
+    async def prune(
+        self, now: float, retention_s: float, keep_max: int, batch: int = PRUNE_BATCH
+    ) -> int:
+        """Delete finished tasks past retention, and the oldest beyond `keep_max`, a batch per
+        transaction: a big delete would hold the writer and grow the page cache and heap."""
+
+        def cutoff(c: sqlite3.Connection) -> float:
+            (kept,) = c.execute(
+                "SELECT finished_at FROM tasks WHERE finished_at IS NOT NULL"
+                " ORDER BY finished_at DESC LIMIT 1 OFFSET ?",
+                (keep_max,),
+            ).fetchone() or (None,)
+            expiry = now - retention_s
+            return expiry if kept is None else max(expiry, kept + 1e-6)
+
+        before = await self.read(cutoff)
 
         def op(c: sqlite3.Connection) -> int:
-            n = c.execute(
-                "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?",
-                (now - retention_s,),
-            ).rowcount
-            n += c.execute(
+            return c.execute(
                 "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE finished_at IS NOT"
-                " NULL ORDER BY finished_at DESC LIMIT -1 OFFSET ?)",
-                (keep_max,),
+                " NULL AND finished_at < ? ORDER BY finished_at LIMIT ?)",
+                (before, batch),
             ).rowcount
-            # Undelivered events older than retention go too: a broker gone for a week must not
-            # fill the disk. Everything newer waits for the broker.
-            c.execute("DELETE FROM outbox WHERE created_at < ?", (now - retention_s,))
-            return n
 
-        return await self.write(op)
+        total = 0
+        while (n := await self.write(op)) > 0:
+            total += n
+            if n < batch:
+                break
+        # Undelivered events older than retention go too: a broker gone for a week must not
+        # fill the disk. Everything newer waits for the broker.
+        await self.write(
+            lambda c: c.execute("DELETE FROM outbox WHERE created_at < ?", (now - retention_s,))
+        )
+        return total
 
     # ---- outbox ------------------------------------------------------------------------
 
