@@ -31,6 +31,7 @@ from agentbox.health import Health
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
 from agentbox.mqtt.payloads import check_signature, decode
+from agentbox.mqtt.publisher import Publisher
 from agentbox.mqtt.topics import Topics
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
@@ -84,6 +85,8 @@ class Bridge:
         self._reconnect = asyncio.Event()
         self._next_conf: MqttConfig | None = None
         self.hmac_secret: str | None = None
+        self._pub: Publisher | None = None
+        self._pub_client: aiomqtt.Client | None = None
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._acks: deque[tuple[aiomqtt.Message, asyncio.Future[bool]]] = deque()
@@ -350,9 +353,15 @@ class Bridge:
             props = properties(PacketTypes.PUBLISH)
             props.CorrelationData = bytes.fromhex(target["correlation"])
         try:
-            await client.publish(target["topic"], _json(body), qos=1, properties=props)
+            await self._publisher(client).publish(target["topic"], _json(body), props)
         except ValueError as exc:  # a topic the broker cannot take
             log.warning("cannot reply on %r: %s", target["topic"], exc)
+
+    def _publisher(self, client: aiomqtt.Client) -> Publisher:
+        """The fast QoS 1 publisher of this connection (made on first use)."""
+        if self._pub is None or self._pub_client is not client:
+            self._pub, self._pub_client = Publisher(client), client
+        return self._pub
 
     # ---- outbox ----------------------------------------------------------------------
 
@@ -374,7 +383,9 @@ class Bridge:
             sent += len(events)
 
     async def _publish_event(self, client: aiomqtt.Client, event: Event) -> None:
-        await client.publish(self.topics.event(event.task_id), _json(event.payload), qos=1)
+        await self._publisher(client).publish(
+            self.topics.event(event.task_id), _json(event.payload)
+        )
         if event.event == "result":
             body = {k: v for k, v in event.payload.items() if k != "event"}
             target = event.reply or {"topic": self.topics.result(event.task_id)}
