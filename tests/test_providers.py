@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from agentbox.config import ProviderConfig
-from agentbox.providers import http, registry
+from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Completion, Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
+from agentbox.providers.transport import H11Transport
 from agentbox.routing.pool import test_key as check_key
 from tests.fakes import (
     FakeProvider,
@@ -357,20 +358,20 @@ def test_prices_match_prefixes_and_flag_unknown_models() -> None:
     assert estimated and cost > 0
 
 
-async def test_https_through_our_network_backend(short_tmp: Path) -> None:
-    """TLS to a provider (start_tls on our asyncio backend), connection reuse, and a wrong CA."""
+async def test_https_through_our_transport(short_tmp: Path) -> None:
+    """TLS to a provider (our h11 transport), connection reuse, and a wrong CA."""
     make_pki(short_tmp)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(short_tmp / "server.crt", short_tmp / "server.key")
     fake = FakeProvider(openai_stream("over TLS"), tls=server_tls)
     trusted = ssl.create_default_context(cafile=str(short_tmp / "ca.crt"))
     try:
-        async with httpx.AsyncClient(transport=http.transport(2, trusted)) as c:
+        async with httpx.AsyncClient(transport=H11Transport(2, trusted)) as c:
             provider = make("openai", fake, c)
             for _ in range(3):
                 assert (await provider.complete(REQ)).text == "over TLS"
             assert len(fake.requests) == 3
-        async with httpx.AsyncClient(transport=http.transport(2)) as c:  # system CAs only
+        async with httpx.AsyncClient(transport=H11Transport(2)) as c:  # system CAs only
             err = await fail(make("openai", fake, c))
             assert err.failure == Failure.retryable and "certificate" in err.message.lower()
     finally:

@@ -3,51 +3,34 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any, ClassVar
 
-import httpcore
 import httpx
 
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
-from agentbox.providers.netbackend import AsyncioBackend
+from agentbox.providers.transport import H11Transport
 
 RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
 
 
 def make_client(connections: int = 8) -> httpx.AsyncClient:
-    """The daemon's one HTTP client: no proxy surprises from env, and a pool no larger than
-    the cloud lane can use (httpcore scans every pooled connection on each request)."""
+    """The daemon's one HTTP client: no proxy surprises from env, at most `connections` calls
+    at once (the cloud lane's concurrency), on our h11 transport (transport.py says why)."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0),
-        transport=transport(connections),
+        transport=H11Transport(connections),
         trust_env=False,
         headers={"user-agent": "agentbox"},
     )
-
-
-def transport(connections: int, verify: ssl.SSLContext | bool = True) -> httpx.AsyncHTTPTransport:
-    """httpx's transport on our asyncio network backend (netbackend.py says why)."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    made = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
-    # httpx takes no network backend: swap its pool for the same one on ours, keeping the TLS
-    # context httpx built.
-    made._pool = httpcore.AsyncConnectionPool(
-        ssl_context=made._pool._ssl_context,
-        max_connections=connections,
-        max_keepalive_connections=connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=AsyncioBackend(),
-    )
-    return made
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -131,7 +114,9 @@ async def post_stream(
 ) -> AsyncIterator[httpx.Response]:
     """POST and yield the open response when it is 2xx; otherwise raise the classified error."""
     try:
-        async with client.stream("POST", url, headers=headers, json=payload) as resp:
+        body = json.dumps(payload).encode()
+        headers = {**headers, "content-type": "application/json"}
+        async with client.stream("POST", parsed(url), headers=headers, content=body) as resp:
             if resp.status_code >= 400:
                 raw = await resp.aread()
                 try:
@@ -165,10 +150,34 @@ async def get_json(
     return body
 
 
+@functools.lru_cache(maxsize=64)
+def parsed(url: str) -> httpx.URL:
+    """A provider URL parsed once: httpx checks every character of a string URL per request."""
+    return httpx.URL(url)
+
+
+async def lines(resp: httpx.Response) -> AsyncIterator[str]:
+    """The body's lines, split on CR, LF or CRLF as SSE allows (httpx's own line reader costs
+    several times more per chunk)."""
+    rest = b""
+    async for chunk in resp.aiter_bytes():
+        buf = rest + chunk
+        held = buf.endswith(b"\r")  # maybe half of a CRLF: wait for the next chunk
+        if held:
+            buf = buf[:-1]
+        *done, rest = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        if held:
+            rest += b"\r"
+        for line in done:
+            yield line.decode("utf-8", "replace")
+    if rest.rstrip(b"\r"):
+        yield rest.rstrip(b"\r").decode("utf-8", "replace")
+
+
 async def sse(resp: httpx.Response) -> AsyncIterator[tuple[str, str]]:
     """Server-sent events as (event, data); data lines of one event are joined by newlines."""
     event, data = "", list[str]()
-    async for line in resp.aiter_lines():
+    async for line in lines(resp):
         if not line:
             if data:
                 yield event or "message", "\n".join(data)

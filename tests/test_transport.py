@@ -1,0 +1,149 @@
+"""Our h11 transport under httpx, against a raw loopback server that answers as scripted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from agentbox.providers import http
+from agentbox.providers.transport import H11Transport
+
+pytestmark = pytest.mark.asyncio
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+Script = Callable[[int], bytes | None]  # request number -> bytes to send (None: close)
+
+
+class RawServer:
+    """Reads one request head (and its content-length body), then writes what the script says,
+    closing after it where HTTP says so; counts connections so reuse can be checked."""
+
+    def __init__(self, script: Script, hang_up: bool = False) -> None:
+        self.script = script
+        self.hang_up = hang_up  # close after each answer without saying so (an idle timeout)
+        self.connections = 0
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        await reader.readexactly(int(line.split(b":")[1]))
+                self.requests += 1
+                answer = self.script(self.requests)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                closing = b"connection: close" in head + answer or answer.startswith(b"HTTP/1.0")
+                if closing or self.hang_up:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def test_keepalive_reuses_one_connection() -> None:
+    server = RawServer(lambda n: OK)
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        for _ in range(5):
+            assert (await c.post(url + "/x", json={"a": 1})).text == "ok"
+    assert (server.connections, server.requests) == (1, 5)
+
+
+async def test_server_closing_idle_connection_gets_a_fresh_one() -> None:
+    close = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    server = RawServer(lambda n: close)
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        for _ in range(3):
+            assert (await c.get(url)).text == "ok"
+    assert server.connections == 3
+    server = RawServer(lambda n: OK, hang_up=True)
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        for _ in range(3):
+            assert (await c.get(url)).text == "ok"
+            await asyncio.sleep(0.05)  # the server's FIN arrives on the idle connection
+    assert server.connections == 3
+
+
+async def test_close_delimited_and_chunked_bodies_with_trailers() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nx-trailer: t\r\n\r\n"
+    )
+    old = b"HTTP/1.0 200 OK\r\n\r\nuntil close"
+    server = RawServer(lambda n: chunked if n == 1 else old)
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        assert (await c.get(url)).text == "abcde"
+        assert (await c.get(url)).text == "until close"  # same connection, then it closes
+    assert server.connections == 1
+
+
+async def test_response_left_half_read_does_not_go_back_to_the_pool() -> None:
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100000
+    server = RawServer(lambda n: big)
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        async with c.stream("GET", url) as resp:
+            async for _ in resp.aiter_raw():
+                break
+        assert len((await c.get(url)).content) == 100000
+    assert server.connections == 2
+
+
+async def test_cut_body_is_a_protocol_error_and_silence_a_read_timeout() -> None:
+    cut = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"
+    server = RawServer(lambda n: cut if n == 1 else b"")
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.get(url, headers={"connection": "close"})
+    server = RawServer(lambda n: b"HTTP/1.1 200 OK\r\n")  # a head that never ends
+    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.get(url, timeout=0.3)
+
+
+async def test_pool_limit_waits_then_times_out() -> None:
+    server = RawServer(lambda n: OK)
+    async with server as url, httpx.AsyncClient(transport=H11Transport(1)) as c:
+        async with c.stream("GET", url):
+            with pytest.raises(httpx.PoolTimeout):
+                await c.get(url, timeout=httpx.Timeout(2.0, pool=0.2))
+        assert (await c.get(url)).text == "ok"  # the slot came back with the closed response
+
+
+async def test_refused_connection_is_a_connect_error() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    async with httpx.AsyncClient(transport=H11Transport(1)) as c:
+        with pytest.raises(httpx.ConnectError):
+            await c.get(f"http://127.0.0.1:{port}/")
+
+
+async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
+    body = b"event: a\r\ndata: 1\r", b"\ndata: 2\r\n\r\ndata: 3\n\ndata: 4\r\rdata: 5"
+    chunks = b"".join(f"{len(b):x}\r\n".encode() + b + b"\r\n" for b in body) + b"0\r\n\r\n"
+    server = RawServer(lambda n: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunks)
+    async with (
+        server as url,
+        httpx.AsyncClient(transport=H11Transport(1)) as c,
+        c.stream("GET", url) as resp,
+    ):
+        events = [e async for e in http.sse(resp)]
+    assert events == [("a", "1\n2"), ("message", "3"), ("message", "4"), ("message", "5")]
