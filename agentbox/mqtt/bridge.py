@@ -31,7 +31,7 @@ from agentbox.health import Health
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
 from agentbox.mqtt.payloads import check_signature, decode
-from agentbox.mqtt.publisher import Publisher
+from agentbox.mqtt.publisher import Acked, Publisher
 from agentbox.mqtt.topics import Topics
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
@@ -348,14 +348,20 @@ class Bridge:
     async def _publish_reply(
         self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
     ) -> None:
+        await self._publisher(client).wait(self._send_reply(client, target, body))
+
+    def _send_reply(
+        self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
+    ) -> list[Acked]:
         props = None
         if target.get("correlation"):
             props = properties(PacketTypes.PUBLISH)
             props.CorrelationData = bytes.fromhex(target["correlation"])
         try:
-            await self._publisher(client).publish(target["topic"], _json(body), props)
+            return [self._publisher(client).send(target["topic"], _json(body), props)]
         except ValueError as exc:  # a topic the broker cannot take
             log.warning("cannot reply on %r: %s", target["topic"], exc)
+            return []
 
     def _publisher(self, client: aiomqtt.Client) -> Publisher:
         """The fast QoS 1 publisher of this connection (made on first use)."""
@@ -378,18 +384,19 @@ class Bridge:
             events = await self.store.outbox_fetch(DRAIN_BATCH)
             if not events:
                 return sent
-            await asyncio.gather(*(self._publish_event(client, e) for e in events))
+            acks = [fut for e in events for fut in self._send_event(client, e)]
+            await self._publisher(client).wait(acks)
             await self.store.outbox_delete([e.seq for e in events])
             sent += len(events)
 
-    async def _publish_event(self, client: aiomqtt.Client, event: Event) -> None:
-        await self._publisher(client).publish(
-            self.topics.event(event.task_id), _json(event.payload)
-        )
+    def _send_event(self, client: aiomqtt.Client, event: Event) -> list[Acked]:
+        """An outbox event on its task's topic and, for a result, the answer to the request."""
+        out = [self._publisher(client).send(self.topics.event(event.task_id), _json(event.payload))]
         if event.event == "result":
             body = {k: v for k, v in event.payload.items() if k != "event"}
             target = event.reply or {"topic": self.topics.result(event.task_id)}
-            await self._publish_reply(client, target, body)
+            out += self._send_reply(client, target, body)
+        return out
 
 
 def _id_of(data: dict[str, Any]) -> str | None:

@@ -15,6 +15,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 
+Acked = asyncio.Future[None]
+
 
 class Publisher:
     def __init__(self, client: aiomqtt.Client) -> None:
@@ -31,17 +33,29 @@ class Publisher:
 
         self._paho.on_publish = on_publish
 
-    async def publish(self, topic: str, payload: bytes, props: Properties | None = None) -> None:
-        """Publish at QoS 1 and return once the broker acknowledged it (raises MqttError when
-        the message cannot be sent; a dropped connection cancels the waiting caller)."""
+    def send(self, topic: str, payload: bytes, props: Properties | None = None) -> Acked:
+        """Hand one QoS 1 message to paho now; the future resolves on the broker's PUBACK
+        (raises MqttError when the message cannot be sent)."""
         info = self._paho.publish(topic, payload, qos=1, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+        fut: Acked = asyncio.get_running_loop().create_future()
         if info.is_published():
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._waiting[info.mid] = fut
+            fut.set_result(None)
+        else:
+            self._waiting[info.mid] = fut
+        return fut
+
+    async def publish(self, topic: str, payload: bytes, props: Properties | None = None) -> None:
+        """Publish at QoS 1 and return once the broker acknowledged it (a dropped connection
+        cancels the waiting caller)."""
+        await self.wait([self.send(topic, payload, props)])
+
+    async def wait(self, sent: list[Acked]) -> None:
+        """Until the broker acknowledged all of `sent`; plain futures, no task per message."""
         try:
-            await fut
+            for fut in sent:
+                await fut
         finally:
-            self._waiting.pop(info.mid, None)
+            for fut in sent:
+                fut.cancel()  # no-op when done; forgets the rest when the caller is cancelled

@@ -113,10 +113,10 @@ async def post_stream(
     name: str,
 ) -> AsyncIterator[httpx.Response]:
     """POST and yield the open response when it is 2xx; otherwise raise the classified error."""
+    content = json.dumps(payload).encode()
+    headers = {**headers, "content-type": "application/json"}
     try:
-        body = json.dumps(payload).encode()
-        headers = {**headers, "content-type": "application/json"}
-        async with client.stream("POST", parsed(url), headers=headers, content=body) as resp:
+        async with client.stream("POST", parsed(url), headers=headers, content=content) as resp:
             if resp.status_code >= 400:
                 raw = await resp.aread()
                 try:
