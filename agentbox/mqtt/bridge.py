@@ -86,7 +86,6 @@ class Bridge:
         self._next_conf: MqttConfig | None = None
         self.hmac_secret: str | None = None
         self._pub: Publisher | None = None
-        self._pub_client: aiomqtt.Client | None = None
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._acks: deque[tuple[aiomqtt.Message, asyncio.Future[bool]]] = deque()
@@ -110,8 +109,7 @@ class Bridge:
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)
-        # aiomqtt warns above 10 unacknowledged publishes; an outbox batch has hundreds.
-        client.pending_calls_threshold = 2 * DRAIN_BATCH + IN_FLIGHT
+        self._pub = Publisher(client)
         return client
 
     def load_secret(self) -> None:
@@ -348,7 +346,7 @@ class Bridge:
     async def _publish_reply(
         self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
     ) -> None:
-        await self._publisher(client).wait(self._send_reply(client, target, body))
+        await self._publisher().wait(self._send_reply(client, target, body))
 
     def _send_reply(
         self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
@@ -357,16 +355,11 @@ class Bridge:
         if target.get("correlation"):
             props = properties(PacketTypes.PUBLISH)
             props.CorrelationData = bytes.fromhex(target["correlation"])
-        try:
-            return [self._publisher(client).send(target["topic"], _json(body), props)]
-        except ValueError as exc:  # a topic the broker cannot take
-            log.warning("cannot reply on %r: %s", target["topic"], exc)
-            return []
+        return [self._publisher().send(target["topic"], _json(body), props)]
 
-    def _publisher(self, client: aiomqtt.Client) -> Publisher:
-        """The fast QoS 1 publisher of this connection (made on first use)."""
-        if self._pub is None or self._pub_client is not client:
-            self._pub, self._pub_client = Publisher(client), client
+    def _publisher(self) -> Publisher:
+        """The QoS 1 publisher of the current connection (made with its client)."""
+        assert self._pub is not None
         return self._pub
 
     # ---- outbox ----------------------------------------------------------------------
@@ -385,13 +378,13 @@ class Bridge:
             if not events:
                 return sent
             acks = [fut for e in events for fut in self._send_event(client, e)]
-            await self._publisher(client).wait(acks)
+            await self._publisher().wait(acks)
             await self.store.outbox_delete([e.seq for e in events])
             sent += len(events)
 
     def _send_event(self, client: aiomqtt.Client, event: Event) -> list[Acked]:
         """An outbox event on its task's topic and, for a result, the answer to the request."""
-        out = [self._publisher(client).send(self.topics.event(event.task_id), _json(event.payload))]
+        out = [self._publisher().send(self.topics.event(event.task_id), _json(event.payload))]
         if event.event == "result":
             body = {k: v for k, v in event.payload.items() if k != "event"}
             target = event.reply or {"topic": self.topics.result(event.task_id)}
