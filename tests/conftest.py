@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agentbox.providers.transport import H11Transport
+from agentbox.providers.transport import HttpClient
 from tests.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +233,7 @@ def fake() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client() -> AsyncIterator[HttpClient]:
     """An HTTP client on the daemon's own transport, so every fault runs through it."""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0), transport=H11Transport(4)) as c:
+    async with HttpClient(4, timeouts=httpx.Timeout(2.0)) as c:
         yield c

@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agentbox.config import ProviderConfig
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Completion, Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
-from agentbox.providers.transport import H11Transport
+from agentbox.providers.transport import HttpClient
 from agentbox.routing.pool import test_key as check_key
 from tests.fakes import (
     FakeProvider,
@@ -37,7 +36,7 @@ STREAMS = {
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
 
 
-def make(kind: str, fake: FakeProvider, client: httpx.AsyncClient, **conf: Any) -> CloudProvider:
+def make(kind: str, fake: FakeProvider, client: HttpClient, **conf: Any) -> CloudProvider:
     base = f"{fake.url}/v1" if kind == "openai" else fake.url
     pc = ProviderConfig(kind=kind, base_url=base, model=MODELS[kind], **conf)  # type: ignore[arg-type]
     return registry.build(kind, pc, lambda: KEY, client)
@@ -52,7 +51,7 @@ async def fail(provider: CloudProvider, req: Request = REQ) -> ProviderError:
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_streamed_success_maps_text_usage_and_auth(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(STREAMS[kind]("Hello there, friend."))
     seen: list[dict[str, Any]] = []
@@ -101,7 +100,7 @@ async def test_streamed_success_maps_text_usage_and_auth(
     ],
 )
 async def test_http_errors_are_classified(
-    kind: str, status: int, failure: Failure, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, status: int, failure: Failure, fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(error(status, {"error": {"type": "x", "message": f"status {status} here"}}))
     err = await fail(make(kind, fake, client))
@@ -111,7 +110,7 @@ async def test_http_errors_are_classified(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_429_honours_retry_after_and_retry_after_ms(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     body = {"error": {"type": "rate_limit_error", "message": "slow down"}}
     fake.push(
@@ -126,7 +125,7 @@ async def test_429_honours_retry_after_and_retry_after_ms(
 
 
 async def test_anthropic_529_overloaded_is_retryable(
-    fake: FakeProvider, client: httpx.AsyncClient
+    fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(
         error(
@@ -137,7 +136,7 @@ async def test_anthropic_529_overloaded_is_retryable(
     assert err.failure == Failure.retryable and "overloaded" in err.message
 
 
-async def test_quota_errors_open_until_reset(fake: FakeProvider, client: httpx.AsyncClient) -> None:
+async def test_quota_errors_open_until_reset(fake: FakeProvider, client: HttpClient) -> None:
     fake.push(
         error(429, {"error": {"code": "insufficient_quota", "message": "You exceeded your quota"}})
     )
@@ -202,7 +201,7 @@ async def test_quota_errors_open_until_reset(fake: FakeProvider, client: httpx.A
     assert err.failure == Failure.retryable and err.retry_after == 37
 
 
-async def test_gemini_bad_key_400_is_auth(fake: FakeProvider, client: httpx.AsyncClient) -> None:
+async def test_gemini_bad_key_400_is_auth(fake: FakeProvider, client: HttpClient) -> None:
     fake.push(
         error(
             400,
@@ -221,7 +220,7 @@ async def test_gemini_bad_key_400_is_auth(fake: FakeProvider, client: httpx.Asyn
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_timeout_and_connection_reset_are_retryable(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(Reply(delay=3.0, body={}), Reply(reset=True))
     provider = make(kind, fake, client)
@@ -233,7 +232,7 @@ async def test_timeout_and_connection_reset_are_retryable(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_cut_stream_is_retryable_and_still_counts_usage(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     reply = STREAMS[kind]("one two three four five six seven eight nine ten")
     reply.cut_after = 5
@@ -246,7 +245,7 @@ async def test_cut_stream_is_retryable_and_still_counts_usage(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_malformed_json_in_stream_is_retryable(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     reply = STREAMS[kind]("a b c")
     reply.events.insert(1, b"data: {not json\n\n")
@@ -255,14 +254,14 @@ async def test_malformed_json_in_stream_is_retryable(
     assert err.failure == Failure.retryable and err.partial is not None
 
 
-async def test_error_body_that_is_not_json(fake: FakeProvider, client: httpx.AsyncClient) -> None:
+async def test_error_body_that_is_not_json(fake: FakeProvider, client: HttpClient) -> None:
     fake.push(Reply(status=502, body=b"<html>Bad gateway</html>"))
     err = await fail(make("openai", fake, client))
     assert err.failure == Failure.retryable and "502" in err.message
 
 
 async def test_openai_compatible_server_without_usage_is_estimated(
-    fake: FakeProvider, client: httpx.AsyncClient
+    fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(openai_stream("four little words here", usage=False, model="smollm2"))
     c = await make("openai", fake, client).complete(REQ)
@@ -272,9 +271,7 @@ async def test_openai_compatible_server_without_usage_is_estimated(
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
-async def test_schema_request_shapes(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
-) -> None:
+async def test_schema_request_shapes(kind: str, fake: FakeProvider, client: HttpClient) -> None:
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     if kind == "anthropic":
         fake.push(anthropic_stream('{"ok": true}', tool=True))
@@ -296,7 +293,7 @@ async def test_schema_request_shapes(
 
 
 async def test_openai_json_object_mode_for_llama_cpp_servers(
-    fake: FakeProvider, client: httpx.AsyncClient
+    fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(openai_stream("{}"))
     schema = {"type": "object"}
@@ -307,7 +304,7 @@ async def test_openai_json_object_mode_for_llama_cpp_servers(
 
 
 async def test_error_event_inside_an_anthropic_stream(
-    fake: FakeProvider, client: httpx.AsyncClient
+    fake: FakeProvider, client: HttpClient
 ) -> None:
     reply = anthropic_stream("a b c")
     reply.events.insert(
@@ -324,7 +321,7 @@ async def test_error_event_inside_an_anthropic_stream(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_key_test_lists_models_and_reports_bad_keys(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     listing = (
         {"models": [{"name": f"models/{MODELS[kind]}"}]}
@@ -366,12 +363,12 @@ async def test_https_through_our_transport(short_tmp: Path) -> None:
     fake = FakeProvider(openai_stream("over TLS"), tls=server_tls)
     trusted = ssl.create_default_context(cafile=str(short_tmp / "ca.crt"))
     try:
-        async with httpx.AsyncClient(transport=H11Transport(2, trusted)) as c:
+        async with HttpClient(2, trusted) as c:
             provider = make("openai", fake, c)
             for _ in range(3):
                 assert (await provider.complete(REQ)).text == "over TLS"
             assert len(fake.requests) == 3
-        async with httpx.AsyncClient(transport=H11Transport(2)) as c:  # system CAs only
+        async with HttpClient(2) as c:  # system CAs only
             err = await fail(make("openai", fake, c))
             assert err.failure == Failure.retryable and "certificate" in err.message.lower()
     finally:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from agentbox.providers.base import Failure, ProviderError, Request, Tool, ToolCall
+from agentbox.providers.transport import HttpClient
 from tests.fakes import FakeProvider, Reply, sse
 from tests.test_providers import make
 
@@ -117,7 +117,7 @@ IDS = {
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_streamed_tool_calls_are_assembled(
-    kind: str, fake: FakeProvider, client: httpx.AsyncClient
+    kind: str, fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(CALLS[kind]())
     c = await make(kind, fake, client).complete(ASK)
@@ -137,9 +137,7 @@ async def test_streamed_tool_calls_are_assembled(
     assert declared == WEATHER.parameters
 
 
-async def test_openai_maps_a_tool_conversation(
-    fake: FakeProvider, client: httpx.AsyncClient
-) -> None:
+async def test_openai_maps_a_tool_conversation(fake: FakeProvider, client: HttpClient) -> None:
     fake.push(openai_calls())
     await make("openai", fake, client).complete(CONVERSATION)
     messages = fake.requests[-1]["json"]["messages"]
@@ -165,9 +163,7 @@ async def test_openai_maps_a_tool_conversation(
     ]
 
 
-async def test_anthropic_maps_a_tool_conversation(
-    fake: FakeProvider, client: httpx.AsyncClient
-) -> None:
+async def test_anthropic_maps_a_tool_conversation(fake: FakeProvider, client: HttpClient) -> None:
     fake.push(anthropic_calls())
     await make("anthropic", fake, client).complete(CONVERSATION)
     body = fake.requests[-1]["json"]
@@ -192,9 +188,7 @@ async def test_anthropic_maps_a_tool_conversation(
     ]
 
 
-async def test_gemini_maps_a_tool_conversation(
-    fake: FakeProvider, client: httpx.AsyncClient
-) -> None:
+async def test_gemini_maps_a_tool_conversation(fake: FakeProvider, client: HttpClient) -> None:
     fake.push(gemini_calls())
     await make("gemini", fake, client).complete(CONVERSATION)
     body = fake.requests[-1]["json"]
@@ -219,7 +213,7 @@ async def test_gemini_maps_a_tool_conversation(
 
 
 async def test_malformed_tool_arguments_are_retryable(
-    fake: FakeProvider, client: httpx.AsyncClient
+    fake: FakeProvider, client: HttpClient
 ) -> None:
     fake.push(openai_calls(('{"city": "Os', '{"city": "Rome"}')))
     with pytest.raises(ProviderError) as err:

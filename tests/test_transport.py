@@ -1,4 +1,5 @@
-"""Our h11 transport under httpx, against a raw loopback server that answers as scripted."""
+"""The providers' HTTP client and its h11 transport, against a raw loopback server that answers
+as scripted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from agentbox.providers import http
-from agentbox.providers.transport import H11Transport
+from agentbox.providers.transport import HttpClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,23 +61,23 @@ class RawServer:
 
 async def test_keepalive_reuses_one_connection() -> None:
     server = RawServer(lambda n: OK)
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+    async with server as url, HttpClient(2) as c:
         for _ in range(5):
-            assert (await c.post(url + "/x", json={"a": 1})).text == "ok"
+            assert (await c.request("POST", url + "/x", content=b'{"a": 1}')).text == "ok"
     assert (server.connections, server.requests) == (1, 5)
 
 
 async def test_server_closing_idle_connection_gets_a_fresh_one() -> None:
     close = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
     server = RawServer(lambda n: close)
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+    async with server as url, HttpClient(2) as c:
         for _ in range(3):
-            assert (await c.get(url)).text == "ok"
+            assert (await c.request("GET", url)).text == "ok"
     assert server.connections == 3
     server = RawServer(lambda n: OK, hang_up=True)
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+    async with server as url, HttpClient(2) as c:
         for _ in range(3):
-            assert (await c.get(url)).text == "ok"
+            assert (await c.request("GET", url)).text == "ok"
             await asyncio.sleep(0.05)  # the server's FIN arrives on the idle connection
     assert server.connections == 3
 
@@ -88,42 +89,46 @@ async def test_close_delimited_and_chunked_bodies_with_trailers() -> None:
     )
     old = b"HTTP/1.0 200 OK\r\n\r\nuntil close"
     server = RawServer(lambda n: chunked if n == 1 else old)
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
-        assert (await c.get(url)).text == "abcde"
-        assert (await c.get(url)).text == "until close"  # same connection, then it closes
+    async with server as url, HttpClient(2) as c:
+        assert (await c.request("GET", url)).text == "abcde"
+        assert (
+            await c.request("GET", url)
+        ).text == "until close"  # same connection; it closes
     assert server.connections == 1
 
 
 async def test_response_left_half_read_does_not_go_back_to_the_pool() -> None:
     big = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100000
     server = RawServer(lambda n: big)
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+    async with server as url, HttpClient(2) as c:
         async with c.stream("GET", url) as resp:
             async for _ in resp.aiter_raw():
                 break
-        assert len((await c.get(url)).content) == 100000
+        assert len((await c.request("GET", url)).content) == 100000
     assert server.connections == 2
 
 
 async def test_cut_body_is_a_protocol_error_and_silence_a_read_timeout() -> None:
     cut = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"
     server = RawServer(lambda n: cut if n == 1 else b"")
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+    async with server as url, HttpClient(2) as c:
         with pytest.raises(httpx.RemoteProtocolError):
-            await c.get(url, headers={"connection": "close"})
+            await c.request("GET", url, headers={"connection": "close"})
     server = RawServer(lambda n: b"HTTP/1.1 200 OK\r\n")  # a head that never ends
-    async with server as url, httpx.AsyncClient(transport=H11Transport(2)) as c:
+    async with server as url, HttpClient(2) as c:
         with pytest.raises(httpx.ReadTimeout):
-            await c.get(url, timeout=0.3)
+            await c.request("GET", url, timeouts=httpx.Timeout(0.3))
 
 
 async def test_pool_limit_waits_then_times_out() -> None:
     server = RawServer(lambda n: OK)
-    async with server as url, httpx.AsyncClient(transport=H11Transport(1)) as c:
+    async with server as url, HttpClient(1) as c:
         async with c.stream("GET", url):
             with pytest.raises(httpx.PoolTimeout):
-                await c.get(url, timeout=httpx.Timeout(2.0, pool=0.2))
-        assert (await c.get(url)).text == "ok"  # the slot came back with the closed response
+                await c.request("GET", url, timeouts=httpx.Timeout(2.0, pool=0.2))
+        assert (
+            await c.request("GET", url)
+        ).text == "ok"  # the slot is back
 
 
 async def test_refused_connection_is_a_connect_error() -> None:
@@ -131,9 +136,9 @@ async def test_refused_connection_is_a_connect_error() -> None:
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    async with httpx.AsyncClient(transport=H11Transport(1)) as c:
+    async with HttpClient(1) as c:
         with pytest.raises(httpx.ConnectError):
-            await c.get(f"http://127.0.0.1:{port}/")
+            await c.request("GET", f"http://127.0.0.1:{port}/")
 
 
 async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
@@ -142,7 +147,7 @@ async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
     server = RawServer(lambda n: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunks)
     async with (
         server as url,
-        httpx.AsyncClient(transport=H11Transport(1)) as c,
+        HttpClient(1) as c,
         c.stream("GET", url) as resp,
     ):
         events = [e async for e in http.sse(resp)]

@@ -16,21 +16,11 @@ import httpx
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
-from agentbox.providers.transport import H11Transport
+from agentbox.providers.transport import HttpClient
 
 RETRY_AFTER_CAP_S = 60.0
-QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
-
-
-def make_client(connections: int = 8) -> httpx.AsyncClient:
-    """The daemon's one HTTP client: no proxy surprises from env, at most `connections` calls
-    at once (the cloud lane's concurrency), on our h11 transport (transport.py says why)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0),
-        transport=H11Transport(connections),
-        trust_env=False,
-        headers={"user-agent": "agentbox"},
-    )
+QUOTA_UNKNOWN_RESET_S = 3600.0
+LIST_TIMEOUT = httpx.Timeout(20.0)  # look again in an hour when a quota error names no reset time
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -104,7 +94,7 @@ Classifier = Callable[[int, Mapping[str, str], Any], ProviderError]
 
 @asynccontextmanager
 async def post_stream(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     headers: dict[str, str],
@@ -130,7 +120,7 @@ async def post_stream(
 
 
 async def get_json(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     headers: dict[str, str],
@@ -138,7 +128,7 @@ async def get_json(
     name: str,
 ) -> Any:
     try:
-        resp = await client.get(url, headers=headers, timeout=20.0)
+        resp = await client.request("GET", parsed(url), headers=headers, timeouts=LIST_TIMEOUT)
     except httpx.HTTPError as exc:
         raise transport_error(exc, name) from None
     try:
@@ -281,7 +271,7 @@ class HttpProvider:
         name: str,
         conf: ProviderConfig,
         key: Callable[[], str | None],
-        client: httpx.AsyncClient,
+        client: HttpClient,
     ) -> None:
         self.name = name
         self.conf = conf

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from agentbox.config import ProviderConfig
 from agentbox.providers.anthropic import AnthropicProvider
 from agentbox.providers.base import CloudProvider
 from agentbox.providers.gemini import GeminiProvider
 from agentbox.providers.openai import OpenAIProvider
+from agentbox.providers.transport import HttpClient
 
 KINDS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
     "openai": OpenAIProvider,
@@ -20,7 +19,7 @@ KINDS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiPro
 
 
 def build(
-    name: str, conf: ProviderConfig, key: Callable[[], str | None], client: httpx.AsyncClient
+    name: str, conf: ProviderConfig, key: Callable[[], str | None], client: HttpClient
 ) -> CloudProvider:
     provider: CloudProvider = KINDS[conf.kind](name, conf, key, client)
     return provider

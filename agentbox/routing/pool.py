@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
-
 from agentbox import keys
 from agentbox.config import ProviderConfig, Settings
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Provider, ProviderError
-from agentbox.providers.http import make_client
 from agentbox.providers.local import LocalProvider
+from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import Breaker
 from agentbox.routing.router import LOCAL
 
@@ -23,7 +21,7 @@ log = logging.getLogger("agentbox.providers")
 class ProviderPool:
     def __init__(self, settings: Settings, keystore: keys.KeyStore) -> None:
         self.keystore = keystore
-        self.client = make_client(settings.tasks.cloud_concurrency)
+        self.client = HttpClient(settings.tasks.cloud_concurrency)
         local = settings.local
         self.local = LocalProvider(local.model_path, local.threads, local.context)
         self.providers: dict[str, Provider] = {LOCAL: self.local}
@@ -79,11 +77,11 @@ class ProviderPool:
 
 
 async def test_key(
-    name: str, conf: ProviderConfig, key: str | None, client: httpx.AsyncClient | None = None
+    name: str, conf: ProviderConfig, key: str | None, client: HttpClient | None = None
 ) -> tuple[bool, str]:
     """Check a key with the provider's cheapest call (its model listing); spends nothing."""
     own = client is None
-    http_client = client or make_client()
+    http_client = client or HttpClient()
     provider: CloudProvider = registry.build(name, conf, lambda: key, http_client)
     try:
         models = await provider.list_models()
