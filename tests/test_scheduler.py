@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from agentbox.routing.runner import Outcome, Progress
 from agentbox.tasks.scheduler import Scheduler, backoff
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import SpecError, State, TaskSpec
-from agentbox.tasks.store import Store
+from agentbox.tasks.store import Event, Store
 from agentbox.tasks.writer import StoreError
 
 
@@ -330,3 +331,10 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert all(1.0 <= x <= 2.0 for x in first) and len(set(first)) > 1
     assert all(8.0 <= x <= 16.0 for x in fourth)
     assert backoff(30, 2.0, None) <= 300
+
+
+def test_result_body_is_cut_from_the_stored_message_and_older_rows_still_read() -> None:
+    new = Event(1, "t", "result", b'{"event":"result","id":"t","state":"succeeded"}', None)
+    old = Event(2, "t", "result", b'{"id":"t","state":"succeeded","event":"result"}', None)
+    for event in (new, old):
+        assert json.loads(event.body()) == {"id": "t", "state": "succeeded"}

@@ -91,9 +91,7 @@ async def test_close_delimited_and_chunked_bodies_with_trailers() -> None:
     server = RawServer(lambda n: chunked if n == 1 else old)
     async with server as url, HttpClient(2) as c:
         assert (await c.request("GET", url)).text == "abcde"
-        assert (
-            await c.request("GET", url)
-        ).text == "until close"  # same connection; it closes
+        assert (await c.request("GET", url)).text == "until close"  # same connection; it closes
     assert server.connections == 1
 
 
@@ -126,9 +124,7 @@ async def test_pool_limit_waits_then_times_out() -> None:
         async with c.stream("GET", url):
             with pytest.raises(httpx.PoolTimeout):
                 await c.request("GET", url, timeouts=httpx.Timeout(2.0, pool=0.2))
-        assert (
-            await c.request("GET", url)
-        ).text == "ok"  # the slot is back
+        assert (await c.request("GET", url)).text == "ok"  # the slot is back
 
 
 async def test_refused_connection_is_a_connect_error() -> None:

@@ -341,21 +341,14 @@ class Bridge:
         target = reply or ({"topic": self.topics.result(task_id)} if task_id else None)
         if target is None:
             return  # nowhere to answer: the warning line is all there is
-        await self._publish_reply(client, target, body)
+        await self._publisher().wait(self._send_reply(target, _json(body)))
 
-    async def _publish_reply(
-        self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
-    ) -> None:
-        await self._publisher().wait(self._send_reply(client, target, body))
-
-    def _send_reply(
-        self, client: aiomqtt.Client, target: dict[str, Any], body: dict[str, Any]
-    ) -> list[Acked]:
+    def _send_reply(self, target: dict[str, Any], body: bytes) -> list[Acked]:
         props = None
         if target.get("correlation"):
             props = properties(PacketTypes.PUBLISH)
             props.CorrelationData = bytes.fromhex(target["correlation"])
-        return [self._publisher().send(target["topic"], _json(body), props)]
+        return [self._publisher().send(target["topic"], body, props)]
 
     def _publisher(self) -> Publisher:
         """The QoS 1 publisher of the current connection (made with its client)."""
@@ -377,18 +370,17 @@ class Bridge:
             events = await self.store.outbox_fetch(DRAIN_BATCH)
             if not events:
                 return sent
-            acks = [fut for e in events for fut in self._send_event(client, e)]
+            acks = [fut for e in events for fut in self._send_event(e)]
             await self._publisher().wait(acks)
             await self.store.outbox_delete([e.seq for e in events])
             sent += len(events)
 
-    def _send_event(self, client: aiomqtt.Client, event: Event) -> list[Acked]:
+    def _send_event(self, event: Event) -> list[Acked]:
         """An outbox event on its task's topic and, for a result, the answer to the request."""
-        out = [self._publisher().send(self.topics.event(event.task_id), _json(event.payload))]
+        out = [self._publisher().send(self.topics.event(event.task_id), event.message)]
         if event.event == "result":
-            body = {k: v for k, v in event.payload.items() if k != "event"}
             target = event.reply or {"topic": self.topics.result(event.task_id)}
-            out += self._send_reply(client, target, body)
+            out += self._send_reply(target, event.body())
         return out
 
 

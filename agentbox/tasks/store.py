@@ -97,8 +97,17 @@ class Event:
     seq: int
     task_id: str
     event: str
-    payload: dict[str, Any]
-    reply: dict[str, Any] | None
+    message: bytes  # the JSON published on the task's event topic, "event" first
+    reply: dict[str, Any] | None  # where a result is answered (results only)
+
+    def body(self) -> bytes:
+        """The message without its "event" key: the section 5 body a result answers with.
+        Cut from the stored text instead of decoding and encoding it again per event."""
+        head = b'{"event":' + json.dumps(self.event).encode() + b","
+        if self.message.startswith(head):
+            return b"{" + self.message[len(head) :]
+        body = {k: v for k, v in json.loads(self.message).items() if k != "event"}  # older rows
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -144,8 +153,7 @@ class Store(Writer):
 
     def _event(self, c: sqlite3.Connection, row: TaskRow, event: str) -> None:
         if self.outbox_enabled:
-            payload = row.body()
-            payload["event"] = event
+            payload = {"event": event, **row.body()}  # "event" first: see Event.body
             c.execute(
                 "INSERT INTO outbox (task_id, event, payload, reply, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -481,8 +489,8 @@ class Store(Writer):
                     r["seq"],
                     r["task_id"],
                     r["event"],
-                    json.loads(r["payload"]),
-                    json.loads(r["reply"]) if r["reply"] else None,
+                    r["payload"].encode(),
+                    json.loads(r["reply"]) if r["reply"] and r["event"] == "result" else None,
                 )
                 for r in c.execute(
                     "SELECT seq, task_id, event, payload, reply FROM outbox ORDER BY seq LIMIT ?",
