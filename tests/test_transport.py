@@ -15,7 +15,8 @@ from agentbox.providers.transport import HttpClient
 pytestmark = pytest.mark.asyncio
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-Script = Callable[[int], bytes | None]  # request number -> bytes to send (None: close)
+# request number -> bytes to send (pieces: sent apart, so they arrive apart; None: close)
+Script = Callable[[int], bytes | list[bytes] | None]
 
 
 class RawServer:
@@ -49,8 +50,13 @@ class RawServer:
                 answer = self.script(self.requests)
                 if answer is None:
                     break
-                writer.write(answer)
-                await writer.drain()
+                pieces = answer if isinstance(answer, list) else [answer]
+                for i, piece in enumerate(pieces):
+                    if i:
+                        await asyncio.sleep(0.05)
+                    writer.write(piece)
+                    await writer.drain()
+                answer = b"".join(pieces)
                 closing = b"connection: close" in head + answer or answer.startswith(b"HTTP/1.0")
                 if closing or self.hang_up:
                     break
@@ -139,8 +145,9 @@ async def test_refused_connection_is_a_connect_error() -> None:
 
 async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
     body = b"event: a\r\ndata: 1\r", b"\ndata: 2\r\n\r\ndata: 3\n\ndata: 4\r\rdata: 5"
-    chunks = b"".join(f"{len(b):x}\r\n".encode() + b + b"\r\n" for b in body) + b"0\r\n\r\n"
-    server = RawServer(lambda n: b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunks)
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    chunks = [f"{len(b):x}\r\n".encode() + b + b"\r\n" for b in body]
+    server = RawServer(lambda n: [head + chunks[0], chunks[1] + b"0\r\n\r\n"])
     async with (
         server as url,
         HttpClient(1) as c,

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import h11
 import httpx
@@ -232,10 +233,16 @@ class _Body(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while not self._complete:
             event = await _next_event(self._conn, self._request, self._read_s)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            data = []
+            # What is already received goes up as one piece (an SSE reply arrives as one
+            # HTTP chunk per event; each piece costs a pass through every layer above).
+            while isinstance(event, h11.Data):
+                data.append(event.data)
+                event = _buffered(self._conn, self._request)
+            if isinstance(event, h11.EndOfMessage):
                 self._complete = True
+            if data:
+                yield b"".join(data)
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -251,17 +258,23 @@ async def _response_head(conn: _Conn, request: httpx.Request, read_s: float | No
         # an h11.InformationalResponse (1xx): the real head follows
 
 
+def _buffered(conn: _Conn, request: httpx.Request) -> Any:
+    """The next h11 event from what was already received, or h11.NEED_DATA."""
+    try:
+        event = conn.h11.next_event()
+    except h11.RemoteProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc), request=request) from None
+    if event is h11.PAUSED:  # cannot happen while a request is open; be explicit
+        raise httpx.RemoteProtocolError("response after the end", request=request)
+    return event
+
+
 async def _next_event(conn: _Conn, request: httpx.Request, read_s: float | None) -> h11.Event:
     """The next h11 event of this response, reading from the socket as h11 asks."""
     while True:
-        try:
-            event = conn.h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from None
+        event = _buffered(conn, request)
         if event is not h11.NEED_DATA:
-            if event is h11.PAUSED:  # cannot happen while a request is open; be explicit
-                raise httpx.RemoteProtocolError("response after the end", request=request)
-            return event  # type: ignore[return-value]
+            return event  # type: ignore[no-any-return]
         try:
             async with asyncio.timeout(read_s):
                 data = await conn.reader.read(READ_SIZE)

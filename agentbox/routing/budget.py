@@ -7,6 +7,7 @@ so a restart does not forget what today already cost.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,7 +18,14 @@ from agentbox.providers.base import Completion
 
 def day_month(at: float) -> tuple[str, str]:
     """The box's local day and month: caps follow the owner's calendar."""
-    t = time.localtime(at)
+    return _day_month_of_minute(int(at // 60))
+
+
+@functools.lru_cache(maxsize=8)
+def _day_month_of_minute(minute: int) -> tuple[str, str]:
+    # Asked several times per task; a local day always starts on a whole minute, so the
+    # answer for a minute holds for all of it.
+    t = time.localtime(minute * 60)
     return time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t)
 
 
