@@ -88,7 +88,7 @@ class Bridge:
         self._pub: Publisher | None = None
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
-        self._acks: deque[tuple[aiomqtt.Message, asyncio.Future[bool]]] = deque()
+        self._acks: deque[tuple[aiomqtt.Message, asyncio.Task[bool]]] = deque()
 
     # ---- connection ------------------------------------------------------------------
 
@@ -259,21 +259,16 @@ class Bridge:
                 continue  # not acknowledged: the broker keeps it for the next session
             self.received += 1
             await self._slots.acquire()
-            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._acks.append((message, done))
             task = asyncio.create_task(self._handle(client, message))
-            task.add_done_callback(functools.partial(self._handled, done=done, client=client))
+            self._acks.append((message, task))
+            task.add_done_callback(functools.partial(self._handled, client=client))
 
-    def _handled(
-        self, task: asyncio.Task[bool], *, done: asyncio.Future[bool], client: aiomqtt.Client
-    ) -> None:
+    def _handled(self, _: asyncio.Task[bool], *, client: aiomqtt.Client) -> None:
         self._slots.release()
-        ack = not task.cancelled() and task.exception() is None and task.result()
-        done.set_result(bool(ack))
         # PUBACKs go out in the order the requests came, as MQTT asks for QoS 1.
         while self._acks and self._acks[0][1].done():
-            message, fut = self._acks.popleft()
-            if fut.result():
+            message, done = self._acks.popleft()
+            if not done.cancelled() and done.exception() is None and done.result():
                 client._client.ack(message.mid, message.qos)
 
     def _reply_target(self, message: aiomqtt.Message) -> dict[str, Any] | None:

@@ -131,11 +131,14 @@ class H11Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection in time", request=request) from None
+        if self._slots.locked():  # wait for a connection, as long as the pool timeout allows
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no free connection in time", request=request) from None
+        else:
+            await self._slots.acquire()  # free: returns at once, no timer to set up
         try:
             conn = self._reuse(_origin(request.url)) or await self._connect(request, timeouts)
             try:
@@ -191,8 +194,11 @@ class H11Transport(httpx.AsyncBaseTransport):
             raise httpx.LocalProtocolError(str(exc), request=request) from None
         try:
             conn.writer.write(out)
-            async with asyncio.timeout(write_s):
-                await conn.writer.drain()
+            if conn.writer.transport.get_write_buffer_size():  # not all sent: may have to wait
+                async with asyncio.timeout(write_s):
+                    await conn.writer.drain()
+            else:
+                await conn.writer.drain()  # returns at once; raises if the connection is gone
         except TimeoutError:
             raise httpx.WriteTimeout("write timed out", request=request) from None
         except OSError as exc:
