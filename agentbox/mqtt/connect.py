@@ -42,7 +42,7 @@ def client_for(
         conf.host,
         conf.port,
         username=conf.username or None,
-        password=password if conf.username or password else None,
+        password=password,
         identifier=identifier,
         protocol=aiomqtt.ProtocolVersion.V5,
         tls_params=tls,
