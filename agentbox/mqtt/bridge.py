@@ -86,6 +86,7 @@ class Bridge:
         self._next_conf: MqttConfig | None = None
         self.hmac_secret: str | None = None
         self._pub: Publisher | None = None
+        self._delivered = 0  # the outbox seq up to which the broker acknowledged every event
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._acks: deque[tuple[aiomqtt.Message, asyncio.Task[bool]]] = deque()
@@ -353,22 +354,42 @@ class Bridge:
     # ---- outbox ----------------------------------------------------------------------
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        while True:
-            self.store.outbox_ready.clear()
-            if not await self._drain_once(client):
-                await self.store.outbox_ready.wait()
+        """Catch up from the outbox table, then take events in memory as they commit (no read
+        per batch); from the table again whenever the store dropped the hand-over."""
+        try:
+            while True:
+                self.store.outbox_follow()
+                await self._drain_once(client)
+                while (events := self.store.outbox_take()) is not None:
+                    if events:
+                        await self._publish_events(events)
+                    else:
+                        self.store.outbox_ready.clear()
+                        await self.store.outbox_ready.wait()
+        finally:
+            self.store.outbox_unfollow()
 
     async def _drain_once(self, client: aiomqtt.Client) -> int:
-        """Publish what the outbox holds, deleting each batch after the broker took it."""
+        """Publish what the outbox table holds: after each connect, and at a clean stop."""
         sent = 0
-        while True:
-            events = await self.store.outbox_fetch(DRAIN_BATCH)
-            if not events:
-                return sent
-            acks = [fut for e in events for fut in self._send_event(e)]
-            await self._publisher().wait(acks)
-            await self.store.outbox_delete([e.seq for e in events])
-            sent += len(events)
+        while events := await self.store.outbox_fetch(DRAIN_BATCH):
+            sent += await self._publish_events(events)
+        return sent
+
+    async def _publish_events(self, events: list[Event]) -> int:
+        """Publish in batches, each deleted from the outbox once the broker acknowledged all of
+        it. Rows this process already delivered (acknowledged, not yet deleted when a
+        connection dropped) are deleted without sending them again."""
+        stale = [e.seq for e in events if e.seq <= self._delivered]
+        if stale:
+            await self.store.outbox_delete(stale)
+        fresh = [e for e in events if e.seq > self._delivered]
+        for i in range(0, len(fresh), DRAIN_BATCH):
+            batch = fresh[i : i + DRAIN_BATCH]
+            await self._publisher().wait([ack for e in batch for ack in self._send_event(e)])
+            self._delivered = batch[-1].seq
+            await self.store.outbox_delete([e.seq for e in batch])
+        return len(fresh)
 
     def _send_event(self, event: Event) -> list[Acked]:
         """An outbox event on its task's topic and, for a result, the answer to the request."""

@@ -128,6 +128,9 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
+LIVE_MAX = 5000  # events held in memory for the bridge before it must read the table
+
+
 class Store(Writer):
     """All task state on top of the writer: tasks, outbox, counters."""
 
@@ -136,12 +139,30 @@ class Store(Writer):
         self.outbox_enabled = outbox
         # Set on the loop after a commit that added outbox rows: the MQTT bridge waits on it.
         self.outbox_ready = asyncio.Event()
-        self._outbox_written = False
+        self._live: list[Event] | None = None  # new events for the bridge, while it follows
 
-    def _after_commit(self) -> None:
-        if self._outbox_written:
-            self._outbox_written = False
-            self.outbox_ready.set()
+    def _after_commit(self, staged: list[Any]) -> None:
+        if not staged:
+            return
+        if self._live is not None:
+            self._live.extend(staged)
+            if len(self._live) > LIVE_MAX:
+                self._live = None  # the bridge fell behind: it reads the table again
+        self.outbox_ready.set()
+
+    def outbox_follow(self) -> None:
+        """From now on, hand committed events over in memory (outbox_take) as well as keeping
+        them in the table; the follower then reads the table once for what came before."""
+        self._live = []
+
+    def outbox_unfollow(self) -> None:
+        self._live = None
+
+    def outbox_take(self) -> list[Event] | None:
+        """Events committed since the last take, in order; None when not following (or after
+        falling LIVE_MAX behind): then the table is the only source."""
+        taken, self._live = self._live, ([] if self._live is not None else None)
+        return taken
 
     async def open(self, now: float | None = None) -> OpenReport:
         """Open, check and migrate the file, then requeue work a dead process left running."""
@@ -154,12 +175,14 @@ class Store(Writer):
     def _event(self, c: sqlite3.Connection, row: TaskRow, event: str) -> None:
         if self.outbox_enabled:
             payload = {"event": event, **row.body()}  # "event" first: see Event.body
-            c.execute(
+            message = json.dumps(payload, separators=(",", ":"))
+            seq = c.execute(
                 "INSERT INTO outbox (task_id, event, payload, reply, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (row.id, event, _dumps(payload), _dumps(row.reply), time.time()),
-            )
-            self._outbox_written = True
+                (row.id, event, message, _dumps(row.reply), time.time()),
+            ).lastrowid
+            reply = row.reply if event == "result" else None
+            self.staged.append(Event(seq or 0, row.id, event, message.encode(), reply))
 
     @staticmethod
     def _one(c: sqlite3.Connection, where: str, args: Iterable[Any]) -> TaskRow | None:

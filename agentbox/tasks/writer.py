@@ -38,10 +38,13 @@ class Writer:
         self._inflight = False
         self._sync = ""
         self.commits = 0
+        # What ops leave for the loop (the store's new outbox events): writer thread only, and
+        # handed over only for the ops that committed.
+        self.staged: list[Any] = []
         self._closed = False
 
-    def _after_commit(self) -> None:
-        """Called on the event loop after each batch; subclasses signal readers here."""
+    def _after_commit(self, staged: list[Any]) -> None:
+        """Called on the event loop after each batch with what its committed ops staged."""
 
     def _open_sync(self, _: None = None) -> tuple[int, int]:
         """Connect with the settings of DESIGN.md section 7, check, migrate; (from, to)."""
@@ -124,9 +127,9 @@ class Writer:
         cf.add_done_callback(done)
 
     def _settle(self, batch: list[tuple[Op, bool, asyncio.Future[Any]]], f: Any) -> None:
-        self._after_commit()
         exc = f.exception()
-        outcomes = [(False, exc)] * len(batch) if exc else f.result()
+        outcomes, staged = ([(False, exc)] * len(batch), []) if exc else f.result()
+        self._after_commit(staged)
         for (_, _, fut), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
@@ -136,12 +139,13 @@ class Writer:
                 fut.set_exception(value)
         self._flush()
 
-    def _commit(self, ops: list[tuple[Op, bool]]) -> list[tuple[bool, Any]]:
+    def _commit(self, ops: list[tuple[Op, bool]]) -> tuple[list[tuple[bool, Any]], list[Any]]:
         conn = self._conn
         if conn is None:
-            return [(False, StoreError("the task store is closed"))] * len(ops)
+            return [(False, StoreError("the task store is closed"))] * len(ops), []
         sync = "FULL" if any(d for _, d in ops) else "NORMAL"
         outcomes: list[tuple[bool, Any]] = []
+        self.staged = []  # whatever a failed batch before left behind is void
         try:
             if sync != self._sync:
                 conn.execute(f"PRAGMA synchronous={sync}")
@@ -149,12 +153,14 @@ class Writer:
             conn.execute("BEGIN IMMEDIATE")
             for op, _ in ops:
                 conn.execute("SAVEPOINT op")
+                mark = len(self.staged)
                 try:
                     outcomes.append((True, op(conn)))
                 except Exception as exc:  # one op's failure must not undo its neighbours
                     if not conn.in_transaction:
                         raise
                     conn.execute("ROLLBACK TO op")
+                    del self.staged[mark:]
                     outcomes.append((False, exc))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
@@ -163,9 +169,10 @@ class Writer:
                 conn.execute("ROLLBACK")
             log.error("store commit of %d ops failed: %s", len(ops), exc)
             err = StoreError(f"store write failed: {exc} (is the disk full or read-only?)")
-            return [(False, err)] * len(ops)
+            return [(False, err)] * len(ops), []
         self.commits += 1
-        return outcomes
+        staged, self.staged = self.staged, []
+        return outcomes, staged
 
     async def ping(self) -> None:
         """A round trip through the writer thread: proves it is not stuck."""
