@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import resource
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,14 @@ def test_kill9_with_queued_and_running_tasks_then_restart(daemons: Any) -> None:
             "48",
             "Write a short poem about the sea.",
         )
-    wait_for(
-        lambda: any(t["state"] == "running" for t in d.json("tasks", "list")),
-        60,
-        what="a running task",
-    )
+
+    def running() -> bool:  # read the store itself: a CLI round trip is slow enough to race
+        with closing(d.db()) as conn:
+            return (
+                conn.execute("SELECT 1 FROM tasks WHERE state = 'running'").fetchone() is not None
+            )
+
+    wait_for(running, 60, interval=0.01, what="a running task")
     worker_pids = children(d.proc.pid)
     d.kill9()
     # The worker follows its daemon at once instead of finishing a generation for nobody.
