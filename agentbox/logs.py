@@ -98,5 +98,5 @@ def setup(level: str | None = None) -> None:
     RECENT.addFilter(SCRUBBER)
     root.handlers[:] = [handler, RECENT]
     root.setLevel(level or os.environ.get("AGENTBOX_LOG_LEVEL", "INFO").upper())
-    for noisy in ("httpx", "httpcore", "asyncio"):
+    for noisy in ("httpx", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -19,8 +19,8 @@ from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
 from agentbox.providers.transport import HttpClient
 
 RETRY_AFTER_CAP_S = 60.0
-QUOTA_UNKNOWN_RESET_S = 3600.0
-LIST_TIMEOUT = httpx.Timeout(20.0)  # look again in an hour when a quota error names no reset time
+QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
+LIST_TIMEOUT = httpx.Timeout(20.0)  # a model listing (key test) needs no 120 s read timeout
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
