@@ -1,5 +1,4 @@
-"""The providers' HTTP client and its h11 transport, against a raw loopback server that answers
-as scripted."""
+"""The providers' HTTP client, against a raw loopback server that answers as scripted."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 
 from agentbox.providers import http
-from agentbox.providers.transport import HttpClient
+from agentbox.providers.transport import HIGH_WATER, HttpClient
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,13 +101,13 @@ async def test_close_delimited_and_chunked_bodies_with_trailers() -> None:
 
 
 async def test_response_left_half_read_does_not_go_back_to_the_pool() -> None:
-    big = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n" + b"x" * 100000
-    server = RawServer(lambda n: big)
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n"
+    server = RawServer(lambda n: [head + b"x" * 50000, b"y" * 50000])  # the rest comes later
     async with server as url, HttpClient(2) as c:
         async with c.stream("GET", url) as resp:
             async for _ in resp.aiter_raw():
                 break
-        assert len((await c.request("GET", url)).content) == 100000
+        assert (await c.request("GET", url)).content == b"x" * 50000 + b"y" * 50000
     assert server.connections == 2
 
 
@@ -155,3 +154,41 @@ async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
     ):
         events = [e async for e in http.sse(resp)]
     assert events == [("a", "1\n2"), ("message", "3"), ("message", "4"), ("message", "5")]
+
+
+async def test_interim_1xx_head_is_skipped_and_the_connection_kept() -> None:
+    server = RawServer(lambda n: b"HTTP/1.1 100 Continue\r\nx-a: 1\r\n\r\n" + OK)
+    async with server as url, HttpClient(2) as c:
+        for _ in range(2):
+            resp = await c.request("GET", url)
+            assert (resp.status_code, resp.text, resp.headers.get("x-a")) == (200, "ok", None)
+    assert server.connections == 1
+
+
+async def test_unread_body_is_held_within_bounds_then_read_whole() -> None:
+    size = 8 * 1024 * 1024
+    head = f"HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n".encode()
+    server = RawServer(lambda n: head + bytes(range(256)) * (size // 256))
+    async with server as url, HttpClient(2) as c:
+        async with c.stream("GET", url) as resp:
+            await asyncio.sleep(0.3)  # a slow reader: the socket must stop being read
+            held = resp._conn._held
+            body = await resp.aread()
+    assert held < 4 * HIGH_WATER
+    assert body == bytes(range(256)) * (size // 256)
+
+
+async def test_bad_header_value_refused_without_echoing_it() -> None:
+    async with HttpClient(1) as c:
+        with pytest.raises(httpx.LocalProtocolError) as err:
+            await c.request("GET", "http://127.0.0.1:9/", headers={"authorization": "sk-1\r\nx: y"})
+    assert "sk-1" not in str(err.value) and "authorization" in str(err.value)
+
+
+async def test_malformed_or_missing_response_is_a_protocol_error() -> None:
+    server = RawServer(lambda n: b"HTTP/1.1 abc\r\n\r\n" if n == 1 else None)
+    async with server as url, HttpClient(2) as c:
+        with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+            await c.request("GET", url)
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            await c.request("GET", url)

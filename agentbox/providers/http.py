@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -16,7 +15,7 @@ import httpx
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
-from agentbox.providers.transport import HttpClient
+from agentbox.providers.transport import HttpClient, Response
 
 RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
@@ -101,12 +100,12 @@ async def post_stream(
     payload: dict[str, Any],
     classify: Classifier,
     name: str,
-) -> AsyncIterator[httpx.Response]:
+) -> AsyncIterator[Response]:
     """POST and yield the open response when it is 2xx; otherwise raise the classified error."""
     content = json.dumps(payload).encode()
     headers = {**headers, "content-type": "application/json"}
     try:
-        async with client.stream("POST", parsed(url), headers=headers, content=content) as resp:
+        async with client.stream("POST", url, headers=headers, content=content) as resp:
             if resp.status_code >= 400:
                 raw = await resp.aread()
                 try:
@@ -128,7 +127,7 @@ async def get_json(
     name: str,
 ) -> Any:
     try:
-        resp = await client.request("GET", parsed(url), headers=headers, timeouts=LIST_TIMEOUT)
+        resp = await client.request("GET", url, headers=headers, timeouts=LIST_TIMEOUT)
     except httpx.HTTPError as exc:
         raise transport_error(exc, name) from None
     try:
@@ -140,13 +139,7 @@ async def get_json(
     return body
 
 
-@functools.lru_cache(maxsize=64)
-def parsed(url: str) -> httpx.URL:
-    """A provider URL parsed once: httpx checks every character of a string URL per request."""
-    return httpx.URL(url)
-
-
-async def lines(resp: httpx.Response) -> AsyncIterator[str]:
+async def lines(resp: Response) -> AsyncIterator[str]:
     """The body's lines, split on CR, LF or CRLF as SSE allows (httpx's own line reader costs
     several times more per chunk)."""
     rest = b""
@@ -164,7 +157,7 @@ async def lines(resp: httpx.Response) -> AsyncIterator[str]:
         yield rest.rstrip(b"\r").decode("utf-8", "replace")
 
 
-async def sse(resp: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+async def sse(resp: Response) -> AsyncIterator[tuple[str, str]]:
     """Server-sent events as (event, data); data lines of one event are joined by newlines."""
     event, data = "", list[str]()
     async for line in lines(resp):

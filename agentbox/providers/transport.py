@@ -1,31 +1,65 @@
-"""The providers' HTTP client: httpx's request and response models, sent by our transport,
-HTTP/1.1 by h11 on asyncio streams with a small pool.
+"""The providers' HTTP client: HTTP/1.1 on an asyncio protocol, responses parsed by httptools
+(llhttp, Node's parser, as uvicorn uses it), a small pool of kept-alive connections per origin.
 
-Why not httpx.AsyncClient on httpcore: on the MQTT benchmark a call to an instant provider
-cost ~1.45 ms of CPU there (httpcore's pool walks every connection on each request, each read
-passes through several layers, and the client adds cookies, auth and redirect stages the
-providers never use); here it costs ~0.35 ms. h11 is the protocol engine httpcore uses too, so
-parsing stays a well-kept library's job. Errors are httpx's own.
+Why not httpx.AsyncClient: a call to an instant provider cost ~1.45 ms of CPU through its
+client and httpcore's pool, and still ~0.23 ms through httpx's models on h11; here ~0.07 ms.
+Parsing stays a well-kept library's job; framing at the end of a connection is ours. Errors are
+httpx's exceptions and timeouts an httpx.Timeout, so callers keep httpx's error model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
+import re
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-import h11
+import httptools
 import httpx
 
 KEEPALIVE_S = 5.0  # an idle connection older than this is closed, not reused (as httpx does)
-READ_SIZE = 65536
+HIGH_WATER = 256 * 1024  # body bytes held unread before the socket stops being read
 
-Origin = tuple[str, str, int]
 TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class Target(NamedTuple):
+    origin: tuple[str, str, int]
+    head: bytes  # request line's target and the host header
+
+
+@functools.lru_cache(maxsize=64)
+def target(url: str) -> Target:
+    """A URL parsed once (httpx's parser: IDNA, IPv6, escapes); the providers call few URLs."""
+    u = httpx.URL(url)
+    if u.scheme not in ("http", "https") or not u.host:
+        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {u.scheme}://{u.host}")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    return Target((u.scheme, u.host, port), u.raw_path + b" HTTP/1.1\r\nhost: " + u.netloc)
+
+
+def request_bytes(method: str, url: str, headers: Mapping[str, str], content: bytes) -> bytes:
+    """The request as sent. Header values never appear in an error: they hold API keys."""
+    lines = [method.encode("ascii"), b" ", target(url).head]
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise httpx.LocalProtocolError(f"header name {name!r} is not an HTTP token")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise httpx.LocalProtocolError(f"header {name} holds a line break or NUL")
+        try:
+            lines += (b"\r\n", name.encode("ascii"), b": ", value.strip().encode("latin-1"))
+        except UnicodeEncodeError:
+            raise httpx.LocalProtocolError(f"header {name} holds a non-Latin-1 character") from None
+    if content or method in ("POST", "PUT", "PATCH"):
+        lines += (b"\r\ncontent-length: ", str(len(content)).encode())
+    lines += (b"\r\n\r\n", content)
+    return b"".join(lines)
 
 
 class HttpClient:
@@ -38,43 +72,54 @@ class HttpClient:
         verify: ssl.SSLContext | bool = True,
         timeouts: httpx.Timeout = TIMEOUT,
     ) -> None:
-        self.transport = H11Transport(connections, verify)
+        self._connections = connections
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = None
+        self._slots = asyncio.Semaphore(connections)
+        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self.timeouts = timeouts
 
     @asynccontextmanager
     async def stream(
         self,
         method: str,
-        url: httpx.URL | str,
+        url: str,
         *,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         content: bytes = b"",
         timeouts: httpx.Timeout | None = None,
-    ) -> AsyncIterator[httpx.Response]:
-        """The open response; its body is read by the caller and closed on leaving."""
-        request = httpx.Request(
-            method,
-            url,
-            headers={"user-agent": "agentbox", **(headers or {})},
-            content=content,
-            extensions={"timeout": (timeouts or self.timeouts).as_dict()},
-        )
-        response = await self.transport.handle_async_request(request)
-        response.request = request
+    ) -> AsyncIterator[Response]:
+        """The open response; its body is read by the caller, and the connection goes back to
+        the pool on leaving only if the body was read to its end."""
+        t = timeouts or self.timeouts
+        data = request_bytes(method, url, {"user-agent": "agentbox", **(headers or {})}, content)
+        await self._acquire(t.pool)
+        try:
+            conn = self._reuse(target(url).origin) or await self._connect(url, t.connect)
+            try:
+                await conn.send(data, t.write)
+                status, raw = await conn.head(t.read)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            self._slots.release()
+            raise
+        response = Response(conn, status, raw, t.read)
         try:
             yield response
         finally:
-            await response.aclose()
+            self._release(conn)
 
     async def request(
         self,
         method: str,
-        url: httpx.URL | str,
+        url: str,
         *,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         content: bytes = b"",
         timeouts: httpx.Timeout | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         """A whole response, body read."""
         async with self.stream(
             method, url, headers=headers, content=content, timeouts=timeouts
@@ -82,45 +127,15 @@ class HttpClient:
             await response.aread()
             return response
 
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    async def __aenter__(self) -> HttpClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-@dataclass(eq=False)
-class _Conn:
-    origin: Origin
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
-    idle_since: float = 0.0
-
-    def usable(self, now: float) -> bool:
-        """Still fit for another request: the server has not closed it, nor gone quiet long."""
-        return (
-            now - self.idle_since < KEEPALIVE_S
-            and not self.reader.at_eof()
-            and not self.writer.is_closing()
-        )
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class H11Transport(httpx.AsyncBaseTransport):
-    """At most `connections` requests at once; idle connections are kept per origin."""
-
-    def __init__(self, connections: int, verify: ssl.SSLContext | bool = True) -> None:
-        self._connections = connections
-        self._verify = verify
-        self._ssl: ssl.SSLContext | None = None
-        self._slots = asyncio.Semaphore(connections)
-        self._idle: dict[Origin, list[_Conn]] = {}
+    async def _acquire(self, pool_s: float | None) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once, no timer to set up
+            return
+        try:
+            async with asyncio.timeout(pool_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection in time") from None
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:  # built on first https use: loading the CA bundle takes ~30 ms
@@ -129,36 +144,7 @@ class H11Transport(httpx.AsyncBaseTransport):
             self._ssl = made
         return self._ssl
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        if self._slots.locked():  # wait for a connection, as long as the pool timeout allows
-            try:
-                async with asyncio.timeout(timeouts.get("pool")):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout("no free connection in time", request=request) from None
-        else:
-            await self._slots.acquire()  # free: returns at once, no timer to set up
-        try:
-            conn = self._reuse(_origin(request.url)) or await self._connect(request, timeouts)
-            try:
-                await self._send(conn, request, timeouts.get("write"))
-                head = await _response_head(conn, request, timeouts.get("read"))
-            except BaseException:
-                conn.close()
-                raise
-        except BaseException:
-            self._slots.release()
-            raise
-        body = _Body(self, conn, request, timeouts.get("read"))
-        return httpx.Response(
-            head.status_code,
-            headers=list(head.headers),
-            stream=body,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-        )
-
-    def _reuse(self, origin: Origin) -> _Conn | None:
+    def _reuse(self, origin: tuple[str, str, int]) -> _Conn | None:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -168,55 +154,37 @@ class H11Transport(httpx.AsyncBaseTransport):
             conn.close()
         return None
 
-    async def _connect(self, request: httpx.Request, timeouts: dict[str, float | None]) -> _Conn:
-        origin = _origin(request.url)
+    async def _connect(self, url: str, connect_s: float | None) -> _Conn:
+        origin = target(url).origin
         scheme, host, port = origin
         tls = self._tls() if scheme == "https" else None
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeouts.get("connect")):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=tls, server_hostname=host if tls else None, limit=READ_SIZE
+            async with asyncio.timeout(connect_s):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(origin),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
                 )
         except TimeoutError:
-            raise httpx.ConnectTimeout("connect timed out", request=request) from None
+            raise httpx.ConnectTimeout("connect timed out") from None
         except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
-        return _Conn(origin, reader, writer)
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
+        return conn
 
-    async def _send(self, conn: _Conn, request: httpx.Request, write_s: float | None) -> None:
-        body = await request.aread()
-        target = request.url.raw_path
-        try:
-            head = h11.Request(method=request.method, target=target, headers=request.headers.raw)
-            parts = [head, h11.Data(data=body)] if body else [head]
-            out = b"".join(conn.h11.send(p) or b"" for p in [*parts, h11.EndOfMessage()])
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc), request=request) from None
-        try:
-            conn.writer.write(out)
-            if conn.writer.transport.get_write_buffer_size():  # not all sent: may have to wait
-                async with asyncio.timeout(write_s):
-                    await conn.writer.drain()
-            else:
-                await conn.writer.drain()  # returns at once; raises if the connection is gone
-        except TimeoutError:
-            raise httpx.WriteTimeout("write timed out", request=request) from None
-        except OSError as exc:
-            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from None
-
-    def _release(self, conn: _Conn, complete: bool) -> None:
+    def _release(self, conn: _Conn) -> None:
         """A response is closed: keep its connection when both sides finished cleanly."""
         self._slots.release()
-        h = conn.h11
-        if complete and h.our_state is h11.DONE and h.their_state is h11.DONE:
-            h.start_next_cycle()
-            conn.idle_since = time.monotonic()
-            idle = self._idle.setdefault(conn.origin, [])
-            idle.append(conn)
-            if len(idle) > self._connections:
-                idle.pop(0).close()
-        else:
+        if not conn.reusable():
             conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle = self._idle.setdefault(conn.origin, [])
+        idle.append(conn)
+        if len(idle) > self._connections:
+            idle.pop(0).close()
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
@@ -224,73 +192,227 @@ class H11Transport(httpx.AsyncBaseTransport):
                 conn.close()
         self._idle.clear()
 
+    async def __aenter__(self) -> HttpClient:
+        return self
 
-class _Body(httpx.AsyncByteStream):
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Response:
+    """Status and headers at once; the body by `aiter_bytes` as it comes, or whole by `aread`."""
+
     def __init__(
-        self, pool: H11Transport, conn: _Conn, request: httpx.Request, read_s: float | None
-    ) -> None:
-        self._pool = pool
+        self, conn: _Conn, status: int, raw: list[tuple[bytes, bytes]], read_s: float | None
+    ):
         self._conn = conn
-        self._request = request
+        self._raw = raw
         self._read_s = read_s
+        self._headers: httpx.Headers | None = None
+        self.status_code = status
+        self.content = b""
+
+    @property
+    def headers(self) -> httpx.Headers:
+        if self._headers is None:  # built only when asked: the success path never looks
+            self._headers = httpx.Headers(self._raw)
+        return self._headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """What has arrived, one piece per wake-up (an SSE reply comes as one HTTP chunk per
+        event; each piece costs a pass through every layer above)."""
+        while (piece := await self._conn.body(self._read_s)) is not None:
+            yield piece
+
+    aiter_raw = aiter_bytes
+
+    async def aread(self) -> bytes:
+        self.content = b"".join([piece async for piece in self.aiter_bytes()])
+        return self.content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class _Conn(asyncio.Protocol):
+    """One connection: bytes in go through the parser as they arrive; the caller awaits the
+    head, then body pieces. At most one request at a time."""
+
+    def __init__(self, origin: tuple[str, str, int]) -> None:
+        self.origin = origin
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._busy = False
+        self._eof = False
+        self._error: httpx.HTTPError | None = None
+        self._new_response()
+
+    def _new_response(self) -> None:
+        self._status = 0
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._head_done = False
         self._complete = False
-        self._closed = False
+        self._keep_alive = False
+        self._until_close = False  # a body without length: it ends when the server closes
+        self._pieces: list[bytes] = []
+        self._held = 0
+        self._paused = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while not self._complete:
-            event = await _next_event(self._conn, self._request, self._read_s)
-            data = []
-            # What is already received goes up as one piece (an SSE reply arrives as one
-            # HTTP chunk per event; each piece costs a pass through every layer above).
-            while isinstance(event, h11.Data):
-                data.append(event.data)
-                event = _buffered(self._conn, self._request)
-            if isinstance(event, h11.EndOfMessage):
-                self._complete = True
-            if data:
-                yield b"".join(data)
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._pool._release(self._conn, self._complete)
+    def data_received(self, data: bytes) -> None:
+        if not self._busy:  # bytes nobody asked for: this connection cannot be trusted
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._error = httpx.RemoteProtocolError(f"malformed response: {exc}")
+            self.close()
+        self._wake()
 
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return None  # close our side too
 
-async def _response_head(conn: _Conn, request: httpx.Request, read_s: float | None) -> h11.Response:
-    while True:
-        event = await _next_event(conn, request, read_s)
-        if isinstance(event, h11.Response):
-            return event
-        # an h11.InformationalResponse (1xx): the real head follows
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._write_paused = False
+        self._wake()
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
 
-def _buffered(conn: _Conn, request: httpx.Request) -> Any:
-    """The next h11 event from what was already received, or h11.NEED_DATA."""
-    try:
-        event = conn.h11.next_event()
-    except h11.RemoteProtocolError as exc:
-        raise httpx.RemoteProtocolError(str(exc), request=request) from None
-    if event is h11.PAUSED:  # cannot happen while a request is open; be explicit
-        raise httpx.RemoteProtocolError("response after the end", request=request)
-    return event
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
 
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._head_done:  # after the head: chunked trailers, which nobody here needs
+            self._raw.append((name, value))
 
-async def _next_event(conn: _Conn, request: httpx.Request, read_s: float | None) -> h11.Event:
-    """The next h11 event of this response, reading from the socket as h11 asks."""
-    while True:
-        event = _buffered(conn, request)
-        if event is not h11.NEED_DATA:
-            return event  # type: ignore[no-any-return]
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:  # 1xx: an interim head; the real one follows
+            self._raw = []
+            return
+        self._status = status
+        self._head_done = True
+        names = {name.lower() for name, _ in self._raw}
+        self._until_close = (
+            b"content-length" not in names
+            and b"transfer-encoding" not in names
+            and status not in (204, 304)
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._pieces.append(body)
+        self._held += len(body)
+        if self._held > HIGH_WATER and not self._paused and self._transport:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._head_done:
+            self._complete = True
+            self._keep_alive = self._parser.should_keep_alive()
+
+    # the caller's side
+    def usable(self, now: float) -> bool:
+        """Still fit for another request: the server has not closed it, nor gone quiet long."""
+        t = self._transport
+        return (
+            now - self.idle_since < KEEPALIVE_S
+            and not self._eof
+            and t is not None
+            and not t.is_closing()
+        )
+
+    def reusable(self) -> bool:
+        ok = self._complete and self._keep_alive and not self._eof and self._error is None
+        self._busy = False
+        self._new_response()
+        return ok
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def send(self, data: bytes, write_s: float | None) -> None:
+        t = self._transport
+        if t is None or t.is_closing() or self._eof:
+            raise httpx.WriteError("connection closed")
+        self._busy = True
+        t.write(data)
+        if self._write_paused:  # the kernel's buffer is full: wait, as long as allowed
+            try:
+                async with asyncio.timeout(write_s):
+                    while self._write_paused:
+                        await self._wait()
+            except TimeoutError:
+                raise httpx.WriteTimeout("write timed out") from None
+            if self._eof:
+                raise httpx.WriteError("connection closed while sending")
+
+    async def head(self, read_s: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
+        while not self._head_done:
+            self._check_end(head=True)
+            await self._read_wait(read_s)
+        return self._status, self._raw
+
+    async def body(self, read_s: float | None) -> bytes | None:
+        """The next piece of the body, or None at its end."""
+        while True:
+            if self._pieces:
+                piece = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
+                self._pieces.clear()
+                self._held = 0
+                if self._paused and self._transport is not None:
+                    self._paused = False
+                    self._transport.resume_reading()
+                return piece
+            if self._complete:
+                return None
+            self._check_end(head=False)
+            await self._read_wait(read_s)
+
+    def _check_end(self, head: bool) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._eof:
+            return
+        if head:
+            raise httpx.RemoteProtocolError("server disconnected without sending a response")
+        if self._until_close:
+            self._complete = True  # HTTP/1.0 style: the close is the end; not reused
+            return
+        raise httpx.RemoteProtocolError("server closed the connection before the body's end")
+
+    async def _read_wait(self, read_s: float | None) -> None:
         try:
             async with asyncio.timeout(read_s):
-                data = await conn.reader.read(READ_SIZE)
+                await self._wait()
         except TimeoutError:
-            raise httpx.ReadTimeout("read timed out", request=request) from None
-        except OSError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from None
-        conn.h11.receive_data(data)  # b"" is the server's close: h11 says what it means
+            raise httpx.ReadTimeout("read timed out") from None
 
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
-def _origin(url: httpx.URL) -> Origin:
-    scheme = url.scheme
-    return scheme, url.host, url.port or (443 if scheme == "https" else 80)
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
