@@ -169,11 +169,10 @@ async def test_unread_body_is_held_within_bounds_then_read_whole() -> None:
     size = 8 * 1024 * 1024
     head = f"HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n".encode()
     server = RawServer(lambda n: head + bytes(range(256)) * (size // 256))
-    async with server as url, HttpClient(2) as c:
-        async with c.stream("GET", url) as resp:
-            await asyncio.sleep(0.3)  # a slow reader: the socket must stop being read
-            held = resp._conn._held
-            body = await resp.aread()
+    async with server as url, HttpClient(2) as c, c.stream("GET", url) as resp:
+        await asyncio.sleep(0.3)  # a slow reader: the socket must stop being read
+        held = resp._conn._held
+        body = await resp.aread()
     assert held < 4 * HIGH_WATER
     assert body == bytes(range(256)) * (size // 256)
 
