@@ -6,13 +6,13 @@ travels in a request only to be tested or stored, and is never logged or echoed 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from agentbox import config, keys, netcheck
 from agentbox.config import ConfigError, MqttConfig
+from agentbox.control import Op
 from agentbox.health import addresses
 from agentbox.mqtt.connect import check_broker
 from agentbox.routing.pool import test_key
@@ -20,7 +20,6 @@ from agentbox.routing.pool import test_key
 if TYPE_CHECKING:
     from agentbox.daemon import Daemon
 
-Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 BROKER_KEY = "mqtt"  # the key store entry holding the broker password
 
 

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -64,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    prompt = "--prompt TEXT" if getattr(args, "sched_cmd", None) else "a PROMPT"
     if args.spec:
         try:
             text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
@@ -75,10 +77,10 @@ def _spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(spec, dict):
             raise CliError(f"{args.spec}: a task spec is a JSON object", EX_USAGE)
         if args.prompt:
-            raise CliError("give either PROMPT or --spec, not both", EX_USAGE)
+            raise CliError(f"give either {prompt} or --spec, not both", EX_USAGE)
     else:
         if not args.prompt:
-            raise CliError("nothing to submit: give a PROMPT or --spec FILE", EX_USAGE)
+            raise CliError(f"nothing to submit: give {prompt} or --spec FILE", EX_USAGE)
         spec = {"prompt": args.prompt}
     for key in ("id", "tier", "kind", "max_tokens", "priority", "deadline_s"):
         value = getattr(args, key)
@@ -196,6 +198,40 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     else:
         _show_task(task)
     return 0
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    if args.sched_cmd == "delete":
+        _call(args, "schedule_delete", name=args.name)
+        print(f"deleted schedule {args.name}")
+        return 0
+    if args.sched_cmd == "set":
+        if (args.every is None) == (args.cron is None):
+            raise CliError("give exactly one of --every SECONDS or --cron EXPR", EX_USAGE)
+        timing = {"every_s": args.every} if args.every is not None else {"cron": args.cron}
+        task = _spec_from_args(args)
+        schedule = {"name": args.name, **timing, "missed": args.missed, "task": task}
+        reply = _call(args, "schedule_set", schedule=schedule)
+        if args.json:
+            _print_json(reply["schedule"])
+        else:
+            verb = "created" if reply["created"] else "replaced"
+            print(f"{verb} schedule {args.name}; next run {_local(reply['schedule']['next_at'])}")
+        return 0
+    items = _call(args, "schedule_list")["schedules"]
+    if args.json:
+        _print_json(items)
+        return 0
+    if not items:
+        print("no schedules")
+    for s in items:
+        when = f"every {s['every_s']:g} s" if "every_s" in s else f"cron {s['cron']}"
+        print(f"{s['name']:<24} {when:<24} missed={s['missed']:<9} next {_local(s['next_at'])}")
+    return 0
+
+
+def _local(t: float) -> str:
+    return datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -380,11 +416,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"agentbox: error: {message}\n")
 
 
-def _spec_arguments(p: argparse.ArgumentParser) -> None:
-    """The task options shared by `submit` and `route`."""
-    p.add_argument("prompt", nargs="?", help="the prompt text")
+def _spec_arguments(p: argparse.ArgumentParser, scheduled: bool = False) -> None:
+    """The task options shared by `submit`, `route` and `schedules set` (whose positional
+    argument is the schedule's name, so its prompt is an option; its runs get their own ids)."""
+    if scheduled:
+        p.add_argument("--prompt", help="the prompt text of each run")
+        p.set_defaults(id=None)
+    else:
+        p.add_argument("prompt", nargs="?", help="the prompt text")
+        p.add_argument("--id", help="idempotency key: resubmitting it never runs the task twice")
     p.add_argument("--spec", help="a whole task spec as a JSON file ('-' for stdin)")
-    p.add_argument("--id", help="idempotency key: resubmitting it never runs the task twice")
     p.add_argument("--tier", choices=["auto", "local", "cloud"])
     p.add_argument("--kind", choices=["complete", "agent"])
     p.add_argument("--max-tokens", dest="max_tokens", type=int)
@@ -427,6 +468,31 @@ def build_parser() -> argparse.ArgumentParser:
         tc.add_argument("id")
         tc.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_tasks)
+
+    sc = sub.add_parser("schedules", help="recurring jobs: list, set, delete")
+    scsub = sc.add_subparsers(dest="sched_cmd", required=True, parser_class=Parser)
+    scl = scsub.add_parser("list", help="each schedule and its next run")
+    scl.add_argument("--json", action="store_true")
+    scs = scsub.add_parser(
+        "set",
+        help="create or replace a schedule (runs stay on the local model"
+        " unless the task pins --tier cloud or a model)",
+    )
+    scs.add_argument("name", help="letters, digits, '.', '_', '-'; at most 40")
+    scs.add_argument("--every", type=float, help="run every this many seconds")
+    scs.add_argument("--cron", help="five-field cron expression, the box's local time")
+    scs.add_argument(
+        "--missed",
+        choices=["run_once", "skip"],
+        default="run_once",
+        help="runs missed while the box was off: run once now (default) or skip; either way"
+        " a task records how many were missed",
+    )
+    _spec_arguments(scs, scheduled=True)
+    scs.add_argument("--json", action="store_true", help="print the schedule as JSON")
+    scd = scsub.add_parser("delete")
+    scd.add_argument("name")
+    sc.set_defaults(fn=cmd_schedules)
 
     st = sub.add_parser("status", help="the running daemon's state")
     st.add_argument("--json", action="store_true")

@@ -22,6 +22,9 @@ from agentbox.tasks.spec import ErrorCode, SpecError, State, parse_spec
 from agentbox.tasks.store import TaskRow
 from agentbox.tasks.writer import StoreError
 
+# A named request of the control socket (and, for schedules, of MQTT): request -> reply fields.
+Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
 log = logging.getLogger("agentbox.control")
 SOCKET_NAME = "control.sock"
 MAX_LINE = 4 * 1024 * 1024
@@ -69,7 +72,7 @@ class ControlServer:
         self._status = status
         self._reload = reload
         self._server: asyncio.AbstractServer | None = None
-        self.ops: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {}
+        self.ops: dict[str, Op] = {}
 
     async def start(self) -> None:
         if self.path.exists():

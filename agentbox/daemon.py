@@ -28,7 +28,9 @@ from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
+from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
+from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
@@ -124,6 +126,7 @@ class Daemon:
             self.service.notify,
         )
         self.service.attach(self.scheduler)
+        self.planner = Planner(ScheduleStore(self.store), self.service)
         self.bridge: Bridge | None = None
         self._bridge_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -134,6 +137,7 @@ class Daemon:
             socket_path(loaded.state_dir), self.service, self.status, self.reload
         )
         self.control.ops.update(Admin(self).ops())
+        self.control.ops.update(self.planner.ops())
         self._stop = asyncio.Event()
         self._last_status = ""
 
@@ -146,6 +150,7 @@ class Daemon:
             keystore=self.keystore,
             info=self.info,
             health=Health(self.loaded.state_dir, self._health_counters),
+            schedule_ops=self.planner.ops(),
         )
 
     def _start_bridge(self) -> None:
@@ -387,6 +392,7 @@ class Daemon:
                 duties = [
                     tg.create_task(watchdog_loop(self.notifier, self.store.ping), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
+                    tg.create_task(self.planner.run(), name="schedules"),
                 ]
                 self._start_bridge()
                 ready_s = time.monotonic() - STARTED

@@ -399,6 +399,44 @@ def test_signed_submissions_when_signatures_are_required(
     wait_for(lambda: len(peer.on("signed/#")) == 7, 60, what="two more answers")
     answers = {t.split("/")[1]: b for t, b, _, _ in peer.on("signed/#")}
     assert answers["stale"]["state"] == "rejected" and answers["rotated"]["state"] == "succeeded"
+    # A schedule spends money too: the same signature guards it.
+    schedule = {"name": "spend", "every_s": 60, "task": {"prompt": "Spend!!"}}
+    peer.publish(f"{PREFIX}/box1/schedule/set", schedule, response_topic="signed/schedule")
+    wait_for(lambda: peer.on("signed/schedule"), 30)
+    [(_, refused, _, _)] = peer.on("signed/schedule")
+    assert refused["state"] == "rejected" and "unsigned" in refused["error"]["message"]
+    assert d.json("schedules", "list") == []
+    assert d.stop() == 0
+
+
+def test_schedules_over_mqtt_set_list_delete(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    d = start_box(daemons, broker)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe("sched/#")
+    base = f"{PREFIX}/box1/schedule"
+    spec = {"name": "daily", "cron": "0 7 * * *", "missed": "skip", "task": {"prompt": "News?"}}
+    peer.publish(f"{base}/set", spec, response_topic="sched/set", correlation=b"c1")
+    peer.publish(f"{base}/set", {**spec, "cron": "0 25 * * *"}, response_topic="sched/bad")
+    peer.publish(f"{base}/list", {"reply_to": "sched/list"})  # a v3.1.1 client's way
+    wait_for(lambda: len(peer.on("sched/#")) == 3, 30, what="three answers")
+    [(_, made, corr, _)] = peer.on("sched/set")
+    assert made["created"] is True and made["schedule"]["name"] == "daily" and corr == b"c1"
+    assert made["schedule"]["next_at"] > time.time()
+    [(_, bad, _, _)] = peer.on("sched/bad")
+    assert bad["state"] == "rejected" and bad["error"]["code"] == "invalid_request"
+    assert "bad cron expression" in bad["error"]["message"]
+    [(_, listed, _, _)] = peer.on("sched/list")
+    assert [s["name"] for s in listed["schedules"]] == ["daily"]
+    assert d.json("schedules", "list")[0]["cron"] == "0 7 * * *"  # the bad one changed nothing
+    peer.publish(f"{base}/delete", {"name": "daily"}, response_topic="sched/del")
+    peer.publish(f"{base}/delete", {"name": "daily"}, response_topic="sched/del2")
+    wait_for(lambda: peer.on("sched/del") and peer.on("sched/del2"), 30)
+    assert peer.on("sched/del")[0][1] == {"deleted": "daily"}
+    assert peer.on("sched/del2")[0][1]["error"]["code"] == "not_found"
+    assert d.json("schedules", "list") == []
     assert d.stop() == 0
 
 

@@ -19,7 +19,7 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiomqtt
@@ -27,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from agentbox import keys
 from agentbox.config import MqttConfig
+from agentbox.control import Op
 from agentbox.health import Health
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
@@ -66,6 +67,7 @@ class Bridge:
         keystore: keys.KeyStore,
         info: Callable[[], dict[str, Any]],
         health: Health | None = None,
+        schedule_ops: Mapping[str, Op] | None = None,
     ) -> None:
         self.conf = conf
         self.device_id = device_id
@@ -76,6 +78,7 @@ class Bridge:
         self.keystore = keystore
         self.info = info
         self.health = health
+        self.schedule_ops = schedule_ops or {}
         self.connected = False
         self.session = 0
         self.received = 0
@@ -292,7 +295,9 @@ class Bridge:
         raw = message.payload if isinstance(message.payload, bytes) else b""
         data: dict[str, Any] = {}
         try:
-            if kind == "submit" and self.conf.require_signature:
+            # Schedules spend money too (each run is a task): the same signature guards them.
+            signed = kind in ("submit", "schedule_set", "schedule_delete")
+            if signed and self.conf.require_signature:
                 check_signature(self.hmac_secret, message.properties, raw)
             data = decode(raw, self.conf.max_payload_bytes)
             if reply is None and _valid_topic(data.get("reply_to")):
@@ -308,6 +313,10 @@ class Bridge:
                 found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
                 body = found.body() if found else _rejected(task_id, "not_found", "no such task")
                 await self._respond(client, reply, task_id, body)
+            elif kind is not None and kind in self.schedule_ops:
+                data.pop("reply_to", None)
+                request = {"schedule": data} if kind == "schedule_set" else data
+                await self._respond(client, reply, None, await self.schedule_ops[kind](request))
         except SpecError as exc:
             self.rejected += 1
             task_id = exc.task_id or _id_of(data)

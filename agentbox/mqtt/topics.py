@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 HA_STATUS = "homeassistant/status"
+TASK_OPS = ("submit", "cancel", "get")
+SCHEDULE_OPS = ("set", "delete", "list")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class Topics:
         return f"{self.base}/task/{task_id}/result"
 
     def subscriptions(self, ha: bool = False) -> list[str]:
-        subs = [self.request("task/submit"), self.request("task/cancel"), self.request("task/get")]
+        subs = [self.request(f"task/{name}") for name in TASK_OPS]
+        subs += [self.request(f"schedule/{name}") for name in SCHEDULE_OPS]
         if self.pool:
             subs.append(self.pool_subscription)
         if ha:
@@ -56,12 +59,16 @@ class Topics:
         return subs
 
     def kind(self, topic: str) -> str | None:
-        """What an incoming topic asks for: submit, cancel, get, ha_status, or None."""
+        """What an incoming topic asks for: submit, cancel, get, schedule_set, schedule_delete,
+        schedule_list, ha_status, or None."""
         if topic == HA_STATUS:
             return "ha_status"
         if topic == self.pool_submit and self.pool:
             return "submit"
-        for name in ("submit", "cancel", "get"):
+        for name in TASK_OPS:
             if topic == self.request(f"task/{name}"):
                 return name
+        for name in SCHEDULE_OPS:
+            if topic == self.request(f"schedule/{name}"):
+                return f"schedule_{name}"
         return None

@@ -67,6 +67,15 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX tasks_queued_deadline ON tasks (lane, deadline_at) WHERE state = 'queued';
     CREATE INDEX tasks_queued_next ON tasks (lane, next_run_at) WHERE state = 'queued';
     """,
+    # v5: recurring jobs, each with the due time of its next run
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        next_at REAL NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     deadline = "deadline"
     cancelled = "cancelled"
     store_unavailable = "store_unavailable"
+    not_found = "not_found"
+    missed_run = "missed_run"  # a scheduled run whose time passed while the box could not run it
     internal = "internal"
 
 
