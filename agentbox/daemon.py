@@ -230,7 +230,7 @@ class Daemon:
                 n: {"kind": p.kind, "model": p.model} for n, p in settings.providers.items()
             },
             "pool": settings.mqtt.pool or None,
-            "capabilities": ["complete", "schema", "cancel", "get"]
+            "capabilities": ["complete", "schema", "cancel", "get", "schedules"]
             + (["pool"] if settings.mqtt.pool else []),
         }
 

@@ -415,7 +415,9 @@ def test_schedules_over_mqtt_set_list_delete(
     d = start_box(daemons, broker)
     peer = Peer(broker.port)
     peers.append(peer)
-    peer.subscribe("sched/#")
+    peer.subscribe("sched/#", f"{PREFIX}/box1/info")
+    wait_for(lambda: peer.on(f"{PREFIX}/box1/info"), 20)
+    assert "schedules" in peer.on(f"{PREFIX}/box1/info")[0][1]["capabilities"]
     base = f"{PREFIX}/box1/schedule"
     spec = {"name": "daily", "cron": "0 7 * * *", "missed": "skip", "task": {"prompt": "News?"}}
     peer.publish(f"{base}/set", spec, response_topic="sched/set", correlation=b"c1")
