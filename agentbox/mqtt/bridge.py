@@ -200,9 +200,10 @@ class Bridge:
         jobs = [
             asyncio.create_task(self._receive(client), name="mqtt-receive"),
             asyncio.create_task(self._drain(client), name="mqtt-drain"),
-            asyncio.create_task(self._report(client), name="mqtt-health"),
             asyncio.create_task(self._wake(), name="mqtt-stop"),
         ]
+        if self.health is not None:  # any job that ends ends the connection
+            jobs.append(asyncio.create_task(self._report(client, self.health), name="mqtt-health"))
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -230,16 +231,14 @@ class Bridge:
             discovery_topic(self.topics.device), _json(payload), qos=1, retain=True
         )
 
-    async def _report(self, client: aiomqtt.Client) -> None:
+    async def _report(self, client: aiomqtt.Client, health: Health) -> None:
         """Health every health_interval_s, and at once when something notable changes."""
-        if self.health is None:
-            return
         interval = self.conf.health_interval_s
         props = properties(PacketTypes.PUBLISH)
         props.MessageExpiryInterval = 2 * interval  # a stale report vanishes with a dead box
         last_sent, last_notable = 0.0, None
         while True:
-            snap = await self.health.snapshot()
+            snap = await health.snapshot()
             snap["mqtt_session"] = self.session
             notable = Health.notable(snap)
             now = time.monotonic()
