@@ -270,6 +270,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
         f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}"
     )
+    schedules = status.get("schedules") or {}
+    if schedules.get("next"):
+        nxt = schedules["next"]
+        print(f"schedules: {schedules['count']}, next {nxt['name']} at {_local(nxt['at'])}")
     for name, p in status["providers"].items():
         wait = f", retry in {p['retry_in_s']} s" if p["retry_in_s"] else ""
         key = "" if p["key"] else ", no key"

@@ -212,6 +212,7 @@ class Daemon:
             "providers": self.pool.status(),
             "spend": self.budget.snapshot(),
             "mqtt": self._mqtt_status(),
+            "schedules": await self.planner.summary(),
             "network": addresses(),
             "errors": logs.RECENT.last(),
         }

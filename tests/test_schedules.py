@@ -82,6 +82,8 @@ def test_schedules_run_on_time_and_missed_runs_follow_their_policy(daemons: Any)
     assert run["route"]["provider"] == "local" and run["meta"]["schedule"] == "tick"
     listed = {s["name"]: s for s in d.json("schedules", "list")}
     assert set(listed) == {"tick", "skipper"} and listed["tick"]["next_at"] > time.time() - 5
+    assert d.json("status")["schedules"]["count"] == 2
+    assert "schedules: 2, next " in d.cli("status").stdout
 
     # Down for a few due times: tick runs once for all of them, skipper records them skipped.
     before = {t["id"] for t in runs("tick") + runs("skipper")}
@@ -104,6 +106,7 @@ def test_schedules_run_on_time_and_missed_runs_follow_their_policy(daemons: Any)
     gone = d.cli("schedules", "delete", "tick", check=False)
     assert gone.returncode == 1 and "no schedule named 'tick'" in gone.stderr
     assert d.json("schedules", "list") == []
+    assert d.json("status")["schedules"] == {"count": 0, "next": None}
     settled = len(runs("tick"))
     time.sleep(2.5)
     assert len(runs("tick")) == settled  # deleted: no more runs

@@ -58,6 +58,14 @@ class Planner:
         self._changed.set()
         return {"deleted": name}
 
+    async def summary(self) -> dict[str, Any]:
+        """How many schedules there are and which runs next (for `status`)."""
+        listed = await self.schedules.all()
+        if not listed:
+            return {"count": 0, "next": None}
+        s, due = min(listed, key=lambda item: item[1])
+        return {"count": len(listed), "next": {"name": s.name, "at": round(due, 3)}}
+
     async def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"schedules": [entry(s, due) for s, due in await self.schedules.all()]}
 
