@@ -82,7 +82,7 @@ def _spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if not args.prompt:
             raise CliError(f"nothing to submit: give {prompt} or --spec FILE", EX_USAGE)
         spec = {"prompt": args.prompt}
-    for key in ("id", "tier", "kind", "max_tokens", "priority", "deadline_s"):
+    for key in ("id", "tier", "kind", "tools", "max_tokens", "priority", "deadline_s"):
         value = getattr(args, key)
         if value is not None:
             spec[key] = value
@@ -112,6 +112,11 @@ def _show_task(task: dict[str, Any]) -> None:
         )
     if task.get("timings"):
         print("timings:  " + ", ".join(f"{k} {v}" for k, v in task["timings"].items()))
+    if task.get("steps"):
+        print(f"steps:    {task['steps']}")
+    for call in task.get("tool_calls") or []:
+        failed = f"  -> error: {call['error']}" if call.get("error") else ""
+        print(f"  step {call['step']}: {call['tool']} {call['arguments']}{failed}")
     if task.get("error"):
         print(f"error:    {task['error']['code']}: {task['error']['message']}")
     if task.get("output") is not None:
@@ -119,18 +124,26 @@ def _show_task(task: dict[str, Any]) -> None:
         print(task["output"])
 
 
+def _step(info: dict[str, Any]) -> str:
+    if "step" not in info:
+        return f"generating: {info.get('output_tokens', 0)} tokens"
+    doing = f"calling {info.get('tool')}" if info.get("phase") == "tool" else "thinking"
+    return f"step {info['step']}: {doing}"
+
+
 def _progress(event: dict[str, Any]) -> None:
     if not sys.stderr.isatty():
         return
     task = event["task"]
     route = task.get("route") or {}
+    info = task.get("info") or {}
     name = event["event"]
     text = {
         "accepted": f"queued as {task['id']}",
         "known": f"already known as {task['id']} ({task['state']})",
         "running": f"running on {route.get('provider')} (attempt {task.get('attempts')})",
-        "progress": f"generating: {(task.get('info') or {}).get('output_tokens', 0)} tokens",
-        "retry": f"attempt failed, retrying in {(task.get('info') or {}).get('retry_in_s')} s",
+        "progress": _step(info),
+        "retry": f"attempt failed, retrying in {info.get('retry_in_s')} s",
     }.get(name, name)
     sys.stderr.write(f"\r\x1b[2K{text}")
     sys.stderr.flush()
@@ -432,6 +445,13 @@ def _spec_arguments(p: argparse.ArgumentParser, scheduled: bool = False) -> None
     p.add_argument("--spec", help="a whole task spec as a JSON file ('-' for stdin)")
     p.add_argument("--tier", choices=["auto", "local", "cloud"])
     p.add_argument("--kind", choices=["complete", "agent"])
+    p.add_argument(
+        "--tool",
+        dest="tools",
+        action="append",
+        metavar="NAME",
+        help="a tool an agent task may call (repeat; default: all): clock, calculator, fetch",
+    )
     p.add_argument("--max-tokens", dest="max_tokens", type=int)
     p.add_argument("--priority", type=int, help="0 (lowest) to 9 (highest), default 5")
     p.add_argument("--deadline", dest="deadline_s", type=float, help="seconds until it expires")

@@ -92,6 +92,16 @@ class TasksConfig(Section):
     stop_timeout_s: float = Field(default=20.0, ge=0, le=600)
 
 
+class AgentConfig(Section):
+    """Agent tasks (kind "agent"): how many model calls one may make, and what its tools reach."""
+
+    max_steps: int = Field(default=8, ge=1, le=64)
+    # Hosts the fetch tool may GET: exact names or "*.example.com"; empty = fetch refuses all.
+    fetch_allow: list[str] = Field(default_factory=list, max_length=256)
+    fetch_max_bytes: int = Field(default=32768, ge=256, le=4 * 1024 * 1024)
+    tool_timeout_s: float = Field(default=15.0, gt=0, le=300)
+
+
 class ProviderConfig(Section):
     kind: Literal["openai", "anthropic", "gemini"]
     base_url: str = ""
@@ -127,6 +137,7 @@ class Settings(BaseSettings):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 

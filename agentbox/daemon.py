@@ -17,6 +17,7 @@ import uvloop
 
 from agentbox import STARTED, __version__, config, keys, logs
 from agentbox.admin import BROKER_KEY, Admin
+from agentbox.agent.tools import NAMES as TOOL_NAMES
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
 from agentbox.health import Health, addresses
@@ -32,7 +33,7 @@ from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.store import Store
+from agentbox.tasks.store import Store, TaskRow
 from agentbox.tasks.writer import StoreError
 
 log = logging.getLogger("agentbox.daemon")
@@ -111,6 +112,7 @@ class Daemon:
             self.budget,
             lambda: self.prices,
             lambda: self.loaded.settings,
+            http=self.pool.client,
         )
         self.service = TaskService(
             self.store,
@@ -123,7 +125,7 @@ class Daemon:
             runner,
             {LOCAL: 1, CLOUD: settings.tasks.cloud_concurrency},
             settings.tasks.retry_base_s,
-            self.service.notify,
+            self._task_changed,
         )
         self.service.attach(self.scheduler)
         self.planner = Planner(ScheduleStore(self.store), self.service)
@@ -140,6 +142,13 @@ class Daemon:
         self.control.ops.update(self.planner.ops())
         self._stop = asyncio.Event()
         self._last_status = ""
+
+    def _task_changed(self, row: TaskRow, event: str, info: dict[str, Any] | None) -> None:
+        """Every change reaches local watchers; progress also goes out on MQTT (the other
+        events go through the outbox, written with the change itself)."""
+        self.service.notify(row, event, info)
+        if event == "progress" and info and self.bridge is not None:
+            self.bridge.progress(row.id, info)
 
     def _make_bridge(self) -> Bridge:
         return Bridge(
@@ -232,7 +241,9 @@ class Daemon:
             },
             "pool": settings.mqtt.pool or None,
             "capabilities": ["complete", "schema", "cancel", "get", "schedules"]
+            + (["agent"] if settings.providers else [])
             + (["pool"] if settings.mqtt.pool else []),
+            "tools": sorted(TOOL_NAMES),
         }
 
     async def _health_counters(self) -> dict[str, Any]:

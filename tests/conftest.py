@@ -22,6 +22,7 @@ import pytest
 
 from agentbox.providers.transport import HttpClient
 from tests.fakes import FakeProvider
+from tests.rig import rig_factory  # noqa: F401 (a fixture for test modules)
 
 ROOT = Path(__file__).resolve().parent.parent
 

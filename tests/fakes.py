@@ -168,6 +168,71 @@ def gemini_stream(
     return Reply(events=frames, headers={"content-type": "text/event-stream"})
 
 
+def tool_calls(kind: str, *calls: tuple[str, dict[str, Any]], tokens: int = 50) -> Reply:
+    """One streamed answer that only calls tools, in `kind`'s wire format; `tokens` of input
+    and of output each, so a test can count cost."""
+    if kind == "openai":
+        deltas = [
+            {
+                "index": i,
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(calls)
+        ]
+        choice = {"index": 0, "delta": {"role": "assistant", "tool_calls": deltas}}
+        frames = [
+            sse({"model": "gpt-4o-mini", "choices": [{**choice, "finish_reason": None}]}),
+            sse(
+                {
+                    "model": "gpt-4o-mini",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+                }
+            ),
+            sse(
+                {
+                    "model": "gpt-4o-mini",
+                    "choices": [],
+                    "usage": {"prompt_tokens": tokens, "completion_tokens": tokens},
+                }
+            ),
+            sse("[DONE]"),
+        ]
+    elif kind == "anthropic":
+        start = {"model": "claude-haiku-4-5", "usage": {"input_tokens": tokens, "output_tokens": 1}}
+        frames = [sse({"type": "message_start", "message": start}, "message_start")]
+        for i, (name, args) in enumerate(calls):
+            block = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(args)}
+            frames += [
+                sse(
+                    {"type": "content_block_start", "index": i, "content_block": block},
+                    "content_block_start",
+                ),
+                sse(
+                    {"type": "content_block_delta", "index": i, "delta": delta},
+                    "content_block_delta",
+                ),
+                sse({"type": "content_block_stop", "index": i}, "content_block_stop"),
+            ]
+        end = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use"},
+            "usage": {"output_tokens": tokens},
+        }
+        frames += [sse(end, "message_delta"), sse({"type": "message_stop"}, "message_stop")]
+    else:
+        parts = [{"functionCall": {"name": name, "args": args}} for name, args in calls]
+        chunk = {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": tokens, "candidatesTokenCount": tokens},
+            "modelVersion": "gemini-2.5-flash",
+        }
+        frames = [sse(chunk)]
+    return Reply(events=frames, headers={"content-type": "text/event-stream"})
+
+
 def error(status: int, body: Any, **headers: str) -> Reply:
     return Reply(status=status, body=body, headers=headers)
 

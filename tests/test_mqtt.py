@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from agentbox.control import ControlClient, ControlError
 from tests.conftest import free_port, wait_for
-from tests.fakes import FakeProvider, openai_stream
+from tests.fakes import FakeProvider, openai_stream, tool_calls
 from tests.mqtt_peer import Broker, Peer
 from tests.pki import make_pki
 
@@ -486,3 +486,38 @@ def test_a_new_broker_applies_without_a_restart(
         assert d.stop() == 0
     finally:
         other.stop()
+
+
+def test_an_agent_task_over_mqtt_shows_its_steps_as_progress_events(
+    daemons: Any, broker: Broker, peers: list[Peer], fake: FakeProvider
+) -> None:
+    fake.push(
+        tool_calls("openai", ("calculator", {"expression": "6 * 7"})),
+        openai_stream("It is 42."),
+    )
+    provider = f"[providers.main]\nkind = 'openai'\nbase_url = '{fake.url}/v1'\nmodel = 'm'\n"
+    start_box(daemons, broker, extra=provider)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    base = f"{PREFIX}/box1"
+    peer.subscribe("replies/#", f"{base}/task/+/event", f"{base}/info")
+    wait_for(lambda: peer.on(f"{base}/info"), 10)
+    info = peer.on(f"{base}/info")[0][1]
+    assert "agent" in info["capabilities"] and info["tools"] == ["calculator", "clock", "fetch"]
+    spec = {"id": "ag", "prompt": "6 times 7?", "kind": "agent", "tools": ["calculator"]}
+    peer.publish(f"{base}/task/submit", spec, response_topic="replies/ag", correlation=b"c")
+    wait_for(lambda: peer.on("replies/ag"), 30)
+    [(_, reply, corr, _)] = peer.on("replies/ag")
+    assert reply["output"] == "It is 42." and reply["steps"] == 2 and corr == b"c"
+    assert reply["tool_calls"] == [
+        {"step": 1, "tool": "calculator", "arguments": '{"expression":"6 * 7"}'}
+    ]
+    events = [body for _, body, _, _ in peer.on(f"{base}/task/ag/event")]
+    assert [e["event"] for e in events][:2] == ["accepted", "running"]
+    assert events[-1]["event"] == "result"
+    steps = [e["info"] for e in events if e["event"] == "progress"]
+    assert steps == [
+        {"step": 1, "phase": "thinking"},
+        {"step": 1, "phase": "tool", "tool": "calculator"},
+        {"step": 2, "phase": "thinking"},
+    ]

@@ -3,46 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agentbox import keys
 from agentbox.config import Settings
 from agentbox.providers.base import Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, COOLDOWN, OK
 from agentbox.routing.budget import Budget, BudgetExceeded
 from agentbox.routing.heuristics import assess
-from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import Router
-from agentbox.routing.runner import Outcome, ProviderRunner
-from agentbox.tasks.ledger import StoreLedger
+from agentbox.routing.runner import Outcome
 from agentbox.tasks.spec import SpecError, TaskSpec
-from agentbox.tasks.store import Store
 from tests.conftest import free_port
 from tests.fakes import FakeProvider, error, openai_stream
-
-
-@dataclass
-class Rig:
-    settings: Settings
-    pool: ProviderPool
-    budget: Budget
-    runner: ProviderRunner
-    ledger: StoreLedger
-
-    async def run(self, spec: dict[str, Any], background: bool = False) -> Outcome:
-        task = TaskSpec.model_validate(spec).with_id()
-        decision = Router(self.settings, self.pool.available).decide(task, background)
-
-        async def progress(_: dict[str, Any]) -> None:
-            return None
-
-        return await self.runner.run(task, decision.route.model_dump(), progress, background)
 
 
 @pytest.fixture
@@ -51,34 +28,6 @@ def fakes() -> Iterator[tuple[FakeProvider, FakeProvider]]:
     yield a, b
     a.close()
     b.close()
-
-
-@pytest.fixture
-async def rig_factory(tmp_path: Path) -> AsyncIterator[Any]:
-    made: list[tuple[Store, ProviderPool]] = []
-
-    async def make(conf: dict[str, Any]) -> Rig:
-        settings = Settings(**conf)
-        store = Store(tmp_path / f"s{len(made)}.db")
-        await store.open()
-        pool = ProviderPool(settings, keys.KeyStore(tmp_path))
-        ledger = StoreLedger(store)
-        budget = Budget(settings.budget, ledger)
-        await budget.load()
-        runner = ProviderRunner(
-            pool.providers,
-            pool.breakers,
-            budget,
-            lambda: PriceTable(settings.prices),
-            lambda: settings,
-        )
-        made.append((store, pool))
-        return Rig(settings, pool, budget, runner, ledger)
-
-    yield make
-    for store, pool in made:
-        await pool.close()
-        await store.close()
 
 
 def two_clouds(a: FakeProvider, b: FakeProvider, **extra: Any) -> dict[str, Any]:

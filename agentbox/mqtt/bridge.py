@@ -44,6 +44,7 @@ SESSION_EXPIRY_S = 7 * 86400
 MAX_BACKOFF_S = 60.0
 IN_FLIGHT = 64  # requests being committed at once: bounds memory (x max_payload_bytes)
 DRAIN_BATCH = 200
+MAX_PROGRESS = 1000  # progress messages held for the drain; beyond that they are dropped
 HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
 HMAC_KEY = "mqtt-hmac"  # the key store entry that signs submissions
 
@@ -90,6 +91,8 @@ class Bridge:
         self.hmac_secret: str | None = None
         self._pub: Publisher | None = None
         self._delivered = 0  # the outbox seq up to which the broker acknowledged every event
+        # (newest outbox event when it happened, topic, body): sent in that place among events
+        self._progress: deque[tuple[int, str, bytes]] = deque()
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._acks: deque[tuple[aiomqtt.Message, asyncio.Task[bool]]] = deque()
@@ -153,6 +156,7 @@ class Bridge:
                 log.error("%s", exc)
             finally:
                 self.connected = False
+                self._progress.clear()  # stale by the next connection
             if self._reconnect.is_set():
                 delay = 1.0
                 continue  # new settings: try them at once
@@ -354,6 +358,21 @@ class Bridge:
             props.CorrelationData = bytes.fromhex(target["correlation"])
         return [self._publisher().send(target["topic"], body, props)]
 
+    def progress(self, task_id: str, info: dict[str, Any]) -> None:
+        """A running task's progress on its event topic, sent at once and not kept in the
+        outbox: one lost while the broker is away is superseded by the next, or the result."""
+        if not self.connected or len(self._progress) >= MAX_PROGRESS:
+            return
+        body = {"event": "progress", "id": task_id, "state": "running", "info": info}
+        self._progress.append((self.store.last_event, self.topics.event(task_id), _json(body)))
+        self.store.outbox_ready.set()  # the drain sends it after the events committed before it
+
+    def _send_progress(self, before: int | None = None) -> None:
+        """Progress that happened before outbox event `before` was committed (all if None)."""
+        while self._progress and (before is None or self._progress[0][0] < before):
+            _, topic, body = self._progress.popleft()
+            self._publisher().send(topic, body).add_done_callback(_settled)
+
     def _publisher(self) -> Publisher:
         """The QoS 1 publisher of the current connection (made with its client)."""
         assert self._pub is not None
@@ -372,6 +391,7 @@ class Bridge:
                     if events:
                         await self._publish_events(events)
                     else:
+                        self._send_progress()
                         self.store.outbox_ready.clear()
                         await self.store.outbox_ready.wait()
         finally:
@@ -400,12 +420,20 @@ class Bridge:
         return len(fresh)
 
     def _send_event(self, event: Event) -> list[Acked]:
-        """An outbox event on its task's topic and, for a result, the answer to the request."""
+        """An outbox event on its task's topic and, for a result, the answer to the request;
+        progress that came before it goes first, so "running" < "progress" < "result"."""
+        self._send_progress(event.seq)
         out = [self._publisher().send(self.topics.event(event.task_id), event.message)]
         if event.event == "result":
             target = event.reply or {"topic": self.topics.result(event.task_id)}
             out += self._send_reply(target, event.body())
         return out
+
+
+def _settled(fut: asyncio.Future[None]) -> None:
+    """Nobody waits for a progress message: retrieve its outcome so asyncio does not warn."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _id_of(data: dict[str, Any]) -> str | None:

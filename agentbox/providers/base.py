@@ -21,7 +21,8 @@ class ProviderError(Exception):
     """A classified failure; the message is safe to show (never a key or a full request).
 
     `until` is when a quota resets (epoch seconds); `partial` is what a cut-off stream had
-    already used, which is billed all the same; `hold` asks to wait without using an attempt.
+    already used, which is billed all the same; `hold` asks to wait without using an attempt;
+    `code` names the task error when the failure class alone does not say it.
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class ProviderError(Exception):
         until: float | None = None,
         partial: Completion | None = None,
         hold: bool = False,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.failure = failure
@@ -41,6 +43,7 @@ class ProviderError(Exception):
         self.until = until
         self.partial = partial
         self.hold = hold  # nothing was tried: wait without using up an attempt
+        self.code = code
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ class Router:
         return any(self.available(n) for n in self.settings.cloud_order())
 
     def decide(self, spec: TaskSpec, background: bool = False) -> Decision:
+        if spec.kind == "agent":
+            self._check_agent(spec, background)
         if spec.model:
             provider, _, model = spec.model.partition("/")
             if provider == LOCAL:
@@ -87,11 +89,14 @@ class Router:
             return self._local("tier pinned by the task")
         if spec.tier == CLOUD:
             return self._cloud("tier pinned by the task")
-        if background:
+        if background and spec.kind != "agent":
             return self._local("background work stays on the local model")
         mode = self.settings.routing.mode
         a = assess(spec)
         why = ", ".join(a.reasons)
+        heavy = a.score >= HEAVY_MODEL_AT and mode != "cost"
+        if spec.kind == "agent":
+            return self._cloud(f"agent task (tools need a cloud model): {why}", heavy=heavy)
         if not self.settings.local.enabled:
             return self._cloud(f"local model disabled; {why}", score=a.score)
         if a.score < THRESHOLDS[mode] or not self.settings.providers:
@@ -103,7 +108,22 @@ class Router:
         capped = self.spendable()
         if capped:
             return self._local(f"budget: {capped}; {why}", score=a.score)
-        heavy = a.score >= HEAVY_MODEL_AT and mode != "cost"
         return self._cloud(
             f"heavy ({a.score} >= {THRESHOLDS[mode]} for {mode}): {why}", heavy=heavy, score=a.score
         )
+
+    def _check_agent(self, spec: TaskSpec, background: bool) -> None:
+        """Agent tasks call tools, which the local model cannot: they run on a cloud model."""
+        pinned = (spec.model or "").partition("/")[0]
+        if LOCAL in (spec.tier, pinned):
+            raise SpecError(
+                ErrorCode.invalid_request,
+                "agent tasks run on a cloud model (the local model does not call tools):"
+                " use tier 'auto' or 'cloud'",
+            )
+        if background and spec.tier != CLOUD and not pinned:
+            raise SpecError(
+                ErrorCode.invalid_request,
+                "a scheduled agent task spends cloud money, and background work stays local"
+                " unless its task says otherwise: set tier 'cloud' in its task",
+            )

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from agentbox.agent.loop import run_agent
+from agentbox.agent.tools import Context
 from agentbox.config import Settings
-from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request
+from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
+from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, UsageEntry
 from agentbox.routing.router import LOCAL
@@ -23,6 +26,7 @@ from agentbox.tasks.spec import Route, TaskSpec
 
 log = logging.getLogger("agentbox.runner")
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
+T = TypeVar("T")
 UNSURE = (
     "i don't know",
     "i do not know",
@@ -44,9 +48,32 @@ class Outcome:
     bills: tuple[UsageEntry, ...] = ()
 
 
-def input_estimate(spec: TaskSpec) -> int:
+@dataclass
+class NoCloud(Exception):
+    """No cloud provider took the call: why each failed, or the budget's refusal."""
+
+    errors: list[ProviderError] = field(default_factory=list)
+    over_budget: str = ""
+
+
+@dataclass(frozen=True)
+class Paid:
+    """One cloud call that was made and settled against the budget."""
+
+    completion: Completion
+    bill: UsageEntry
+    cost: float
+    estimated: bool
+
+
+def input_estimate(messages: list[dict[str, Any]], tools: tuple[Tool, ...] = ()) -> int:
     """A generous input token count for reservations: bytes/3 covers English and CJK alike."""
-    return sum(len(m["content"].encode()) // 3 + 4 for m in spec.chat()) + 16
+    total = 16 + sum(len(json.dumps(t.parameters)) // 3 + len(t.description) for t in tools)
+    for m in messages:
+        total += len(str(m.get("content") or "").encode()) // 3 + 4
+        if "tool_calls" in m:
+            total += len(json.dumps(m["tool_calls"])) // 3
+    return total
 
 
 def check_output(spec: TaskSpec, c: Completion) -> tuple[Any, str | None]:
@@ -89,7 +116,10 @@ class ProviderRunner:
         budget: Budget,
         prices: Callable[[], PriceTable],
         settings: Callable[[], Settings],
+        *,
+        http: HttpClient,
     ) -> None:
+        self.http = http  # what agent tools fetch with
         self.providers = providers
         self.breakers = breakers
         self.budget = budget
@@ -107,6 +137,8 @@ class ProviderRunner:
             raise ProviderError(Failure.unavailable, "task has no route")
         route = Route.model_validate(route_data)
         auto = spec.tier == "auto" and not spec.model
+        if spec.kind == "agent":
+            return await self._agent(spec, route, progress)
         if route.tier == LOCAL:
             return await self._local_first(spec, route, progress, escalate=auto and not background)
         return await self._cloud(spec, route, progress, may_go_local=auto and not background)
@@ -155,6 +187,41 @@ class ProviderRunner:
 
     # ---- cloud -------------------------------------------------------------------------
 
+    async def _each_provider(
+        self, spec: TaskSpec, route: Route, call: Callable[[Provider, Breaker, str], Awaitable[T]]
+    ) -> tuple[T, str]:
+        """`call` on the route's provider, then along cloud_order (unless the task pins its
+        model) until one answers; raises NoCloud when none did."""
+        settings = self.settings()
+        names = [route.provider]
+        if not spec.model:  # a pinned model has nowhere else to go
+            names += [n for n in settings.cloud_order() if n != route.provider]
+        failed = NoCloud()
+        for name in names:
+            provider, breaker = self.providers.get(name), self.breakers.get(name)
+            if provider is None or breaker is None:
+                continue
+            if not breaker.available():
+                failed.errors.append(_skipped(breaker))
+                continue
+            model = route.model if name == route.provider else getattr(provider, "model", "")
+            try:
+                return await call(provider, breaker, model), name
+            except BudgetExceeded as exc:
+                failed.over_budget = str(exc)
+            except ProviderError as exc:
+                if exc.failure == Failure.bad_request:
+                    raise
+                failed.errors.append(exc)
+                log.warning("task %s: %s; trying the next provider", spec.id, exc.message)
+        raise failed
+
+    @staticmethod
+    def _reason(route: Route, name: str) -> str:
+        if name == route.provider:
+            return route.reason
+        return f"{route.reason}; failed over from {route.provider}"
+
     async def _cloud(
         self,
         spec: TaskSpec,
@@ -163,56 +230,45 @@ class ProviderRunner:
         may_go_local: bool,
         prior: list[Completion] | None = None,
     ) -> Outcome:
-        settings = self.settings()
-        names = [route.provider]
-        if not spec.model:  # a pinned model has nowhere else to go
-            names += [n for n in settings.cloud_order() if n != route.provider]
-        errors: list[ProviderError] = []
-        over_budget = ""
-        for name in names:
-            provider, breaker = self.providers.get(name), self.breakers.get(name)
-            if provider is None or breaker is None:
-                continue
-            if not breaker.available():
-                errors.append(_skipped(breaker))
-                continue
-            model = route.model if name == route.provider else getattr(provider, "model", "")
-            try:
-                outcome = await self._call_cloud(
-                    spec, provider, breaker, model, progress=progress, prior=prior
-                )
-            except BudgetExceeded as exc:
-                over_budget = str(exc)
-                continue
-            except ProviderError as exc:
-                if exc.failure == Failure.bad_request:
-                    raise
-                errors.append(exc)
-                log.warning("task %s: %s; trying the next provider", spec.id, exc.message)
-                continue
-            reason = (
-                route.reason
-                if name == route.provider
-                else (f"{route.reason}; failed over from {route.provider}")
+        async def call(provider: Provider, breaker: Breaker, model: str) -> Outcome:
+            request = Request(spec.chat(), spec.max_tokens, model, spec.json_schema)
+            paid = await self._paid(
+                spec, provider, breaker, request, progress, task_cap=spec.max_cost_usd
             )
-            outcome.route["reason"] = reason  # type: ignore[index]
-            return outcome
-        return await self._nowhere(spec, progress, may_go_local, errors, over_budget)
+            c = paid.completion
+            data, problem = check_output(spec, c)
+            if problem is not None:
+                await self.budget.ledger.record(paid.bill)  # no result to ride with: book it now
+                raise ProviderError(Failure.retryable, f"{provider.name}: the answer {problem}")
+            used = Route(tier="cloud", provider=provider.name, model=c.model, reason="")
+            calls = [*(prior or []), c]
+            outcome = self._outcome(
+                spec, used, calls, paid.cost, data=data, estimated=paid.estimated
+            )
+            return Outcome(outcome.result, outcome.route, (paid.bill,))
 
-    async def _call_cloud(
+        try:
+            outcome, name = await self._each_provider(spec, route, call)
+        except NoCloud as exc:
+            return await self._nowhere(spec, progress, may_go_local, exc)
+        outcome.route["reason"] = self._reason(route, name)  # type: ignore[index]
+        return outcome
+
+    async def _paid(
         self,
         spec: TaskSpec,
         provider: Provider,
         breaker: Breaker,
-        model: str,
-        *,
+        request: Request,
         progress: Progress,
-        prior: list[Completion] | None,
-    ) -> Outcome:
+        *,
+        task_cap: float | None,
+    ) -> Paid:
+        """One call with its worst case reserved first and the real cost booked after."""
         prices = self.prices()
-        worst = prices.worst_case(model, input_estimate(spec), spec.max_tokens)
-        reservation = self.budget.reserve(worst, spec.max_cost_usd)
-        request = Request(spec.chat(), spec.max_tokens, model, spec.json_schema)
+        estimate = input_estimate(request.messages, request.tools)
+        worst = prices.worst_case(request.model, estimate, request.max_tokens)
+        reservation = self.budget.reserve(worst, task_cap)
         try:
             c = await provider.complete(request, progress)
         except ProviderError as exc:
@@ -236,34 +292,67 @@ class ProviderRunner:
             raise
         cost, estimated = prices.cost(c)
         bill = self.budget.book(
-            reservation,
-            c,
-            cost,
-            estimated=estimated,
-            provider=provider.name,
-            task_id=spec.id or "",
+            reservation, c, cost, estimated=estimated, provider=provider.name, task_id=spec.id or ""
         )
         breaker.success()
-        data, problem = check_output(spec, c)
+        return Paid(c, bill, cost, estimated)
+
+    # ---- agent -------------------------------------------------------------------------
+
+    async def _agent(self, spec: TaskSpec, route: Route, progress: Progress) -> Outcome:
+        """Every step is one cloud call with failover; each is booked as soon as it is made,
+        and all of them together stay within the task's cap."""
+        settings = self.settings()
+        cap = settings.budget.per_task_usd
+        if spec.max_cost_usd is not None:
+            cap = min(cap, spec.max_cost_usd)
+        spent: list[Paid] = []
+        last = [route.provider]
+
+        async def step(messages: list[dict[str, Any]], tools: tuple[Tool, ...]) -> Completion:
+            async def call(provider: Provider, breaker: Breaker, model: str) -> Paid:
+                request = Request(messages, spec.max_tokens, model, spec.json_schema, tools)
+                left = max(cap - sum(p.cost for p in spent), 0.0)
+                return await self._paid(spec, provider, breaker, request, progress, task_cap=left)
+
+            try:
+                paid, last[0] = await self._each_provider(spec, route, call)
+            except NoCloud as exc:
+                raise self._unavailable(exc) from None
+            spent.append(paid)
+            await self.budget.ledger.record(paid.bill)
+            return paid.completion
+
+        ctx = Context(settings.agent, self.http)
+        run = await run_agent(spec.chat(), spec.tools, step, ctx, progress)
+        final = run.calls[-1]
+        data, problem = check_output(spec, final)
         if problem is not None:
-            await self.budget.ledger.record(bill)  # no result to ride with: book it now
-            raise ProviderError(Failure.retryable, f"{provider.name}: the answer {problem}")
-        route = Route(tier="cloud", provider=provider.name, model=c.model, reason="")
+            raise ProviderError(Failure.retryable, f"{last[0]}: the final answer {problem}")
+        reason = self._reason(route, last[0])
+        used = Route(tier="cloud", provider=last[0], model=final.model, reason=reason)
         outcome = self._outcome(
-            spec, route, [*(prior or []), c], cost, data=data, estimated=estimated
+            spec,
+            used,
+            run.calls,
+            sum(p.cost for p in spent),
+            data=data,
+            estimated=any(p.estimated for p in spent),
         )
-        return Outcome(outcome.result, outcome.route, (bill,))
+        outcome.result["steps"] = len(run.calls)
+        outcome.result["tool_calls"] = run.trace
+        return outcome
 
     async def _nowhere(
         self,
         spec: TaskSpec,
         progress: Progress,
         may_go_local: bool,
-        errors: list[ProviderError],
-        over_budget: str,
+        failed: NoCloud,
     ) -> Outcome:
         """No cloud provider took the task: go local if it may, hold, or fail clearly."""
         settings = self.settings()
+        over_budget = failed.over_budget
         if (
             may_go_local
             and settings.local.enabled
@@ -278,19 +367,24 @@ class ProviderRunner:
                 raise ProviderError(Failure.bad_request, f"the local model's answer {problem}")
             route = Route(tier="local", provider=LOCAL, model=c.model, reason=f"{why}; ran locally")
             return self._outcome(spec, route, [c], 0.0, data=data)
-        if over_budget and not errors:
-            raise ProviderError(Failure.budget, over_budget)
+        raise self._unavailable(failed)
+
+    def _unavailable(self, failed: NoCloud) -> ProviderError:
+        """The one failure to report when no cloud provider took a call."""
+        errors = failed.errors
+        if failed.over_budget and not errors:
+            return ProviderError(Failure.budget, failed.over_budget)
         if errors and all(e.failure == Failure.auth for e in errors):
-            raise ProviderError(Failure.auth, "; ".join(e.message for e in errors))
+            return ProviderError(Failure.auth, "; ".join(e.message for e in errors))
         waits = [e.retry_after for e in errors if e.retry_after] + [
             b.status()["retry_in_s"] for b in self.breakers.values() if b.status()["retry_in_s"]
         ]
         detail = "; ".join(e.message for e in errors) or "no cloud provider available"
-        raise ProviderError(
+        return ProviderError(
             Failure.retryable,
             f"no cloud provider could take it: {detail}",
             retry_after=min(waits) if waits else None,
-            hold=settings.routing.offline == "hold",
+            hold=self.settings().routing.offline == "hold",
         )
 
     def _outcome(
@@ -303,7 +397,7 @@ class ProviderRunner:
         data: Any,
         estimated: bool = False,
     ) -> Outcome:
-        """Result fields for the calls of this attempt; only the last (if any) was paid."""
+        """Result fields for the calls of this attempt; `cost` is what they cost together."""
         usage = {
             "input_tokens": sum(c.input_tokens for c in calls),
             "output_tokens": sum(c.output_tokens for c in calls),

@@ -45,6 +45,12 @@ class Planner:
 
     async def op_set(self, req: dict[str, Any]) -> dict[str, Any]:
         schedule = parse_schedule(req.get("schedule"))
+        try:
+            self.service.route(parse_spec(schedule.task), SOURCE)
+        except SpecError as exc:
+            # A provider or budget missing today may be there when the run is due.
+            if exc.code == ErrorCode.invalid_request:
+                raise SpecError(exc.code, f"task: {exc.message}") from None
         listed, created = await self.schedules.put(schedule)
         self._changed.set()
         return {"created": created, "schedule": listed}

@@ -198,6 +198,8 @@ class Scheduler:
             Failure.unavailable: ErrorCode.provider_unavailable,
             Failure.budget: ErrorCode.budget_exceeded,
         }.get(exc.failure, ErrorCode.provider_unavailable)
+        if exc.code is not None:
+            code = ErrorCode(exc.code)
         if exc.hold:
             # routing.offline = "hold": nothing was tried, so no attempt is used up; the
             # deadline still ends the wait.

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from agentbox.routing.router import Router
+from agentbox.routing.router import Decision, Router
 from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
 from agentbox.tasks.spec import ErrorCode, SpecError, State, TaskSpec, parse_spec
 from agentbox.tasks.store import Store, TaskRow
@@ -39,6 +39,10 @@ class TaskService:
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
+    def route(self, spec: TaskSpec, source: str) -> Decision:
+        """Where the task would run today; SpecError when it cannot."""
+        return self._router().decide(spec, background=source in BACKGROUND_SOURCES)
+
     async def submit(
         self, raw: bytes | str | dict[str, Any], source: str, reply: dict[str, Any] | None = None
     ) -> tuple[TaskRow, bool]:
@@ -49,7 +53,7 @@ class TaskService:
             )
         spec: TaskSpec = parse_spec(raw, self.max_payload_bytes).with_id()
         try:
-            decision = self._router().decide(spec, background=source in BACKGROUND_SOURCES)
+            decision = self.route(spec, source)
         except SpecError as exc:
             # A known id answers with its task even if it could not be routed today.
             known = await self.store.get(spec.id or "")

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentbox.agent.tools import NAMES as TOOL_NAMES
+
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-# Tools the agent loop offers; empty until the agent issue lands, so any name is refused.
-KNOWN_TOOLS: frozenset[str] = frozenset()
 
 
 class State(StrEnum):
@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     cancelled = "cancelled"
     store_unavailable = "store_unavailable"
     not_found = "not_found"
+    step_limit = "step_limit"  # an agent task used its steps without a final answer
     missed_run = "missed_run"  # a scheduled run whose time passed while the box could not run it
     internal = "internal"
 
@@ -74,11 +75,12 @@ class TaskSpec(BaseModel):
     def _check(self) -> TaskSpec:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
-        unknown = [t for t in self.tools if t not in KNOWN_TOOLS]
+        unknown = [t for t in self.tools if t not in TOOL_NAMES]
         if unknown:
-            raise ValueError(f"unknown tool {unknown[0]!r}")
-        if self.kind == "agent":
-            raise ValueError("kind 'agent' is not available on this version; use 'complete'")
+            known = ", ".join(sorted(TOOL_NAMES))
+            raise ValueError(f"unknown tool {unknown[0]!r} (this box has: {known})")
+        if self.tools and self.kind != "agent":
+            raise ValueError("tools are for agent tasks: add kind 'agent'")
         if self.reply_to is not None and any(c in self.reply_to for c in "#+\0"):
             raise ValueError("reply_to must be a topic name without wildcards")
         return self

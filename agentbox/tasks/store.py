@@ -76,7 +76,7 @@ class TaskRow:
             if self.finished_at is not None:
                 timings["run_ms"] = round((self.finished_at - self.started_at) * 1000)
         result = self.result
-        return {
+        body = {
             "id": self.id,
             "state": self.state.value,
             "output": result.get("output"),
@@ -88,6 +88,10 @@ class TaskRow:
             "error": result.get("error"),
             "meta": self.spec.meta,
         }
+        if "steps" in result:  # an agent task: how many model calls, which tools it called
+            body["steps"] = result["steps"]
+            body["tool_calls"] = result.get("tool_calls", [])
+        return body
 
 
 @dataclass(frozen=True)
@@ -140,10 +144,12 @@ class Store(Writer):
         # Set on the loop after a commit that added outbox rows: the MQTT bridge waits on it.
         self.outbox_ready = asyncio.Event()
         self._live: list[Event] | None = None  # new events for the bridge, while it follows
+        self.last_event = 0  # seq of the newest committed outbox event
 
     def _after_commit(self, staged: list[Any]) -> None:
         if not staged:
             return
+        self.last_event = staged[-1].seq
         if self._live is not None:
             self._live.extend(staged)
             if len(self._live) > LIVE_MAX:

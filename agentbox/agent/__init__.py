@@ -1,0 +1,1 @@
+"""Agent tasks: the tool-using loop and its tools."""

@@ -1,0 +1,242 @@
+"""The tools an agent task may call: what each offers the model, and what it does.
+
+A tool never raises to the loop: a bad argument or a refused URL comes back as text that
+starts with "error:", so the model can correct itself within the task's steps.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import math
+import operator
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from agentbox.config import AgentConfig
+from agentbox.providers.base import Tool
+from agentbox.providers.transport import HttpClient, target
+
+
+class ToolError(Exception):
+    """A call the tool refuses; the message goes back to the model."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What tools may use: the agent settings and the daemon's HTTP client."""
+
+    conf: AgentConfig
+    http: HttpClient
+
+
+Run = Callable[[dict[str, Any], Context], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class AgentTool:
+    tool: Tool
+    run: Run
+
+
+def _string(args: dict[str, Any], name: str, limit: int, required: bool = True) -> str:
+    value = args.get(name, "")
+    if not isinstance(value, str) or (required and not value):
+        raise ToolError(f"'{name}' must be a non-empty string")
+    if len(value) > limit:
+        raise ToolError(f"'{name}' is longer than {limit} characters")
+    return value
+
+
+# ---- clock -------------------------------------------------------------------------------
+
+
+async def clock(args: dict[str, Any], ctx: Context) -> str:
+    """The current date and time, in the box's zone or a named IANA zone, and in UTC."""
+    name = _string(args, "timezone", 64, required=False)
+    try:
+        zone = zoneinfo.ZoneInfo(name) if name else None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown time zone {name!r}; use an IANA name like Europe/Paris") from None
+    now = dt.datetime.now(dt.UTC)
+    local = now.astimezone(zone)
+    return (
+        f"{local.strftime('%A')} {local.isoformat(timespec='seconds')}"
+        f" ({local.tzname()}); UTC {now.isoformat(timespec='seconds')}"
+    )
+
+
+# ---- calculator --------------------------------------------------------------------------
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "sqrt": math.sqrt,
+    "exp": math.exp,
+    "log": math.log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "asin": math.asin,
+    "acos": math.acos,
+    "atan": math.atan,
+    "floor": math.floor,
+    "ceil": math.ceil,
+}
+_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+# Bounds that keep one expression to microseconds: no 9**9**9, no million-digit numbers.
+_MAX_EXPONENT = 10_000
+_MAX_DIGITS = 400
+
+
+def _number(value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ToolError("only numbers are allowed")
+    if isinstance(value, int) and value.bit_length() > _MAX_DIGITS * 10 // 3:
+        raise ToolError("a number in the expression is too large")
+    return value
+
+
+def _eval(node: ast.AST) -> float | int:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body)
+    if isinstance(node, ast.Constant):
+        return _number(node.value)
+    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        value = _eval(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _eval(node.left), _eval(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
+            raise ToolError(f"exponent larger than {_MAX_EXPONENT}")
+        return _number(_BINARY[type(node.op)](left, right))
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCTIONS
+        and not node.keywords
+    ):
+        return _number(_FUNCTIONS[node.func.id](*(_eval(a) for a in node.args)))
+    raise ToolError(f"not allowed in an expression: {ast.unparse(node)[:60]!r}")
+
+
+async def calculator(args: dict[str, Any], ctx: Context) -> str:
+    """Exact arithmetic, so the model need not do sums in its head."""
+    expression = _string(args, "expression", 500)
+    try:
+        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+        value = _eval(tree)
+    except SyntaxError:
+        raise ToolError(f"not an arithmetic expression: {expression!r}") from None
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        raise ToolError(f"{type(exc).__name__}: {exc}") from None
+    return repr(value)
+
+
+# ---- fetch -------------------------------------------------------------------------------
+
+
+def host_allowed(host: str, allow: list[str]) -> bool:
+    """`allow` holds exact host names and `*.example.com` patterns (the domain's subdomains)."""
+    host = host.lower().rstrip(".")
+    for pattern in (a.lower() for a in allow):
+        if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
+
+
+async def fetch(args: dict[str, Any], ctx: Context) -> str:
+    """GET one URL on a host of agent.fetch_allow; the status, type and (cut) text."""
+    url = _string(args, "url", 2000)
+    try:
+        _, host, _ = target(url).origin
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
+        raise ToolError(f"not a usable URL: {exc}") from None
+    if not host_allowed(host, ctx.conf.fetch_allow):
+        raise ToolError(
+            f"host {host!r} is not allowed; the box's owner lists allowed hosts in"
+            " agent.fetch_allow"
+        )
+    limit = ctx.conf.fetch_max_bytes
+    timeouts = httpx.Timeout(ctx.conf.tool_timeout_s)
+    body = bytearray()
+    try:
+        async with ctx.http.stream("GET", url, timeouts=timeouts) as response:
+            kind = response.headers.get("content-type", "")
+            location = response.headers.get("location", "")
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) > limit:
+                    break
+    except httpx.HTTPError as exc:
+        raise ToolError(f"fetch failed: {type(exc).__name__}: {exc}") from None
+    head = f"HTTP {response.status_code}; content-type: {kind or 'unknown'}"
+    if location:
+        head += f"; location: {location} (redirects are not followed)"
+    cut = len(body) > limit
+    text = bytes(body[:limit]).decode("utf-8", "replace")
+    if cut:
+        text += f"\n[cut at {limit} bytes]"
+    return f"{head}\n\n{text}"
+
+
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> Tool:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return Tool(name, description, {**schema, "additionalProperties": False})
+
+
+CATALOG: dict[str, AgentTool] = {
+    t.tool.name: t
+    for t in (
+        AgentTool(
+            _tool(
+                "clock",
+                "The current date, weekday and time. Optional IANA time zone; default the box's.",
+                {"timezone": {"type": "string", "description": "e.g. Europe/Paris"}},
+                [],
+            ),
+            clock,
+        ),
+        AgentTool(
+            _tool(
+                "calculator",
+                "Evaluate an arithmetic expression exactly: + - * / // % ** (or ^), parentheses,"
+                " pi, e, and sqrt, exp, log, log10, log2, sin, cos, tan, asin, acos, atan, floor,"
+                " ceil, abs, round, min, max.",
+                {"expression": {"type": "string", "description": "e.g. (17.5 * 3) / sqrt(2)"}},
+                ["expression"],
+            ),
+            calculator,
+        ),
+        AgentTool(
+            _tool(
+                "fetch",
+                "HTTP GET a web page or API on a host the box's owner allowed; returns the status,"
+                " the content type and the text (cut when long).",
+                {"url": {"type": "string", "description": "an http:// or https:// URL"}},
+                ["url"],
+            ),
+            fetch,
+        ),
+    )
+}
+NAMES = frozenset(CATALOG)
