@@ -183,6 +183,26 @@ async def test_the_task_cap_covers_all_steps_together(rig_factory: Any, fake: Fa
     assert spent[0] == pytest.approx(0.003)  # 2 x (1000 in x $0.5 + 1000 out x $1.0) / 1M
 
 
+async def test_a_retried_agent_task_counts_what_its_earlier_attempts_spent(
+    rig_factory: Any, fake: FakeProvider
+) -> None:
+    calls = tool_calls("openai", ("clock", {}), tokens=1000)  # $0.0015 a step, as above
+    fake.push(calls, error(500, {"error": {"message": "upstream broke"}}))
+    fake.default = calls
+    prices = {"gpt-4o-mini": {"input": 0.5, "output": 1.0}}
+    rig = await rig_factory({"providers": {"main": cloud("openai", fake)}, "prices": prices})
+    spec = {"id": "retried", "prompt": "hi", "kind": "agent", "max_tokens": 100}
+    spec["max_cost_usd"] = 0.0032
+    with pytest.raises(ProviderError) as first:
+        await run(rig, spec)
+    assert first.value.failure == Failure.retryable and len(fake.requests) == 2
+    # the scheduler's next attempt: $0.0017 of the cap is left, enough for one step, not two
+    with pytest.raises(ProviderError) as second:
+        await run(rig, spec)
+    assert second.value.failure == Failure.budget
+    assert len(fake.requests) == 3
+
+
 # ---- intake and routing ------------------------------------------------------------------
 
 

@@ -216,6 +216,9 @@ def test_budget_reservations_are_atomic_and_settle(tmp_path: Path) -> None:
         async def totals(self, day: str, month: str) -> tuple[float, float]:
             return 0.0, 0.0
 
+        async def spent(self, task_id: str) -> float:
+            return 0.0
+
     budget = Budget(Settings().budget.model_copy(update={"daily_usd": 1.0}), NullLedger())
     r1 = budget.reserve(0.2)
     budget.reserve(0.2)

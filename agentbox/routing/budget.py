@@ -76,6 +76,10 @@ class Ledger(Protocol):
 
     async def totals(self, day: str, month: str) -> tuple[float, float]: ...
 
+    async def spent(self, task_id: str) -> float:
+        """What one task's calls have cost so far (all its attempts)."""
+        ...
+
 
 class BudgetExceeded(Exception):
     """A call would cross a cap; the message names the cap and what is left."""

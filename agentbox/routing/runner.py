@@ -301,11 +301,12 @@ class ProviderRunner:
 
     async def _agent(self, spec: TaskSpec, route: Route, progress: Progress) -> Outcome:
         """Every step is one cloud call with failover; each is booked as soon as it is made,
-        and all of them together stay within the task's cap."""
+        and all of them, over all the task's attempts, stay within the task's cap."""
         settings = self.settings()
         cap = settings.budget.per_task_usd
         if spec.max_cost_usd is not None:
             cap = min(cap, spec.max_cost_usd)
+        cap -= await self.budget.ledger.spent(spec.id or "")
         spent: list[Paid] = []
         last = [route.provider]
 

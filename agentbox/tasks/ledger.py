@@ -33,3 +33,12 @@ class StoreLedger:
             return float(today), float(this_month)
 
         return await self.store.read(op)
+
+    async def spent(self, task_id: str) -> float:
+        def op(c: sqlite3.Connection) -> float:
+            (total,) = c.execute(
+                "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE task_id = ?", (task_id,)
+            ).fetchone()
+            return float(total)
+
+        return await self.store.read(op)

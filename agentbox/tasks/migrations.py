@@ -76,6 +76,10 @@ STEPS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # v6: an agent task's later attempts look up what its earlier ones spent
+    """
+    CREATE INDEX usage_task ON usage (task_id);
+    """,
 )
 
 
