@@ -164,7 +164,7 @@ def local_tokens_per_s() -> dict[str, Any]:
     from agentbox.providers.local import LocalProvider, bundled_model, performance_cores  # noqa: PLC0415
 
     threads = performance_cores()
-    messages = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+    messages: Any = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
     llm = Llama(
         str(bundled_model()), n_threads=threads, n_threads_batch=threads, n_ctx=4096, verbose=False
     )
@@ -174,7 +174,8 @@ def local_tokens_per_s() -> dict[str, Any]:
         for chunk in llm.create_chat_completion(
             messages=messages, max_tokens=128, temperature=0.2, stream=True
         ):
-            if chunk["choices"][0]["delta"].get("content"):
+            delta: Any = chunk["choices"][0]["delta"]  # type: ignore[index]
+            if delta.get("content"):
                 first = first or time.perf_counter()
                 n += 1
         bare.append(n / (time.perf_counter() - first))

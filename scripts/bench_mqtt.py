@@ -54,11 +54,12 @@ class Client:
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.cond:
-            self.got.add(bytes(msg.properties.CorrelationData))
+            props: Any = msg.properties  # our own v5 replies always carry them
+            self.got.add(bytes(props.CorrelationData))
             self.cond.notify_all()
 
     def send(self, i: int, prefix: str) -> None:
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = self.reply
         props.CorrelationData = f"{prefix}{i}".encode()
         payload = f'{{"id": "{prefix}{i}", "prompt": "hello", "tier": "cloud", "max_tokens": 16}}'

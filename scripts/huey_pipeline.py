@@ -33,7 +33,7 @@ def main() -> None:
     nodelay(pub)
     pub.loop_start()
 
-    @huey.task()
+    @huey.task()  # type: ignore[untyped-decorator]
     def run(spec: dict[str, Any], reply: str, corr: str) -> None:
         body = {
             "model": "gpt-4o-mini",
@@ -48,13 +48,13 @@ def main() -> None:
                 if line.startswith("data: ") and line != "data: [DONE]":
                     for choice in json.loads(line[6:]).get("choices", []):
                         parts.append(choice.get("delta", {}).get("content") or "")
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.CorrelationData = bytes.fromhex(corr)
         result = {"id": spec.get("id"), "state": "succeeded", "output": "".join(parts)}
         pub.publish(reply, json.dumps(result), qos=1, properties=props)
 
     def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        props = msg.properties
+        props: Any = msg.properties  # a v5 request always has them
         run(json.loads(msg.payload), props.ResponseTopic, bytes(props.CorrelationData).hex())
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
