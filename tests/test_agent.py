@@ -296,6 +296,17 @@ def test_fetch_host_patterns() -> None:
     assert not host_allowed("localhost", allow)
 
 
+PAGES = {
+    "/big": ("text/plain", b"x" * 5000),
+    "/page": (
+        "text/html; charset=utf-8",
+        b"<html><head><title>t</title><style>p {color: red}</style></head><body>"
+        b"<script>var secret = 1;</script><h1>Forecast</h1><p>Sunny,\n   21 &deg;C</p>"
+        b"<ul><li>Wind: 3 m/s</li><li>Rain: 0 %</li></ul></body></html>",
+    ),
+}
+
+
 class _Pages(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -309,9 +320,9 @@ class _Pages(BaseHTTPRequestHandler):
             self.send_header("content-length", "0")
             self.end_headers()
             return
-        body = ("x" * 5000).encode() if self.path == "/big" else b"Tomorrow: sunny, 21 C"
+        kind, body = PAGES.get(self.path, ("text/plain; charset=utf-8", b"Tomorrow: sunny, 21 C"))
         self.send_response(200)
-        self.send_header("content-type", "text/plain; charset=utf-8")
+        self.send_header("content-type", kind)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -332,6 +343,8 @@ async def test_fetch(pages: str) -> None:
     allowed = ctx(fetch_allow=["127.0.0.1"], fetch_max_bytes=1000)
     text = await fetch({"url": f"{pages}/forecast"}, allowed)
     assert text == "HTTP 200; content-type: text/plain; charset=utf-8\n\nTomorrow: sunny, 21 C"
+    page = await fetch({"url": f"{pages}/page"}, allowed)
+    assert page.endswith("\n\nForecast\nSunny, 21 °C\nWind: 3 m/s\nRain: 0 %")
     big = await fetch({"url": f"{pages}/big"}, allowed)
     assert big.endswith("x" * 1000 + "\n[cut at 1000 bytes]")
     moved = await fetch({"url": f"{pages}/moved"}, allowed)

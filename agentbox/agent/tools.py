@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import html.parser
 import math
 import operator
 import zoneinfo
@@ -155,6 +156,46 @@ async def calculator(args: dict[str, Any], ctx: Context) -> str:
 # ---- fetch -------------------------------------------------------------------------------
 
 
+class _Text(html.parser.HTMLParser):
+    """The readable text of an HTML page: no tags, scripts, styles or runs of blank space."""
+
+    SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
+    BREAK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self._skipping += 1
+        elif tag in self.BREAK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self._skipping:
+            self._skipping -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:  # a line break in HTML text is a space; tags make lines
+            self.parts.append(data.replace("\r", " ").replace("\n", " "))
+
+    def text(self) -> str:
+        lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
+        return "\n".join(line for line in lines if line)
+
+
+def readable(text: str, content_type: str) -> str:
+    """HTML reduced to its text (fewer tokens for the model to pay for); other types as is."""
+    if "html" not in content_type.lower():
+        return text
+    parser = _Text()
+    parser.feed(text)
+    parser.close()
+    return parser.text()
+
+
 def host_allowed(host: str, allow: list[str]) -> bool:
     """`allow` holds exact host names and `*.example.com` patterns (the domain's subdomains)."""
     host = host.lower().rstrip(".")
@@ -193,7 +234,7 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
     if location:
         head += f"; location: {location} (redirects are not followed)"
     cut = len(body) > limit
-    text = bytes(body[:limit]).decode("utf-8", "replace")
+    text = readable(bytes(body[:limit]).decode("utf-8", "replace"), kind)
     if cut:
         text += f"\n[cut at {limit} bytes]"
     return f"{head}\n\n{text}"
@@ -231,7 +272,7 @@ CATALOG: dict[str, AgentTool] = {
             _tool(
                 "fetch",
                 "HTTP GET a web page or API on a host the box's owner allowed; returns the status,"
-                " the content type and the text (cut when long).",
+                " the content type and the text (an HTML page as plain text; cut when long).",
                 {"url": {"type": "string", "description": "an http:// or https:// URL"}},
                 ["url"],
             ),
