@@ -29,6 +29,7 @@ from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
+from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
@@ -106,6 +107,7 @@ class Daemon:
         self.prices = PriceTable(settings.prices)
         self.budget = Budget(settings.budget, StoreLedger(self.store))
         self.router = Router(settings, self.pool.available, self.budget.exhausted)
+        self.notes = NoteStore(self.store)
         runner = ProviderRunner(
             self.pool.providers,
             self.pool.breakers,
@@ -113,6 +115,7 @@ class Daemon:
             lambda: self.prices,
             lambda: self.loaded.settings,
             http=self.pool.client,
+            notes=self.notes,
         )
         self.service = TaskService(
             self.store,
@@ -140,6 +143,7 @@ class Daemon:
         )
         self.control.ops.update(Admin(self).ops())
         self.control.ops.update(self.planner.ops())
+        self.control.ops.update(self.notes.ops())
         self._stop = asyncio.Event()
         self._last_status = ""
 
@@ -319,6 +323,7 @@ class Daemon:
         self.prices = PriceTable(settings.prices)
         self.budget.conf = settings.budget
         self.router = Router(settings, self.pool.available, self.budget.exhausted)
+        self.notes = NoteStore(self.store)
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes

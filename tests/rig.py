@@ -17,6 +17,7 @@ from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
+from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.spec import TaskSpec
 from agentbox.tasks.store import Store
 
@@ -58,6 +59,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[Any]:
             lambda: PriceTable(settings.prices),
             lambda: settings,
             http=pool.client,
+            notes=NoteStore(store),
         )
         made.append((store, pool))
         return Rig(settings, pool, budget, runner, ledger)

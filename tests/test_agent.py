@@ -3,10 +3,12 @@ built-in tools, routing rules, budget across steps, and a daemon answering `subm
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +19,9 @@ from agentbox.providers.base import Failure, ProviderError
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
+from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, parse_spec
+from agentbox.tasks.store import Store
 from tests.conftest import Daemon
 from tests.fakes import (
     FakeProvider,
@@ -203,18 +207,50 @@ async def test_a_retried_agent_task_counts_what_its_earlier_attempts_spent(
     assert len(fake.requests) == 3
 
 
+async def test_notes_outlive_the_task_that_wrote_them(rig_factory: Any, fake: FakeProvider) -> None:
+    fake.push(
+        tool_calls("openai", ("remember", {"key": "price.btc", "text": "42000 USD"})),
+        openai_stream("noted"),
+        tool_calls(
+            "openai",
+            ("recall", {}),
+            ("recall", {"key": "price.btc"}),
+            ("recall", {"key": "nope"}),
+            ("remember", {"key": "../etc", "text": "x"}),
+        ),
+        openai_stream("it was 42000 USD"),
+    )
+    rig = await rig_factory({"providers": {"main": cloud("openai", fake)}})
+    await run(rig, {"id": "first", "prompt": "note the price", "kind": "agent"})
+    out = await run(rig, {"id": "second", "prompt": "what was it?", "kind": "agent"})
+    assert out.result["output"] == "it was 42000 USD"
+    listed, text, missing, bad = tool_messages(fake.requests[3], "openai")
+    assert listed.startswith("price.btc (written 20") and listed.endswith("UTC): 42000 USD")
+    assert text == "42000 USD"
+    assert missing == "error: no note named 'nope'; recall without a key lists them"
+    assert bad.startswith("error: 'key' is letters, digits")
+    notes = NoteStore(rig.ledger.store)
+    [note] = await notes.all()
+    assert (note.key, note.task_id) == ("price.btc", "first")
+    # at most MAX_NOTES keys; an existing key can always be written again
+    assert all(await asyncio.gather(*(notes.put(f"k{i}", "x", "t") for i in range(499))))
+    assert not await notes.put("one-more", "x", "t")
+    assert await notes.put("price.btc", "43000 USD", "third")
+
+
 # ---- intake and routing ------------------------------------------------------------------
 
 
 def test_agent_specs_are_checked_at_intake() -> None:
     with pytest.raises(
-        SpecError, match="unknown tool 'shell' \\(this box has: calculator, clock, fetch\\)"
+        SpecError,
+        match=r"unknown tool 'shell' \(this box has: calculator, clock, fetch, recall, remember\)",
     ):
         parse_spec({"prompt": "x", "kind": "agent", "tools": ["shell"]})
     with pytest.raises(SpecError, match="tools are for agent tasks: add kind 'agent'"):
         parse_spec({"prompt": "x", "tools": ["clock"]})
     assert parse_spec({"prompt": "x", "kind": "agent", "tools": ["fetch"]}).tools == ["fetch"]
-    assert frozenset(CATALOG) == NAMES == {"clock", "calculator", "fetch"}
+    assert frozenset(CATALOG) == NAMES == {"clock", "calculator", "fetch", "remember", "recall"}
 
 
 def test_agent_tasks_route_to_the_cloud_only() -> None:
@@ -239,7 +275,7 @@ def test_agent_tasks_route_to_the_cloud_only() -> None:
 
 
 def ctx(**conf: Any) -> Context:
-    return Context(AgentConfig(**conf), HttpClient())
+    return Context(AgentConfig(**conf), HttpClient(), NoteStore(Store(Path("/nonexistent"))), "t")
 
 
 @pytest.mark.parametrize(
@@ -405,3 +441,15 @@ model = "gpt-4o-mini"
     )
     assert schedule.returncode != 0 and "set tier 'cloud' in its task" in schedule.stderr
     assert json.loads(d.cli("schedules", "list", "--json").stdout) == []
+    fake.push(
+        tool_calls("openai", ("remember", {"key": "weather", "text": "sunny\n21 C"})),
+        openai_stream("noted"),
+    )
+    d.cli("submit", "--kind", "agent", "--wait", "Remember the weather.")
+    [note] = d.json("notes", "list", "--json")
+    assert note["key"] == "weather" and note["text"] == "sunny\n21 C"
+    assert "weather" in d.cli("notes", "list").stdout
+    assert d.cli("notes", "list", "weather").stdout == "sunny\n21 C\n"
+    d.cli("notes", "delete", "weather")
+    gone = d.cli("notes", "delete", "weather", check=False)
+    assert gone.returncode == 1 and "no note named 'weather'" in gone.stderr

@@ -2,7 +2,7 @@
 
 The loop knows no provider: `step` makes one paid model call (the router's failover and the
 budget live there). A retried task starts the loop again from its first message, so tools run
-at least once per attempt; the built-in ones only read.
+at least once per attempt; the built-in ones read, or replace a note by its key.
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ import datetime as dt
 import html.parser
 import math
 import operator
+import re
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -27,12 +28,46 @@ class ToolError(Exception):
     """A call the tool refuses; the message goes back to the model."""
 
 
+MAX_NOTES = 500
+NOTE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NOTE_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Note:
+    key: str
+    text: str
+    task_id: str  # the task that wrote it last
+    updated_at: float
+
+    def listed(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "text": self.text,
+            "task_id": self.task_id,
+            "updated_at": round(self.updated_at, 3),
+        }
+
+
+class Notes(Protocol):
+    """Where notes are kept (the task store implements it)."""
+
+    async def put(self, key: str, text: str, task_id: str) -> bool: ...
+
+    async def get(self, key: str) -> Note | None: ...
+
+    async def all(self) -> list[Note]: ...
+
+
 @dataclass(frozen=True)
 class Context:
-    """What tools may use: the agent settings and the daemon's HTTP client."""
+    """What tools may use: the agent settings, the daemon's HTTP client, the box's notes and
+    the id of the task calling."""
 
     conf: AgentConfig
     http: HttpClient
+    notes: Notes
+    task_id: str
 
 
 Run = Callable[[dict[str, Any], Context], Awaitable[str]]
@@ -240,6 +275,44 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
     return f"{head}\n\n{text}"
 
 
+# ---- notes -------------------------------------------------------------------------------
+
+
+def _key(args: dict[str, Any]) -> str:
+    key = _string(args, "key", 64)
+    if not NOTE_KEY.match(key):
+        raise ToolError(
+            "'key' is letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return key
+
+
+async def remember(args: dict[str, Any], ctx: Context) -> str:
+    """Keep a note for later tasks (replacing the key's text)."""
+    key, text = _key(args), _string(args, "text", NOTE_CHARS)
+    if not await ctx.notes.put(key, text, ctx.task_id):
+        raise ToolError(f"the box already keeps {MAX_NOTES} notes; reuse a key")
+    return f"remembered {key!r} ({len(text)} characters)"
+
+
+async def recall(args: dict[str, Any], ctx: Context) -> str:
+    """One note's text, or with no key the list of keys and when each was written."""
+    if not args.get("key"):
+        notes = await ctx.notes.all()
+        if not notes:
+            return "no notes yet"
+        return "\n".join(
+            f"{n.key} (written {dt.datetime.fromtimestamp(n.updated_at, dt.UTC):%Y-%m-%d %H:%M}"
+            f" UTC): {n.text[:60]}"
+            for n in notes
+        )
+    key = _key(args)
+    note = await ctx.notes.get(key)
+    if note is None:
+        raise ToolError(f"no note named {key!r}; recall without a key lists them")
+    return note.text
+
+
 def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> Tool:
     schema = {"type": "object", "properties": properties, "required": required}
     return Tool(name, description, {**schema, "additionalProperties": False})
@@ -277,6 +350,28 @@ CATALOG: dict[str, AgentTool] = {
                 ["url"],
             ),
             fetch,
+        ),
+        AgentTool(
+            _tool(
+                "remember",
+                "Keep a note on this box for later tasks (e.g. what you found today, to compare"
+                " tomorrow). Writing a key again replaces its text.",
+                {
+                    "key": {"type": "string", "description": "a short name, e.g. price.btc"},
+                    "text": {"type": "string", "description": f"up to {NOTE_CHARS} characters"},
+                },
+                ["key", "text"],
+            ),
+            remember,
+        ),
+        AgentTool(
+            _tool(
+                "recall",
+                "Read a note kept by an earlier task; without a key, list the notes.",
+                {"key": {"type": "string", "description": "the note's name; omit to list"}},
+                [],
+            ),
+            recall,
         ),
     )
 }

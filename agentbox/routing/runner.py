@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agentbox.agent.loop import run_agent
-from agentbox.agent.tools import Context
+from agentbox.agent.tools import Context, Notes
 from agentbox.config import Settings
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
@@ -118,8 +118,10 @@ class ProviderRunner:
         settings: Callable[[], Settings],
         *,
         http: HttpClient,
+        notes: Notes,
     ) -> None:
         self.http = http  # what agent tools fetch with
+        self.notes = notes  # what they remember
         self.providers = providers
         self.breakers = breakers
         self.budget = budget
@@ -324,7 +326,7 @@ class ProviderRunner:
             await self.budget.ledger.record(paid.bill)
             return paid.completion
 
-        ctx = Context(settings.agent, self.http)
+        ctx = Context(settings.agent, self.http, self.notes, spec.id or "")
         run = await run_agent(spec.chat(), spec.tools, step, ctx, progress)
         final = run.calls[-1]
         data, problem = check_output(spec, final)

@@ -80,6 +80,15 @@ STEPS: tuple[str, ...] = (
     """
     CREATE INDEX usage_task ON usage (task_id);
     """,
+    # v7: what agent tasks keep for later runs (the remember and recall tools)
+    """
+    CREATE TABLE notes (
+        key TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 

@@ -1,0 +1,34 @@
+"""The `agentbox` command line: parses arguments and calls into the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agentbox import __version__
+from agentbox.cli import jobs, system, tasks
+from agentbox.cli.common import EX_FAILED, CliError, Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="agentbox", description="Runs AI tasks on this box: local model, cloud, MQTT.")
+    p.add_argument("--version", action="version", version=f"agentbox {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    tasks.add_parsers(sub)
+    jobs.add_parsers(sub)
+    system.add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except CliError as exc:
+        print(f"agentbox: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EX_FAILED
+    return code

@@ -1,0 +1,60 @@
+"""What every command shares: exit codes, errors, the daemon connection, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+
+from agentbox import config
+from agentbox.config import EX_CONFIG, ConfigError
+from agentbox.control import ControlClient, ControlError, socket_path
+
+EX_USAGE = 2
+EX_UNAVAILABLE = 69
+EX_FAILED = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EX_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def load_config(args: argparse.Namespace) -> config.Loaded:
+    try:
+        return config.load(getattr(args, "config", None))
+    except ConfigError as exc:
+        raise CliError(f"bad configuration: {exc}", EX_CONFIG) from None
+
+
+def connect(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlClient:
+    try:
+        return ControlClient(socket_path(config.default_state_dir()), timeout)
+    except ControlError as exc:
+        raise CliError(exc.message, EX_UNAVAILABLE) from None
+
+
+def call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
+    """One request to the daemon; its errors become CLI errors."""
+    with connect(args) as client:
+        try:
+            return client.call(op, **params)
+        except ControlError as exc:
+            raise CliError(exc.message) from None
+
+
+def local_time(t: float) -> str:
+    return datetime.fromtimestamp(t).isoformat(sep=" ", timespec="seconds")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"agentbox: error: {message}\n")
