@@ -157,7 +157,8 @@ async def daemon_latency(path: Path) -> list[float]:
 
 def local_tokens_per_s() -> dict[str, Any]:
     """Generation speed of our worker against bare llama-cpp-python: same model, threads,
-    prompt, max_tokens and temperature; median of 3 runs each."""
+    prompt, max_tokens and temperature; 5 runs each, alternating (so a slow spell of the
+    machine hits both), medians compared."""
     from llama_cpp import Llama  # noqa: PLC0415
 
     from agentbox.providers.base import Request  # noqa: PLC0415
@@ -168,8 +169,8 @@ def local_tokens_per_s() -> dict[str, Any]:
     llm = Llama(
         str(bundled_model()), n_threads=threads, n_threads_batch=threads, n_ctx=4096, verbose=False
     )
-    bare = []
-    for _ in range(3):
+
+    def bare_once() -> float:
         first, n = 0.0, 0
         for chunk in llm.create_chat_completion(
             messages=messages, max_tokens=128, temperature=0.2, stream=True
@@ -178,13 +179,15 @@ def local_tokens_per_s() -> dict[str, Any]:
             if delta.get("content"):
                 first = first or time.perf_counter()
                 n += 1
-        bare.append(n / (time.perf_counter() - first))
-    del llm
+        return n / (time.perf_counter() - first)
+
+    bare: list[float] = []
 
     async def ours() -> list[float]:
         provider = LocalProvider("", threads, 4096)
         speeds = []
-        for _ in range(3):
+        for _ in range(5):
+            bare.append(bare_once())
             c = await provider.complete(Request(messages, 128))
             speeds.append(float(c.extra["tokens_per_s"]))
         await provider.close()
