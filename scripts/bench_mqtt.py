@@ -43,6 +43,7 @@ class Client:
         self.submit = submit
         self.reply = f"bench/{os.getpid()}/{time.monotonic_ns()}"
         self.got: set[bytes] = set()
+        self.received = 0  # every answer, so that one sent twice shows
         self.cond = threading.Condition()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.c.on_message = self._on_message
@@ -56,6 +57,7 @@ class Client:
         with self.cond:
             props: Any = msg.properties  # our own v5 replies always carry them
             self.got.add(bytes(props.CorrelationData))
+            self.received += 1
             self.cond.notify_all()
 
     def send(self, i: int, prefix: str) -> None:

@@ -81,7 +81,8 @@ def main() -> dict[str, Any]:
             time.sleep(0.01)
         client.wait({f"k{i}".encode() for i in range(sent)}, timeout=60)
         samples.append((round(time.monotonic() - start), proc.memory_info().rss / 2**20))
-        answered = len(client.got)
+        time.sleep(2)  # an answer sent twice would come right after the first
+        answered, received = len(client.got), client.received
         client.close()
     finally:
         box.terminate()
@@ -95,6 +96,8 @@ def main() -> dict[str, Any]:
         "rate_per_s": args.rate,
         "tasks_sent": sent,
         "tasks_answered": answered,
+        "answers_received": received,
+        "answered_twice": received - answered,
         "rss_mb_start": round(samples[0][1], 1),
         "rss_mb_after_warmup": round(after_warmup, 1),
         "rss_mb_end": round(end, 1),
