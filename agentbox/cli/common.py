@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -48,6 +49,19 @@ def call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
             return client.call(op, **params)
         except ControlError as exc:
             raise CliError(exc.message) from None
+
+
+def print_list(
+    items: list[dict[str, Any]], as_json: bool, empty: str, line: Callable[[dict[str, Any]], str]
+) -> None:
+    """A listing: JSON, or one line per item, or what to do when there is nothing yet."""
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        print(empty)
+    for item in items:
+        print(line(item))
 
 
 def local_time(t: float) -> str:

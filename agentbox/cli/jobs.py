@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agentbox.cli.common import EX_USAGE, CliError, Parser, call, local_time, print_json
+from agentbox.cli.common import EX_USAGE, CliError, Parser, call, local_time, print_json, print_list
 from agentbox.cli.tasks import spec_arguments, spec_from_args
 
 
@@ -29,15 +29,12 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 f"{verb} schedule {args.name}; next run {local_time(reply['schedule']['next_at'])}"
             )
         return 0
-    items = call(args, "schedule_list")["schedules"]
-    if args.json:
-        print_json(items)
-        return 0
-    if not items:
-        print("no schedules")
-    for s in items:
+
+    def line(s: dict[str, Any]) -> str:
         when = f"every {s['every_s']:g} s" if "every_s" in s else f"cron {s['cron']}"
-        print(f"{s['name']:<24} {when:<24} missed={s['missed']:<9} next {local_time(s['next_at'])}")
+        return f"{s['name']:<24} {when:<24} missed={s['missed']:<9} next {local_time(s['next_at'])}"
+
+    print_list(call(args, "schedule_list")["schedules"], args.json, "no schedules", line)
     return 0
 
 
@@ -51,18 +48,17 @@ def cmd_notes(args: argparse.Namespace) -> int:
         notes = [n for n in notes if n["key"] == args.key]
         if not notes:
             raise CliError(f"no note named {args.key!r}")
-    if args.json:
-        print_json(notes)
-        return 0
-    if args.key is not None:
+    if args.key is not None and not args.json:
         print(notes[0]["text"])
         return 0
-    if not notes:
-        print("no notes (agent tasks keep them with the remember tool)")
-    for n in notes:
+
+    def line(n: dict[str, Any]) -> str:
         first = n["text"].replace("\n", " ")
         first = first if len(first) <= 60 else first[:59] + "…"
-        print(f"{n['key']:<24} {local_time(n['updated_at'])}  {n['task_id']:<24} {first}")
+        return f"{n['key']:<24} {local_time(n['updated_at'])}  {n['task_id']:<24} {first}"
+
+    empty = "no notes (agent tasks keep them with the remember tool)"
+    print_list(notes, args.json, empty, line)
     return 0
 
 

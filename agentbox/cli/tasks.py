@@ -17,6 +17,7 @@ from agentbox.cli.common import (
     connect,
     load_config,
     print_json,
+    print_list,
 )
 from agentbox.control import ControlError
 
@@ -142,22 +143,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if task["state"] not in ("failed", "rejected", "expired", "cancelled") else EX_FAILED
 
 
+def _task_line(t: dict[str, Any]) -> str:
+    provider = (t.get("route") or {}).get("provider", "-")
+    return f"{t['id']:<26} {t['state']:<10} {provider:<10} attempts={t.get('attempts', 0)}"
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     with connect(args) as client:
         try:
             if args.tasks_cmd == "list":
                 tasks = client.call("list", state=args.state, limit=args.limit)["tasks"]
-                if args.json:
-                    print_json(tasks)
-                    return 0
-                if not tasks:
-                    print("no tasks")
-                for t in tasks:
-                    route = t.get("route") or {}
-                    print(
-                        f"{t['id']:<26} {t['state']:<10} {route.get('provider', '-'):<10}"
-                        f" attempts={t.get('attempts', 0)}"
-                    )
+                print_list(tasks, args.json, "no tasks", _task_line)
                 return 0
             op = "get" if args.tasks_cmd == "get" else "cancel"
             task = client.call(op, id=args.id)["task"]
