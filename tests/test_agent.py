@@ -441,6 +441,9 @@ model = "gpt-4o-mini"
     )
     assert schedule.returncode != 0 and "set tier 'cloud' in its task" in schedule.stderr
     assert json.loads(d.cli("schedules", "list", "--json").stdout) == []
+    assert d.cli("schedules", "list").stdout == "no schedules\n"
+    listed = d.cli("tasks", "list").stdout
+    assert f"{task['id']:<26} succeeded  main       attempts=1" in listed
     fake.push(
         tool_calls("openai", ("remember", {"key": "weather", "text": "sunny\n21 C"})),
         openai_stream("noted"),
@@ -448,7 +451,8 @@ model = "gpt-4o-mini"
     d.cli("submit", "--kind", "agent", "--wait", "Remember the weather.")
     [note] = d.json("notes", "list", "--json")
     assert note["key"] == "weather" and note["text"] == "sunny\n21 C"
-    assert "weather" in d.cli("notes", "list").stdout
+    row = d.cli("notes", "list").stdout
+    assert row.startswith("weather ") and row.rstrip().endswith(" sunny 21 C")
     assert d.cli("notes", "list", "weather").stdout == "sunny\n21 C\n"
     d.cli("notes", "delete", "weather")
     gone = d.cli("notes", "delete", "weather", check=False)
