@@ -323,7 +323,6 @@ class Daemon:
         self.prices = PriceTable(settings.prices)
         self.budget.conf = settings.budget
         self.router = Router(settings, self.pool.available, self.budget.exhausted)
-        self.notes = NoteStore(self.store)
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
