@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from agentbox import config, keys, netcheck
 from agentbox.config import ConfigError, MqttConfig
 from agentbox.control import Op
-from agentbox.health import addresses
+from agentbox.health import Parts, addresses
 from agentbox.mqtt.connect import check_broker
 from agentbox.routing.pool import test_key
 
@@ -128,7 +128,13 @@ class Admin:
 
     async def network(self, req: dict[str, Any]) -> dict[str, Any]:
         where = netcheck.target(self.d.loaded.settings)
-        return {"interfaces": addresses(), "internet": await netcheck.check(where)}
+        parts = Parts("network")
+        nets = parts.get("interfaces", addresses)
+        return {
+            "interfaces": nets,
+            "internet": await netcheck.check(where, nets),
+            "unavailable": parts.unavailable,
+        }
 
     async def broker(self, req: dict[str, Any]) -> dict[str, Any]:
         conf = self.d.loaded.settings.mqtt

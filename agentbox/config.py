@@ -199,6 +199,9 @@ def _source_checkout() -> Path | None:
     return None
 
 
+SYSTEM_STATE_DIR = Path("/var/lib/agentbox")
+
+
 def default_state_dir() -> Path:
     """$AGENTBOX_STATE_DIR, systemd's $STATE_DIRECTORY, a checkout's ./var, then the usual place."""
     for var in ("AGENTBOX_STATE_DIR", "STATE_DIRECTORY"):
@@ -208,8 +211,10 @@ def default_state_dir() -> Path:
     checkout = _source_checkout()
     if checkout is not None:
         return checkout / "var"
-    if os.geteuid() == 0:
-        return Path("/var/lib/agentbox")
+    # Root, and the box's own users (the daemon's, the console's, run with runuser), use the
+    # box's state dir; anyone else gets a private one.
+    if os.geteuid() == 0 or os.access(SYSTEM_STATE_DIR, os.X_OK):
+        return SYSTEM_STATE_DIR
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "agentbox"
 

@@ -27,7 +27,10 @@ Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("agentbox.control")
 SOCKET_NAME = "control.sock"
-MAX_LINE = 4 * 1024 * 1024
+MAX_LINE = 4 * 1024 * 1024  # what the client reads: a reply line (a task with a long output)
+ENVELOPE_BYTES = 16 * 1024  # a request line may hold a spec of max_payload_bytes plus this
+MAX_CONNECTIONS = 64
+IDLE_S = 120.0  # a connection that sends no request for this long is closed
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -48,13 +51,18 @@ def _line(msg: dict[str, Any]) -> bytes:
     return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
 
 
-def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+def _admitted(writer: asyncio.StreamWriter) -> bool:
+    """Root, the daemon's own user, or a process whose primary group is the daemon's.
+
+    The group is how the console service (its own user, group agentbox) reaches the daemon:
+    under PrivateUsers= its uid reads as nobody here, but the daemon's group is mapped.
+    """
     sock = writer.get_extra_info("socket")
     if sock is None:
-        return None
+        return False
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
+    _pid, uid, gid = struct.unpack("3i", creds)
+    return uid in (0, os.geteuid()) or gid == os.getegid()
 
 
 class ControlServer:
@@ -73,6 +81,8 @@ class ControlServer:
         self._reload = reload
         self._server: asyncio.AbstractServer | None = None
         self.ops: dict[str, Op] = {}
+        self.connections = 0
+        self._failed_ops: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         if self.path.exists():
@@ -81,9 +91,13 @@ class ControlServer:
                     "busy", f"another agentbox daemon is already serving {self.path}"
                 )
             self.path.unlink()
-        old = os.umask(0o077)  # the socket is born owner-only, not chmod-ed later
+        # Born 0660, never chmod-ed later: the state dir (0710 on a box) lets the daemon's
+        # group reach it, and _admitted checks each peer again.
+        old = os.umask(0o117)
         try:
-            self._server = await asyncio.start_unix_server(self._client, self.path, limit=MAX_LINE)
+            self._server = await asyncio.start_unix_server(
+                self._client, self.path, limit=self.service.max_payload_bytes + ENVELOPE_BYTES
+            )
         finally:
             os.umask(old)
 
@@ -95,18 +109,24 @@ class ControlServer:
                 self.path.unlink()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
-            uid = _peer_uid(writer)
-            if uid not in (0, os.geteuid()):
+            if not _admitted(writer):
                 writer.write(
                     _line({"type": "error", "code": "forbidden", "message": "not the owner"})
                 )
                 return
+            if self.connections > MAX_CONNECTIONS:
+                msg = f"more than {MAX_CONNECTIONS} connections are open: try again shortly"
+                writer.write(_line({"type": "error", "code": "busy", "message": msg}))
+                return
             while True:
                 try:
-                    raw = await reader.readline()
+                    raw = await asyncio.wait_for(reader.readline(), IDLE_S)
+                except TimeoutError:
+                    return
                 except (ValueError, asyncio.LimitOverrunError):
-                    msg = f"request larger than {MAX_LINE} bytes"
+                    msg = f"request larger than {self.service.max_payload_bytes} bytes"
                     writer.write(
                         _line({"type": "error", "code": "payload_too_large", "message": msg})
                     )
@@ -122,6 +142,7 @@ class ControlServer:
         except (ConnectionError, BrokenPipeError):
             pass
         finally:
+            self.connections -= 1
             writer.close()
 
     async def _answer(self, raw: bytes, send: Send) -> dict[str, Any]:
@@ -159,6 +180,17 @@ class ControlServer:
             return {"type": "error", "code": ErrorCode.store_unavailable.value, "message": str(exc)}
         except (KeyError, TypeError, ValueError) as exc:
             return {"type": "error", "code": "invalid_request", "message": f"bad request: {exc}"}
+        except Exception as exc:  # a bug in one op must not drop the connection
+            return self._internal(req["op"], exc)
+
+    def _internal(self, op: str, exc: Exception) -> dict[str, Any]:
+        """An op that failed unexpectedly: logged with its traceback once, answered always."""
+        key = (op, type(exc).__name__)
+        if key not in self._failed_ops:
+            self._failed_ops.add(key)
+            log.error("op %s failed (logged once per kind of failure)", op, exc_info=exc)
+        message = f"{op!r} failed inside the daemon ({type(exc).__name__}): see its log"
+        return {"type": "error", "code": "internal", "message": message}
 
     async def _op_ping(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
         return {"type": "reply", "ok": True}
@@ -184,15 +216,19 @@ class ControlServer:
 
     async def _op_submit(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
         spec = req["spec"]
+        if isinstance(spec, dict):
+            # Encoded again so that the intake's payload limit applies as it does to text.
+            spec = json.dumps(spec, separators=(",", ":"))
         if not req.get("wait"):
             row, created = await self.service.submit(spec, "local")
             return {"type": "reply", "created": created, "task": row.body()}
         # Give the task its id first and watch it before submitting, so that no event can
         # slip between the commit and the watch.
-        if not isinstance(spec, dict) or not isinstance(spec.get("id"), str):
-            parsed = parse_spec(spec, self.service.max_payload_bytes).with_id()
-            spec = {**spec, "id": parsed.id}
-        key = str(spec["id"])
+        parsed = parse_spec(spec, self.service.max_payload_bytes)
+        if parsed.id is None:
+            parsed = parsed.with_id()
+            spec = json.dumps({**json.loads(spec), "id": parsed.id}, separators=(",", ":"))
+        key = str(parsed.id)
         queue = self.service.watch(key)
         try:
             row, created = await self.service.submit(spec, "local")
@@ -278,7 +314,11 @@ class ControlClient:
             except TimeoutError:
                 raise ControlError("timeout", f"the daemon did not answer {op!r} in time") from None
             if not raw:
-                raise ControlError("unreachable", "the daemon closed the connection")
+                raise ControlError(
+                    "dropped",
+                    f"the daemon closed the connection while answering {op!r}"
+                    " (its log says why: journalctl -u agentbox)",
+                )
             msg: dict[str, Any] = json.loads(raw)
             if msg["type"] == "error":
                 raise ControlError(msg.get("code", "error"), msg.get("message", "error"))

@@ -20,7 +20,7 @@ from agentbox.admin import BROKER_KEY, Admin
 from agentbox.agent.tools import NAMES as TOOL_NAMES
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlError, ControlServer, socket_path
-from agentbox.health import Health, addresses
+from agentbox.health import Health, Parts, addresses
 from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
@@ -64,7 +64,8 @@ def prepare_state_dir(path: Path) -> None:
             " (fix its owner, or set AGENTBOX_STATE_DIR)"
         )
     if path.stat().st_uid == os.geteuid():
-        path.chmod(0o700)
+        # Owner-only, but a group search bit (a box's 0710, for the console) is kept.
+        path.chmod(0o700 | (path.stat().st_mode & 0o010))
 
 
 def hardware() -> str:
@@ -207,28 +208,30 @@ class Daemon:
     # ---- status ----------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        counts = await self.store.counts()
-        return {
+        parts = Parts("status")
+        report = {
             "version": __version__,
             "device_id": self.loaded.device_id,
             "name": self.loaded.settings.device.name,
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self.started, 1),
-            "rss_mb": round(rss_mb(), 1),
+            "rss_mb": parts.get("rss_mb", lambda: round(rss_mb(), 1)),
             "state_dir": str(self.loaded.state_dir),
             "config": str(self.loaded.path) if self.loaded.path else None,
             "accepting": self.service.accepting,
-            "queue": counts,
+            "queue": await parts.aget("queue", self.store.counts),
             "accepted": self.service.accepted,
             "finished": self.scheduler.finished,
-            "local": self.local.status(),
-            "providers": self.pool.status(),
-            "spend": self.budget.snapshot(),
-            "mqtt": self._mqtt_status(),
-            "schedules": await self.planner.summary(),
-            "network": addresses(),
+            "local": parts.get("local", self.local.status),
+            "providers": parts.get("providers", self.pool.status),
+            "spend": parts.get("spend", self.budget.snapshot),
+            "mqtt": parts.get("mqtt", self._mqtt_status),
+            "schedules": await parts.aget("schedules", self.planner.summary),
+            "network": parts.get("network", addresses),
             "errors": logs.RECENT.last(),
         }
+        report["unavailable"] = parts.unavailable
+        return report
 
     def info(self) -> dict[str, Any]:
         """The retained `info` message: what this box is and can do (never a key)."""

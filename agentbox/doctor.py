@@ -102,14 +102,20 @@ def check_daemon(loaded: Loaded) -> list[Check]:
         with ControlClient(socket_path(loaded.state_dir), timeout=5) as client:
             status = client.call("status")["status"]
     except ControlError as exc:
-        hint = "start it: ./scripts/run or systemctl start agentbox"
+        hint = (
+            "start it: ./scripts/run or systemctl start agentbox"
+            if exc.code == "unreachable"
+            else "it runs but did not answer: journalctl -u agentbox -e shows why"
+        )
         return [Check("daemon", False, exc.message, hint)]
     out = [Check("daemon", True, f"running, pid {status['pid']}, up {status['uptime_s']} s")]
+    for part, reason in (status.get("unavailable") or {}).items():
+        out.append(Check(f"daemon report: {part}", False, reason, "journalctl -u agentbox -e"))
     hints = {
         "auth_failed": "the key was rejected: agentbox keys set {name}, then agentbox reload",
         "quota_exhausted": "the provider's quota or spend limit is used up; it is retried later",
     }
-    for name, p in status.get("providers", {}).items():
+    for name, p in (status.get("providers") or {}).items():
         ok = p["state"] in ("ok", "cooldown")
         detail = p["state"] + (f": {p['last_error']}" if p.get("last_error") else "")
         out.append(

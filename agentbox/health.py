@@ -3,18 +3,59 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
-from agentbox import __version__
+from agentbox import __version__, logs
+
+log = logging.getLogger("agentbox.health")
+T = TypeVar("T")
+# (report, part, error type) already logged: a part that keeps failing is logged once, not
+# on every poll (the console asks for status every 2 s).
+_LOGGED: set[tuple[str, str, str]] = set()
 
 DISK_LOW_MB = 500
 TEMP_HIGH_C = 80.0
+
+
+class Parts:
+    """Builds a report part by part: a part that fails is null and named in `unavailable`.
+
+    One failing reading (a sandbox without netlink, a missing sensor, a busy store) must never
+    take down the whole report, or the console and `status` would show a dead daemon.
+    """
+
+    def __init__(self, report: str) -> None:
+        self.report = report
+        self.unavailable: dict[str, str] = {}
+
+    def get(self, part: str, read: Callable[[], T]) -> T | None:
+        try:
+            return read()
+        except Exception as exc:  # any failure of one part is reported, not raised
+            self._failed(part, exc)
+            return None
+
+    async def aget(self, part: str, read: Callable[[], Awaitable[T]]) -> T | None:
+        try:
+            return await read()
+        except Exception as exc:
+            self._failed(part, exc)
+            return None
+
+    def _failed(self, part: str, exc: Exception) -> None:
+        reason = logs.SCRUBBER.scrub(f"{type(exc).__name__}: {exc}")[:200]
+        self.unavailable[part] = reason
+        key = (self.report, part, type(exc).__name__)
+        if key not in _LOGGED:
+            _LOGGED.add(key)
+            log.warning("%s: %s unavailable (%s); the rest of the report is sent", *key[:2], reason)
 
 
 def hottest_sensor() -> float | None:
@@ -42,19 +83,17 @@ def addresses() -> list[dict[str, Any]]:
     return out
 
 
-def _system(state_dir: Path) -> dict[str, Any]:
+def _system(state_dir: Path, parts: Parts) -> dict[str, Any]:
     """The part that reads /proc and /sys: run in a thread, never on the event loop."""
-    mem = psutil.virtual_memory()
-    try:
-        free = psutil.disk_usage(str(state_dir)).free // (1024 * 1024)
-    except OSError:
-        free = None
+    mem = parts.get("memory", psutil.virtual_memory)
     return {
-        "cpu_percent": psutil.cpu_percent(None),
-        "load_1m": round(psutil.getloadavg()[0], 2),
-        "mem_percent": mem.percent,
-        "mem_available_mb": mem.available // (1024 * 1024),
-        "disk_free_mb": free,
+        "cpu_percent": parts.get("cpu_percent", lambda: psutil.cpu_percent(None)),
+        "load_1m": parts.get("load_1m", lambda: round(psutil.getloadavg()[0], 2)),
+        "mem_percent": mem.percent if mem else None,
+        "mem_available_mb": mem.available // (1024 * 1024) if mem else None,
+        "disk_free_mb": parts.get(
+            "disk_free_mb", lambda: psutil.disk_usage(str(state_dir)).free // (1024 * 1024)
+        ),
         "temp_c": hottest_sensor(),
     }
 
@@ -69,15 +108,19 @@ class Health:
         psutil.cpu_percent(None)  # the first reading only starts the measurement
 
     async def snapshot(self) -> dict[str, Any]:
-        system = await asyncio.to_thread(_system, self.state_dir)
-        own = await self.counters()
-        return {
+        parts = Parts("health")
+        system = await asyncio.to_thread(_system, self.state_dir, parts)
+        own = await parts.aget("counters", self.counters) or {}
+        snap = {
             "ts": round(time.time(), 3),
             "uptime_s": round(time.monotonic() - self.started),
             "version": __version__,
             **system,
             **own,
         }
+        if parts.unavailable:
+            snap["unavailable"] = parts.unavailable
+        return snap
 
     @staticmethod
     def notable(snap: dict[str, Any]) -> tuple[Any, ...]:

@@ -56,6 +56,16 @@ class KeyStore:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # mkdir's mode is masked by the umask and ignored for an existing directory.
         self.dir.chmod(0o700)
+        owner = self._owner()
+        if owner is not None:
+            os.chown(self.dir, *owner)
+
+    def _owner(self) -> tuple[int, int] | None:
+        """The daemon's uid and gid when root writes into its state dir, so it can read them."""
+        if os.geteuid() != 0:
+            return None
+        st = self.dir.parent.stat()
+        return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
 
     def path(self, name: str) -> Path:
         _check_name(name)
@@ -69,6 +79,9 @@ class KeyStore:
         tmp = self.dir / f".{name}.tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
+            owner = self._owner()
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.write(fd, key.encode())
             os.fsync(fd)
         finally:

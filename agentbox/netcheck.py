@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agentbox.config import Settings
-from agentbox.health import addresses
 from agentbox.providers.registry import KINDS
 
 DEFAULT_TARGET = "api.openai.com:443"
@@ -33,9 +32,11 @@ def _split(where: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def check(where: str) -> dict[str, Any]:
-    """{"ok", "target", "message", "hint"}: what failed first (no address, DNS, connect)."""
-    nets = addresses()
+async def check(where: str, nets: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """{"ok", "target", "message", "hint"}: what failed first (no address, DNS, connect).
+
+    `nets` are the box's interfaces (health.addresses), None when they could not be read.
+    """
     host, port = _split(where)
     loop = asyncio.get_running_loop()
     try:
@@ -43,7 +44,7 @@ async def check(where: str) -> dict[str, Any]:
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), TIMEOUT_S
         )
     except (OSError, TimeoutError) as exc:
-        if not nets:
+        if nets == []:
             return _fail(where, "no network address", "plug in a network cable or set up Wi-Fi")
         reason = "timed out" if isinstance(exc, TimeoutError) else "failed"
         return _fail(

@@ -96,7 +96,8 @@ KEYS = {
             "last4": None,
             "state": "auth_failed",
         },
-    ]
+    ],
+    "addable": ["gemini"],
 }
 
 

@@ -19,6 +19,7 @@ from agentbox.console.app import ConsoleApp
 from agentbox.console.broker import Broker as BrokerScreen
 from agentbox.console.budget import Budget
 from agentbox.console.keys import Keys
+from agentbox.console.look import DEFAULT, LINUX
 from agentbox.console.welcome import Welcome
 from tests.conftest import NO_MQTT, ROOT, dead_provider, free_port, wait_for
 from tests.fake_control import FakeControl
@@ -282,35 +283,63 @@ def canned(short_tmp: Path) -> Iterator[Path]:
 
 
 def test_dashboard_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
-    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25))
+    assert snap_compare(ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(80, 25))
 
 
 def test_budget_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
-    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["b"])
+    assert snap_compare(
+        ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(80, 25), press=["b"]
+    )
 
 
 def test_keys_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
-    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["k"])
+    assert snap_compare(
+        ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(80, 25), press=["k"]
+    )
 
 
 def test_first_boot_snapshot_80x25(snap_compare: Any, short_tmp: Path) -> None:
     server = FakeControl(short_tmp / "control.sock", fresh=True)
     try:
-        assert snap_compare(ConsoleApp(server.path, refresh_s=60), terminal_size=(80, 25))
+        assert snap_compare(
+            ConsoleApp(server.path, refresh_s=60, look=LINUX), terminal_size=(80, 25)
+        )
     finally:
         server.close()
 
 
 def test_network_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
-    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["n"])
+    assert snap_compare(
+        ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(80, 25), press=["n"]
+    )
 
 
 def test_broker_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
-    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["m"])
+    assert snap_compare(
+        ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(80, 25), press=["m"]
+    )
 
 
 def test_tasks_snapshot_80x25(snap_compare: Any, canned: Path) -> None:
-    assert snap_compare(ConsoleApp(canned, refresh_s=60), terminal_size=(80, 25), press=["t"])
+    assert snap_compare(
+        ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(80, 25), press=["t"]
+    )
+
+
+# tty1 on a 1280x800 framebuffer is 160x50: tables size to their content, not to the header.
+def test_dashboard_snapshot_160x50(snap_compare: Any, canned: Path) -> None:
+    assert snap_compare(ConsoleApp(canned, refresh_s=60, look=LINUX), terminal_size=(160, 50))
+
+
+def test_keys_snapshot_160x50(snap_compare: Any, canned: Path) -> None:
+    app = ConsoleApp(canned, refresh_s=60, look=LINUX)
+    assert snap_compare(app, terminal_size=(160, 50), press=["k"])
+
+
+# Over SSH, in an ordinary terminal, the console keeps Textual's own look.
+def test_keys_snapshot_default_look(snap_compare: Any, canned: Path) -> None:
+    app = ConsoleApp(canned, refresh_s=60, look=DEFAULT)
+    assert snap_compare(app, terminal_size=(80, 25), press=["k"])
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is installed by scripts/setup")

@@ -34,30 +34,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(status)
         return 0
-    local = status["local"]
+    rss = f", {status['rss_mb']} MB" if status.get("rss_mb") is not None else ""
     print(
         f"agentbox {status['version']} on {status['name']} ({status['device_id']}),"
-        f" pid {status['pid']}, up {status['uptime_s']} s, {status['rss_mb']} MB"
+        f" pid {status['pid']}, up {status['uptime_s']} s{rss}"
     )
-    for lane, counts in sorted(status["queue"].items()) or [("all", {})]:
+    for lane, counts in sorted((status.get("queue") or {}).items()) or [("all", {})]:
         print(f"lane {lane}: {counts.get('queued', 0)} queued, {counts.get('running', 0)} running")
-    print(
-        f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
-        f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}"
-    )
+    local = status.get("local")
+    if local is not None:
+        print(
+            f"local model: {'loaded' if local['loaded'] else 'not loaded'}"
+            f"{', ' + str(local['tokens_per_s']) + ' tokens/s' if local['tokens_per_s'] else ''}"
+        )
     schedules = status.get("schedules") or {}
     if schedules.get("next"):
         nxt = schedules["next"]
         print(f"schedules: {schedules['count']}, next {nxt['name']} at {local_time(nxt['at'])}")
-    for name, p in status["providers"].items():
+    for name, p in (status.get("providers") or {}).items():
         wait = f", retry in {p['retry_in_s']} s" if p["retry_in_s"] else ""
         key = "" if p["key"] else ", no key"
         print(f"provider {name} ({p['kind']}, {p['model']}): {p['state']}{wait}{key}")
-    spend = status["spend"]
-    print(
-        f"spend: today ${spend['today_usd']:.4f} of ${spend['daily_cap_usd']:.2f},"
-        f" month ${spend['month_usd']:.4f} of ${spend['monthly_cap_usd']:.2f}"
-    )
+    spend = status.get("spend")
+    if spend is not None:
+        print(
+            f"spend: today ${spend['today_usd']:.4f} of ${spend['daily_cap_usd']:.2f},"
+            f" month ${spend['month_usd']:.4f} of ${spend['monthly_cap_usd']:.2f}"
+        )
+    for part, reason in (status.get("unavailable") or {}).items():
+        print(f"{part}: unavailable ({reason})")
     return 0
 
 

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Static
 
+from agentbox.console.look import BoxCheckbox
 from agentbox.console.panel import PanelScreen
 
 TEXT_FIELDS = ("host", "port", "username", "ca_file", "cert_file", "key_file")
@@ -20,7 +21,7 @@ class Broker(PanelScreen):
         yield Static("MQTT broker  (for remote tasks and fleet health)", classes="title")
         yield Static("", id="step", classes="step")
         with Horizontal(classes="row"):
-            yield Checkbox("MQTT", id="enabled", value=True, classes="lead")
+            yield BoxCheckbox("MQTT", id="enabled", value=True, classes="lead")
             yield Label("Host", classes="short")
             yield Input(id="host", placeholder="broker.example.org", classes="wide")
             yield Label("Port", classes="short")
@@ -32,7 +33,7 @@ class Broker(PanelScreen):
             yield Label("Pass", classes="short")
             yield Input(id="password", password=True, classes="half")
         with Horizontal(classes="row"):
-            yield Checkbox("TLS", id="tls", classes="lead")
+            yield BoxCheckbox("TLS", id="tls", classes="lead")
             yield Label("CA", classes="short")
             yield Input(id="ca_file", placeholder="/etc/agentbox/ca.crt (system CAs if empty)")
         with Horizontal(classes="row"):

@@ -47,38 +47,59 @@ class Dashboard(PanelScreen, inherit_bindings=False):
         self.query_one("#daemon", Static).update(f"Daemon    {text}\n          retrying...")
 
     def show(self, s: dict[str, Any]) -> None:
+        missing = s.get("unavailable") or {}
+
+        def part(name: str, label: str) -> Any:
+            value = s.get(name)
+            if value is None and name in missing:
+                self.query_one(f"#{name}", Static).update(
+                    f"{label:<9} unavailable: {missing[name]}"
+                )
+            return value
+
         self.query_one("#title", Static).update(
             f"agentbox {s['version']}  {s['name']}  ({s['device_id']})"
         )
+        rss = f", {s['rss_mb']:.0f} MB" if s.get("rss_mb") is not None else ""
         self.query_one("#daemon", Static).update(
-            f"Daemon    running, up {int(s['uptime_s'])} s, {s['rss_mb']:.0f} MB"
+            f"Daemon    running, up {int(s['uptime_s'])} s{rss}"
         )
-        lines = [
-            f"  {n:<12} {p['kind']:<10} {p['state']:<16} {'key ' + (p['key'] or 'MISSING')}"
-            for n, p in s["providers"].items()
-        ] or ["  none configured: press k"]
-        self.query_one("#providers", Static).update("Providers\n" + "\n".join(lines))
-        queued = sum(c.get("queued", 0) for c in s["queue"].values())
-        running = sum(c.get("running", 0) for c in s["queue"].values())
-        self.query_one("#queue", Static).update(
-            f"Tasks     {queued} queued, {running} running, {s['finished']} finished"
-        )
-        self.query_one("#spend", Static).update(money(s["spend"]))
-        local = s["local"]
-        speed = f", {local['tokens_per_s']} tokens/s" if local.get("tokens_per_s") else ""
-        model = local.get("model") or "bundled model"
-        state = "loaded" if local["loaded"] else "idle (loads on first use)"
-        self.query_one("#local", Static).update(f"Local     {model}, {state}{speed}")
-        self.query_one("#mqtt", Static).update(f"Broker    {_broker(s.get('mqtt', {}))}")
-        nets = s.get("network") or []
-        net = "  ".join(f"{n['name']} {n['addresses'][0]}" for n in nets) or (
-            "none: plug in a cable or set up Wi-Fi, then keys can be tested"
-        )
-        self.query_one("#network", Static).update(f"Network   {net}")
+        providers = part("providers", "Providers")
+        if providers is not None:
+            lines = [
+                f"  {n:<12} {p['kind']:<10} {p['state']:<16} {'key ' + (p['key'] or 'MISSING')}"
+                for n, p in providers.items()
+            ] or ["  none configured: press k"]
+            self.query_one("#providers", Static).update("Providers\n" + "\n".join(lines))
+        queue = part("queue", "Tasks")
+        if queue is not None:
+            queued = sum(c.get("queued", 0) for c in queue.values())
+            running = sum(c.get("running", 0) for c in queue.values())
+            self.query_one("#queue", Static).update(
+                f"Tasks     {queued} queued, {running} running, {s['finished']} finished"
+            )
+        spend = part("spend", "Spend")
+        if spend is not None:
+            self.query_one("#spend", Static).update(money(spend))
+        local = part("local", "Local")
+        if local is not None:
+            speed = f", {local['tokens_per_s']} tokens/s" if local.get("tokens_per_s") else ""
+            model = local.get("model") or "bundled model"
+            state = "loaded" if local["loaded"] else "idle (loads on first use)"
+            self.query_one("#local", Static).update(f"Local     {model}, {state}{speed}")
+        mqtt = part("mqtt", "Broker")
+        if mqtt is not None:
+            self.query_one("#mqtt", Static).update(f"Broker    {_broker(mqtt)}")
+        nets = part("network", "Network")
+        if nets is not None:
+            net = "  ".join(f"{n['name']} {n['addresses'][0]}" for n in nets) or (
+                "none: plug in a cable or set up Wi-Fi, then keys can be tested"
+            )
+            self.query_one("#network", Static).update(f"Network   {net}")
         self.query_one("#errors", Static).update(_errors(s.get("errors") or []))
-        if not self.greeted:
+        if not self.greeted and providers is not None:
             self.greeted = True
-            if not any(p["key"] for p in s["providers"].values()) and self.app.screen is self:
+            if not any(p["key"] for p in providers.values()) and self.app.screen is self:
                 # First boot: nothing can reach a cloud model yet; walk the owner through it.
                 self.app.start_setup()  # type: ignore[attr-defined]
 

@@ -40,9 +40,6 @@ class Keys(PanelScreen):
         yield Static("", id="result")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("provider", "kind", "key", "state")
-
     def resumed(self) -> None:
         self.load()
 
@@ -53,7 +50,10 @@ class Keys(PanelScreen):
         providers = reply["providers"]
         table = self.query_one(DataTable)
         row = table.cursor_row
-        table.clear()
+        # Columns made again with the rows, so that each sizes to its widest cell (kept from
+        # an earlier fill, a column could stay as narrow as its header).
+        table.clear(columns=True)
+        table.add_columns("provider", "kind", "key", "state")
         for p in providers:
             key = f"{p['key']} ...{p['last4']}" if p["last4"] else (p["key"] or "missing")
             table.add_row(p["name"], p["kind"], key, p["state"], key=p["name"])

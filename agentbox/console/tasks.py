@@ -31,7 +31,6 @@ class Tasks(PanelScreen):
 
     def on_mount(self) -> None:
         self.rows = {}
-        self.query_one(DataTable).add_columns("id", "state", "route", "cost", "age")
         self.set_interval(float(getattr(self.app, "refresh_s", 2.0)), self.load)
 
     def resumed(self) -> None:
@@ -44,7 +43,10 @@ class Tasks(PanelScreen):
     def fill(self, reply: dict[str, Any]) -> None:
         table = self.query_one(DataTable)
         row = table.cursor_row
-        table.clear()
+        # Columns made again with the rows, so that each sizes to its widest cell (kept from
+        # an earlier fill, a column could stay as narrow as its header).
+        table.clear(columns=True)
+        table.add_columns("id", "state", "route", "cost", "age")
         self.rows = {t["id"]: t for t in reply["tasks"]}
         for t in reply["tasks"]:
             cost = (t.get("usage") or {}).get("cost_usd")

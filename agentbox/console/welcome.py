@@ -51,9 +51,12 @@ class Welcome(PanelScreen):
 
     def show(self, reply: dict[str, Any]) -> None:
         nets = reply["interfaces"]
-        lines = [f"  {n['name']:<10} {'  '.join(n['addresses'][:3])}" for n in nets] or [
-            "  none up"
-        ]
+        if nets is None:
+            lines = [f"  unknown: {(reply.get('unavailable') or {}).get('interfaces', '')}"]
+        else:
+            lines = [f"  {n['name']:<10} {'  '.join(n['addresses'][:3])}" for n in nets] or [
+                "  none up"
+            ]
         self.query_one("#interfaces", Static).update("Interfaces\n" + "\n".join(lines))
         net = reply["internet"]
         if net["ok"]:
