@@ -19,6 +19,34 @@ _PRIORITY = {
 }
 
 
+# The shortest beginning of a secret that mask() hides at the end of a text; shorter ones
+# are too common to mask and too short to be worth anything.
+TAIL_MIN = 6
+
+
+def _tail(text: str, secret: str) -> str:
+    """`text` without a beginning of `secret` at its end: what a cut made before the text
+    reached us leaves of a key (full copies are replaced before this looks)."""
+    head = secret[:TAIL_MIN]
+    at = text.find(head, max(0, len(text) - len(secret) + 1))
+    while at != -1:
+        if secret.startswith(text[at:]):
+            return text[:at] + "***"
+        at = text.find(head, at + 1)
+    return text
+
+
+def mask(text: str, secrets: frozenset[str] | set[str], limit: int | None = None) -> str:
+    """`text` with each secret, and a secret's beginning left at its end, as ***; then cut to
+    `limit` characters. Masking comes first: a cut must never leave part of a key to find."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+        if len(secret) > TAIL_MIN:
+            text = _tail(text, secret)
+    return text if limit is None else text[:limit]
+
+
 class Scrubber(logging.Filter):
     """Replaces every known secret value with *** in each record before it is formatted."""
 
@@ -31,17 +59,20 @@ class Scrubber(logging.Filter):
         with self._lock:
             self._secrets = frozenset(v for v in values if len(v) >= 4)
 
-    def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
+    def scrub(self, text: str, limit: int | None = None) -> str:
+        """mask() with every known secret: the one way to cut text that leaves the box."""
+        return mask(text, self._secrets, limit)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._secrets:
             record.msg = self.scrub(record.getMessage())
             record.args = None
+            if record.exc_info and not record.exc_text:  # the formatter reuses exc_text
+                record.exc_text = self.scrub(_PLAIN.formatException(record.exc_info))
         return True
+
+
+_PLAIN = logging.Formatter()
 
 
 class OneLineFormatter(logging.Formatter):

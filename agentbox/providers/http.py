@@ -55,7 +55,7 @@ def error_text(body: Any, fallback: str) -> str:
             text = str(err["message"])
         elif isinstance(err, str):
             text = err
-    return SCRUBBER.scrub(text[:300])
+    return SCRUBBER.scrub(text, limit=300)
 
 
 def classify_status(status: int, headers: Mapping[str, str], body: Any, name: str) -> ProviderError:
@@ -77,7 +77,7 @@ def transport_error(exc: httpx.HTTPError, name: str) -> ProviderError:
     kind = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return ProviderError(Failure.retryable, f"{name}: timed out ({kind})")
-    detail = SCRUBBER.scrub(str(exc))[:200]
+    detail = SCRUBBER.scrub(str(exc), limit=200)
     if "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail:
         return ProviderError(
             Failure.retryable,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agentbox import keys
+from agentbox import keys, logs
 from agentbox.config import ProviderConfig, Settings
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Provider, ProviderError
@@ -87,7 +87,7 @@ async def test_key(
         models = await provider.list_models()
     except ProviderError as exc:
         # The provider may echo the key it was given; this runs outside the daemon's scrubber.
-        return False, exc.message.replace(key, "***") if key else exc.message
+        return False, logs.mask(exc.message, {key}) if key else exc.message
     finally:
         if own:
             await http_client.aclose()
