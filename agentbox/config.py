@@ -29,7 +29,9 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # TOML has nan and inf; a cap or a price of inf would reach health and results as bare
+    # Infinity, which is not JSON.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DeviceConfig(Section):

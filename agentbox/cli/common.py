@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NoReturn
 
-from agentbox import config
+from agentbox import config, jsonstrict
 from agentbox.config import EX_CONFIG, ConfigError
 from agentbox.control import ControlClient, ControlError, socket_path
 
@@ -25,7 +24,7 @@ class CliError(Exception):
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(jsonstrict.dumps(data, indent=2, ensure_ascii=False))
 
 
 def load_config(args: argparse.Namespace) -> config.Loaded:

@@ -22,7 +22,8 @@ class ProviderError(Exception):
 
     `until` is when a quota resets (epoch seconds); `partial` is what a cut-off stream had
     already used, which is billed all the same; `hold` asks to wait without using an attempt;
-    `code` names the task error when the failure class alone does not say it.
+    `code` names the task error when the failure class alone does not say it; `usage` is
+    what the failed attempt spent (result shape), for its result.
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class ProviderError(Exception):
         self.partial = partial
         self.hold = hold  # nothing was tried: wait without using up an attempt
         self.code = code
+        self.usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from agentbox import jsonstrict
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
@@ -194,7 +195,7 @@ def tool_call(provider: str, call_id: str, name: str, arguments: str | dict[str,
     answer the model got wrong, so the attempt is retried."""
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments or "{}")
+            arguments = jsonstrict.loads(arguments or "{}")
         except ValueError:
             arguments = None  # type: ignore[assignment]
     if not isinstance(arguments, dict) or not name:

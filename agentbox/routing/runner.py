@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from agentbox import jsonstrict
 from agentbox.agent.loop import run_agent
 from agentbox.agent.tools import Context, Notes
 from agentbox.config import Settings
@@ -81,7 +82,7 @@ def check_output(spec: TaskSpec, c: Completion) -> tuple[Any, str | None]:
     if spec.json_schema is None:
         return None, None
     try:
-        data = json.loads(c.text)
+        data = jsonstrict.loads(c.text)  # NaN in a result's data would make it unreadable
     except ValueError:
         cut = " (cut at max_tokens)" if c.finish_reason == "length" else ""
         return None, f"is not valid JSON{cut}"
@@ -327,11 +328,17 @@ class ProviderRunner:
             return paid.completion
 
         ctx = Context(settings.agent, self.http, self.notes, spec.id or "")
-        run = await run_agent(spec.chat(), spec.tools, step, ctx, progress)
-        final = run.calls[-1]
-        data, problem = check_output(spec, final)
-        if problem is not None:
-            raise ProviderError(Failure.retryable, f"{last[0]}: the final answer {problem}")
+        try:
+            run = await run_agent(spec.chat(), spec.tools, step, ctx, progress)
+            final = run.calls[-1]
+            data, problem = check_output(spec, final)
+            if problem is not None:
+                raise ProviderError(Failure.retryable, f"{last[0]}: the final answer {problem}")
+        except ProviderError as exc:
+            if spent:  # a failed task still shows what it spent, as a succeeded one does
+                calls, cost = [p.completion for p in spent], sum(p.cost for p in spent)
+                exc.usage = usage(calls, cost, any(p.estimated for p in spent))
+            raise
         reason = self._reason(route, last[0])
         used = Route(tier="cloud", provider=last[0], model=final.model, reason=reason)
         outcome = self._outcome(
@@ -401,18 +408,23 @@ class ProviderRunner:
         estimated: bool = False,
     ) -> Outcome:
         """Result fields for the calls of this attempt; `cost` is what they cost together."""
-        usage = {
-            "input_tokens": sum(c.input_tokens for c in calls),
-            "output_tokens": sum(c.output_tokens for c in calls),
-            "cached_tokens": sum(c.cached_tokens for c in calls),
-            "reasoning_tokens": sum(c.reasoning_tokens for c in calls),
-            "cost_usd": round(cost, 8),
-            "estimated": estimated or any(c.estimated for c in calls),
-        }
-        result: dict[str, Any] = {"output": calls[-1].text, "usage": usage, "error": None}
+        spent = usage(calls, cost, estimated)
+        result: dict[str, Any] = {"output": calls[-1].text, "usage": spent, "error": None}
         if spec.json_schema is not None:
             result["data"] = data
         return Outcome(result, route.model_dump())
+
+
+def usage(calls: list[Completion], cost: float, estimated: bool = False) -> dict[str, Any]:
+    """A result's usage: the calls' tokens and what they cost together."""
+    return {
+        "input_tokens": sum(c.input_tokens for c in calls),
+        "output_tokens": sum(c.output_tokens for c in calls),
+        "cached_tokens": sum(c.cached_tokens for c in calls),
+        "reasoning_tokens": sum(c.reasoning_tokens for c in calls),
+        "cost_usd": round(cost, 8),
+        "estimated": estimated or any(c.estimated for c in calls),
+    }
 
 
 def _skipped(breaker: Breaker) -> ProviderError:

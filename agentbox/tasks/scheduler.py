@@ -226,10 +226,19 @@ class Scheduler:
                     self.lanes[row.lane].backlog = True
                     self.listener(row, "retry", {"error": error, "retry_in_s": round(delay, 2)})
                 return
-        await self._end(row, State.failed, code, exc.message)
+        await self._end(row, State.failed, code, exc.message, exc.usage)
 
-    async def _end(self, row: TaskRow, state: State, code: ErrorCode, message: str) -> None:
-        result = {"error": {"code": code.value, "message": message}}
+    async def _end(
+        self,
+        row: TaskRow,
+        state: State,
+        code: ErrorCode,
+        message: str,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        result: dict[str, Any] = {"error": {"code": code.value, "message": message}}
+        if usage is not None:
+            result["usage"] = usage
         self._finished(await self.store.finish(row, state, result, None))
 
     def _finished(self, done: TaskRow | None) -> None:

@@ -27,7 +27,7 @@ MIN_EVERY_S = 1.0
 class Schedule(BaseModel):
     """A recurring job (section 6: name, cron or every_s, missed-run policy, task spec)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(pattern=NAME_PATTERN)
     cron: str | None = Field(default=None, max_length=200)  # five fields, the box's local time

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentbox import jsonstrict
 from agentbox.agent.tools import NAMES as TOOL_NAMES
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
@@ -46,15 +46,16 @@ class ErrorCode(StrEnum):
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=1_000_000)
 
 
 class TaskSpec(BaseModel):
-    """What a client asks for. Unknown fields and out-of-range values are refused."""
+    """What a client asks for. Unknown fields, out-of-range values and wrong types are refused
+    (strict: "100" is not a number of tokens, true is not a priority)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
     id: str | None = Field(default=None, pattern=ID_PATTERN)
     prompt: str | None = Field(default=None, min_length=1, max_length=1_000_000)
@@ -136,13 +137,19 @@ def parse_spec(raw: bytes | str | dict[str, Any], max_bytes: int = 262144) -> Ta
         if size > max_bytes:
             raise SpecError(ErrorCode.payload_too_large, f"spec is {size} bytes, limit {max_bytes}")
         try:
-            raw = json.loads(raw)
+            raw = jsonstrict.loads(raw)
         except (ValueError, RecursionError) as exc:
             raise SpecError(ErrorCode.invalid_request, f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise SpecError(ErrorCode.invalid_request, "a task spec must be a JSON object")
     claimed = raw.get("id")
     task_id = claimed if isinstance(claimed, str) and len(claimed) <= 64 else None
+    # Specs also arrive decoded (the control socket, MQTT), by parsers that let NaN through.
+    where = jsonstrict.non_finite(raw)
+    if where is not None:
+        raise SpecError(
+            ErrorCode.invalid_request, f"{where}: NaN or Infinity is not a JSON number", task_id
+        )
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as exc:

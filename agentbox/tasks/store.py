@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentbox import jsonstrict
 from agentbox.routing.budget import UsageEntry, day_month
 from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec
 from agentbox.tasks.writer import Writer
@@ -129,7 +130,7 @@ _COLUMNS = (
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else jsonstrict.dumps(value, separators=(",", ":"))
 
 
 LIVE_MAX = 5000  # events held in memory for the bridge before it must read the table
@@ -181,7 +182,7 @@ class Store(Writer):
     def _event(self, c: sqlite3.Connection, row: TaskRow, event: str) -> None:
         if self.outbox_enabled:
             payload = {"event": event, **row.body()}  # "event" first: see Event.body
-            message = json.dumps(payload, separators=(",", ":"))
+            message = jsonstrict.dumps(payload, separators=(",", ":"))
             seq = c.execute(
                 "INSERT INTO outbox (task_id, event, payload, reply, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
