@@ -11,10 +11,15 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 SYSTEM_CONFIG = Path("/etc/agentbox/agentbox.toml")
 EX_CONFIG = 78
@@ -173,7 +178,7 @@ class Settings(BaseSettings):
 
 
 class Loaded(BaseModel):
-    """Settings plus where they came from."""
+    """Settings plus where they came from, and what the owner must hear about them."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -181,6 +186,8 @@ class Loaded(BaseModel):
     path: Path | None
     state_dir: Path
     device_id: str
+    overlay: dict[str, Any] = Field(default_factory=dict)  # the console's settings in effect
+    warnings: list[str] = Field(default_factory=list)
 
 
 def config_path(explicit: str | None = None) -> Path | None:
@@ -248,6 +255,20 @@ def _in_mapping(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> bool:
     return True
 
 
+ENV_PREFIX = "AGENTBOX_"
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str | None:
+    """The AGENTBOX_* variable that set `loc`, or a table holding it, if one did (names are
+    matched without regard to case, as pydantic-settings does)."""
+    present = {k.upper() for k in os.environ}
+    for end in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(str(p).upper() for p in loc[:end])
+        if name in present:
+            return name
+    return None
+
+
 def _describe(
     err: ValidationError,
     toml: Mapping[str, Any],
@@ -258,12 +279,17 @@ def _describe(
     first = err.errors()[0]
     loc = tuple(first["loc"])
     key = _loc(loc)
-    if overlay and overlay_path is not None and _in_mapping(overlay, loc):
+    env = _env_name(loc) if loc else None
+    # Blame in the order the sources win: the environment, the console's file, the file.
+    if env is not None:
+        whole = env == ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+        where = f"environment {env}" + ("" if whole else f": {key}")
+    elif overlay and overlay_path is not None and _in_mapping(overlay, loc):
         where = f"{overlay_path}: {key}"
     elif path is not None and _in_mapping(toml, loc):
         where = f"{path}: {key}"
     elif loc:
-        where = f"environment AGENTBOX_{'__'.join(str(p).upper() for p in loc)}"
+        where = f"environment {ENV_PREFIX}{'__'.join(str(p).upper() for p in loc)}"
     else:
         where = str(path or "configuration")
     msg = first["msg"]
@@ -285,6 +311,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not readable by this user") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x});"
+            " TOML files are UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
 
@@ -317,18 +348,100 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _complex(parts: list[str]) -> bool:
+    """Whether the setting at `parts` is a list or a table, which pydantic-settings reads
+    from the environment as JSON."""
+    annotation: Any = Settings
+    for part in parts:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return False
+            annotation = field.annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        else:
+            return False
+    origin = get_origin(annotation) or annotation
+    return origin in (list, dict) or (isinstance(origin, type) and issubclass(origin, BaseModel))
+
+
+def _env_unreadable(exc: SettingsError) -> str:
+    """One line naming the AGENTBOX_* variable that pydantic-settings could not decode."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1) if found else ""
+    head = f"{ENV_PREFIX}{field.upper()}"
+    for name, value in sorted(os.environ.items()):
+        upper = name.upper()
+        if upper != head and not upper.startswith(head + "__"):
+            continue
+        if _complex(upper.removeprefix(ENV_PREFIX).lower().split("__")):
+            try:
+                json.loads(value)
+            except ValueError:
+                return (
+                    f"environment {name}: not valid JSON; a list or table set from the"
+                    """ environment is written as JSON, e.g. '["a", "b"]' or '{"key": "value"}'"""
+                )
+    return f"environment {head}: cannot be read ({exc.__cause__ or exc})"
+
+
+def _build(
+    toml: Mapping[str, Any],
+    path: Path | None,
+    overlay: Mapping[str, Any],
+    overlay_path: Path,
+) -> Settings:
+    try:
+        return Settings(**_merge(toml, overlay))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, toml, path, overlay, overlay_path)) from None
+    except SettingsError as exc:
+        raise ConfigError(_env_unreadable(exc)) from None
+
+
+def _good_copy(overlay_path: Path) -> Path:
+    return overlay_path.with_name(OVERLAY_NAME + ".good")
+
+
+def _console_settings(
+    toml: Mapping[str, Any], path: Path | None, overlay_path: Path
+) -> tuple[Settings, dict[str, Any], list[str]]:
+    """(settings, overlay in effect, warnings). A console file that the daemon wrote but that
+    no longer reads or validates must not stop the box (the owner at the console could not
+    repair it): its last good copy stands in, else nothing does, and a warning says so."""
+    if not overlay_path.exists():
+        return _build(toml, path, {}, overlay_path), {}, []
+    try:
+        data = read_toml(overlay_path)
+        return _build(toml, path, data, overlay_path), data, []
+    except ConfigError as exc:
+        problem = str(exc)
+    good = _good_copy(overlay_path)
+    try:
+        kept = read_toml(good) if good.exists() else None
+        if kept is not None:
+            used = f"using its last good copy ({good}); save the settings on the console again"
+            return _build(toml, path, kept, good), kept, [f"{problem}: {used}"]
+    except ConfigError:
+        pass
+    # No usable copy: run on the file alone, unless the file (or environment) is the problem.
+    settings = _build(toml, path, {}, overlay_path)
+    ignored = "ignoring the console's settings; set them on the console again"
+    return settings, {}, [f"{problem}: {ignored}"]
+
+
 def load(explicit: str | None = None, overlay: Mapping[str, Any] | None = None) -> Loaded:
     """Build the settings from defaults, the TOML file, the console's overlay in the state
     dir (`settings.toml`, written by the daemon only) and the environment."""
     path = config_path(explicit)
     toml = read_toml(path) if path is not None else {}
     overlay_path = default_state_dir() / OVERLAY_NAME
+    warnings: list[str] = []
     if overlay is None:
-        overlay = read_toml(overlay_path) if overlay_path.exists() else {}
-    try:
-        settings = Settings(**_merge(toml, overlay))
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, toml, path, overlay, overlay_path)) from None
+        settings, overlay, warnings = _console_settings(toml, path, overlay_path)
+    else:
+        settings = _build(toml, path, overlay, overlay_path)
     unknown = [n for n in settings.routing.cloud_order if n not in settings.providers]
     if unknown:
         raise ConfigError(
@@ -340,6 +453,8 @@ def load(explicit: str | None = None, overlay: Mapping[str, Any] | None = None) 
         path=path,
         state_dir=default_state_dir(),
         device_id=derive_device_id(settings.device.id),
+        overlay=dict(overlay),
+        warnings=warnings,
     )
 
 
@@ -365,9 +480,7 @@ def save_overlay(changes: Mapping[str, Mapping[str, Any]], explicit: str | None 
         if bad:
             raise ConfigError(f"{section}.{bad[0]} cannot be changed from the console")
     state_dir = default_state_dir()
-    target = state_dir / OVERLAY_NAME
-    current = read_toml(target) if target.exists() else {}
-    merged = _merge(current, changes)
+    merged = _merge(load(explicit).overlay, changes)  # a broken file is replaced, not merged
     loaded = load(explicit, overlay=merged)
     text = "# Written by agentbox (the console); edit /etc/agentbox/agentbox.toml instead.\n"
     validated = loaded.settings.model_dump(mode="json")
@@ -379,14 +492,21 @@ def save_overlay(changes: Mapping[str, Mapping[str, Any]], explicit: str | None 
         )
         for header, typed, keys in tables:
             text += f"\n[{header}]\n" + "".join(f"{k} = {_toml_value(typed[k])}\n" for k in keys)
-    tmp = state_dir / f".{OVERLAY_NAME}.tmp{os.getpid()}"
+    target = state_dir / OVERLAY_NAME
+    for path in (target, _good_copy(target)):  # the copy is what a damaged file falls back to
+        _write_private(path, text)
+    return loaded
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file atomically, mode 0600."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    tmp.replace(target)
-    return loaded
+    tmp.replace(path)
 
 
 SECRET_FIELD = re.compile(r"(password|secret|token|api_key)$")

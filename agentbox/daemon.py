@@ -229,6 +229,7 @@ class Daemon:
             "schedules": await parts.aget("schedules", self.planner.summary),
             "network": parts.get("network", addresses),
             "errors": logs.RECENT.last(),
+            "config_warnings": self.loaded.warnings,
         }
         report["unavailable"] = parts.unavailable
         return report
@@ -320,6 +321,7 @@ class Daemon:
                 "state directory changes need a restart; still using %s", self.loaded.state_dir
             )
             new = new.model_copy(update={"state_dir": self.loaded.state_dir})
+        warn_config(new)
         self.loaded = new
         settings = new.settings
         self.pool.configure(settings)
@@ -440,6 +442,12 @@ class Daemon:
         return 0
 
 
+def warn_config(loaded: config.Loaded) -> None:
+    """Say loudly what the configuration fell back on (also kept for `status`)."""
+    for warning in loaded.warnings:
+        log.error("configuration: %s", warning)
+
+
 def main(config_arg: str | None = None) -> int:
     """Entry of `agentbox run`: exit 0 on a clean stop, 78 on configuration or state problems."""
     logs.setup()
@@ -448,6 +456,7 @@ def main(config_arg: str | None = None) -> int:
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return EX_CONFIG
+    warn_config(loaded)
     daemon = Daemon(loaded, config_arg)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -224,8 +224,11 @@ def test_console_overlay_sits_between_file_and_environment(
     assert "monthly_usd" not in overlay.read_text()  # nothing written on a refusal
     monkeypatch.delenv("AGENTBOX_BUDGET__DAILY_USD")  # else the environment hides the bad value
     overlay.write_text("[budget]\ndaily_usd = 'lots'\n")
-    with pytest.raises(config.ConfigError, match=r"settings\.toml: budget\.daily_usd"):
-        config.load()
+    # A damaged console file no longer stops the box: its last good copy stands in, loudly.
+    loaded = config.load()
+    assert loaded.settings.budget.daily_usd == 7.5
+    [warning] = loaded.warnings
+    assert "settings.toml: budget.daily_usd" in warning and "last good copy" in warning
 
 
 def test_the_internet_check_probes_the_first_cloud_host_unless_told() -> None:

@@ -63,6 +63,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for part, reason in (status.get("unavailable") or {}).items():
         print(f"{part}: unavailable ({reason})")
+    for warning in status.get("config_warnings") or []:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -137,6 +139,8 @@ def _test_key(args: argparse.Namespace, loaded: config.Loaded, store: keys.KeySt
 def cmd_config(args: argparse.Namespace) -> int:
     loaded = load_config(args)
     if args.config_cmd == "check":
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(
             f"configuration ok ({loaded.path or 'built-in defaults'}); state dir {loaded.state_dir}"
         )
