@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import re
@@ -105,8 +106,33 @@ class AgentConfig(Section):
     max_steps: int = Field(default=8, ge=1, le=64)
     # Hosts the fetch tool may GET: exact names or "*.example.com"; empty = fetch refuses all.
     fetch_allow: list[str] = Field(default_factory=list, max_length=256)
+    # Networks fetch may reach although they are not public (loopback, private, link-local):
+    # CIDRs such as "192.168.1.0/24"; empty = public addresses only, whatever a name says.
+    fetch_allow_private: list[str] = Field(default_factory=list, max_length=64)
+    fetch_ports: list[int] = Field(default_factory=lambda: [80, 443], min_length=1, max_length=64)
     fetch_max_bytes: int = Field(default=32768, ge=256, le=4 * 1024 * 1024)
     tool_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # Tool calls run from one model answer; the rest get an error back (a model asked for
+    # dozens at once can keep the box busy for a whole step).
+    max_tool_calls: int = Field(default=10, ge=1, le=128)
+
+    @field_validator("fetch_allow_private")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network like 192.168.1.0/24") from None
+        return value
+
+    @field_validator("fetch_ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        bad = [p for p in value if not 1 <= p <= 65535]
+        if bad:
+            raise ValueError(f"{bad[0]} is not a TCP port")
+        return value
 
 
 class ProviderConfig(Section):

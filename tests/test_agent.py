@@ -376,7 +376,10 @@ def pages() -> Iterator[str]:
 async def test_fetch(pages: str) -> None:
     from agentbox.agent.tools import fetch  # noqa: PLC0415
 
-    allowed = ctx(fetch_allow=["127.0.0.1"], fetch_max_bytes=1000)
+    port = int(pages.rsplit(":", 1)[1])
+    # The page server is on loopback: only the owner's explicit allow lets fetch reach it.
+    inside = {"fetch_allow_private": ["127.0.0.1"], "fetch_ports": [port]}
+    allowed = ctx(fetch_allow=["127.0.0.1"], fetch_max_bytes=1000, **inside)
     text = await fetch({"url": f"{pages}/forecast"}, allowed)
     assert text == "HTTP 200; content-type: text/plain; charset=utf-8\n\nTomorrow: sunny, 21 C"
     page = await fetch({"url": f"{pages}/page"}, allowed)
@@ -389,7 +392,12 @@ async def test_fetch(pages: str) -> None:
         await fetch({"url": f"{pages}/forecast"}, ctx())
     with pytest.raises(Exception, match="not a usable URL"):
         await fetch({"url": "file:///etc/passwd"}, allowed)
-    closed = ctx(fetch_allow=["127.0.0.1"], tool_timeout_s=2)
+    closed = ctx(
+        fetch_allow=["127.0.0.1"],
+        fetch_allow_private=["127.0.0.1"],
+        fetch_ports=[9],
+        tool_timeout_s=2,
+    )
     with pytest.raises(Exception, match="fetch failed: ConnectError"):
         await fetch({"url": "http://127.0.0.1:9/"}, closed)
     await allowed.http.aclose()
@@ -408,6 +416,8 @@ def test_submit_kind_agent_through_the_daemon(daemons: Any, fake: FakeProvider, 
 enabled = false
 [agent]
 fetch_allow = ["127.0.0.1"]
+fetch_allow_private = ["127.0.0.1"]
+fetch_ports = [{pages.rsplit(":", 1)[1]}]
 [providers.main]
 kind = "openai"
 base_url = "{fake.url}/v1"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentbox.agent.tools import CATALOG, Context, ToolError
+from agentbox.logs import SCRUBBER
 from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Tool, ToolCall
 
 log = logging.getLogger("agentbox.agent")
@@ -33,7 +34,7 @@ class AgentRun:
 
 
 def _brief(arguments: dict[str, Any]) -> str:
-    text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
+    text = SCRUBBER.scrub(json.dumps(arguments, ensure_ascii=False, separators=(",", ":")))
     return text if len(text) <= TRACE_ARGUMENTS else text[: TRACE_ARGUMENTS - 1] + "…"
 
 
@@ -50,6 +51,13 @@ async def call_tool(call: ToolCall, allowed: frozenset[str], ctx: Context) -> tu
         return f"error: {exc}", False
     except TimeoutError:
         return f"error: {call.name} took longer than {ctx.conf.tool_timeout_s:g} s", False
+
+
+def over_cap(cap: int) -> str:
+    return (
+        f"error: not run: one answer may call at most {cap} tools (agent.max_tool_calls);"
+        " call fewer at a time"
+    )
 
 
 async def run_agent(
@@ -80,13 +88,18 @@ async def run_agent(
                 ],
             }
         )
-        for t in c.tool_calls:
-            await progress({"step": number, "phase": "tool", "tool": t.name})
-            text, ok = await call_tool(t, allowed, ctx)
-            log.debug("agent step %d: %s -> %s", number, t.name, "ok" if ok else text[:200])
+        for i, t in enumerate(c.tool_calls):
+            if i < ctx.conf.max_tool_calls:
+                await progress({"step": number, "phase": "tool", "tool": t.name})
+                text, ok = await call_tool(t, allowed, ctx)
+            else:  # every call still gets an answer: the model's API wants one per call id
+                text, ok = over_cap(ctx.conf.max_tool_calls), False
+            # The result keeps a short error: masked before it is cut (a cut can split a key).
+            short = "ok" if ok else SCRUBBER.scrub(text.removeprefix("error: "), limit=193)
+            log.debug("agent step %d: %s -> %s", number, t.name, short)
             if len(run.trace) < TRACE_CALLS:
                 entry = {"step": number, "tool": t.name, "arguments": _brief(t.arguments)}
-                run.trace.append(entry if ok else {**entry, "error": text[7:200]})
+                run.trace.append(entry if ok else {**entry, "error": short})
             history.append({"role": "tool", "tool_call_id": t.id, "name": t.name, "content": text})
     raise ProviderError(
         Failure.bad_request,

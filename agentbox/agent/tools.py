@@ -6,11 +6,8 @@ starts with "error:", so the model can correct itself within the task's steps.
 
 from __future__ import annotations
 
-import ast
+import asyncio
 import datetime as dt
-import html.parser
-import math
-import operator
 import re
 import zoneinfo
 from collections.abc import Awaitable, Callable
@@ -19,6 +16,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from agentbox.agent import addresses, arith
+from agentbox.agent.pagetext import readable
 from agentbox.config import AgentConfig
 from agentbox.providers.base import Tool
 from agentbox.providers.transport import HttpClient, target
@@ -108,127 +107,16 @@ async def clock(args: dict[str, Any], ctx: Context) -> str:
 
 # ---- calculator --------------------------------------------------------------------------
 
-_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "abs": abs,
-    "round": round,
-    "min": min,
-    "max": max,
-    "sqrt": math.sqrt,
-    "exp": math.exp,
-    "log": math.log,
-    "log10": math.log10,
-    "log2": math.log2,
-    "sin": math.sin,
-    "cos": math.cos,
-    "tan": math.tan,
-    "asin": math.asin,
-    "acos": math.acos,
-    "atan": math.atan,
-    "floor": math.floor,
-    "ceil": math.ceil,
-}
-_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
-# Bounds that keep one expression to microseconds: no 9**9**9, no million-digit numbers.
-_MAX_EXPONENT = 10_000
-_MAX_DIGITS = 400
-
-
-def _number(value: Any) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ToolError("only numbers are allowed")
-    if isinstance(value, int) and value.bit_length() > _MAX_DIGITS * 10 // 3:
-        raise ToolError("a number in the expression is too large")
-    return value
-
-
-def _eval(node: ast.AST) -> float | int:
-    if isinstance(node, ast.Expression):
-        return _eval(node.body)
-    if isinstance(node, ast.Constant):
-        return _number(node.value)
-    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
-        return _CONSTANTS[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _eval(node.operand)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _eval(node.left), _eval(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise ToolError(f"exponent larger than {_MAX_EXPONENT}")
-        return _number(_BINARY[type(node.op)](left, right))
-    if (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id in _FUNCTIONS
-        and not node.keywords
-    ):
-        return _number(_FUNCTIONS[node.func.id](*(_eval(a) for a in node.args)))
-    raise ToolError(f"not allowed in an expression: {ast.unparse(node)[:60]!r}")
-
 
 async def calculator(args: dict[str, Any], ctx: Context) -> str:
     """Exact arithmetic, so the model need not do sums in its head."""
-    expression = _string(args, "expression", 500)
     try:
-        tree = ast.parse(expression.replace("^", "**"), mode="eval")
-        value = _eval(tree)
-    except SyntaxError:
-        raise ToolError(f"not an arithmetic expression: {expression!r}") from None
-    except (ArithmeticError, ValueError, TypeError) as exc:
-        raise ToolError(f"{type(exc).__name__}: {exc}") from None
-    return repr(value)
+        return repr(arith.evaluate(_string(args, "expression", 500)))
+    except arith.ArithError as exc:
+        raise ToolError(str(exc)) from None
 
 
 # ---- fetch -------------------------------------------------------------------------------
-
-
-class _Text(html.parser.HTMLParser):
-    """The readable text of an HTML page: no tags, scripts, styles or runs of blank space."""
-
-    SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
-    BREAK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self._skipping += 1
-        elif tag in self.BREAK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self._skipping:
-            self._skipping -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:  # a line break in HTML text is a space; tags make lines
-            self.parts.append(data.replace("\r", " ").replace("\n", " "))
-
-    def text(self) -> str:
-        lines = (" ".join(line.split()) for line in "".join(self.parts).splitlines())
-        return "\n".join(line for line in lines if line)
-
-
-def readable(text: str, content_type: str) -> str:
-    """HTML reduced to its text (fewer tokens for the model to pay for); other types as is."""
-    if "html" not in content_type.lower():
-        return text
-    parser = _Text()
-    parser.feed(text)
-    parser.close()
-    return parser.text()
 
 
 def host_allowed(host: str, allow: list[str]) -> bool:
@@ -244,7 +132,7 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
     """GET one URL on a host of agent.fetch_allow; the status, type and (cut) text."""
     url = _string(args, "url", 2000)
     try:
-        _, host, _ = target(url).origin
+        _, host, port = target(url).origin
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
         raise ToolError(f"not a usable URL: {exc}") from None
     if not host_allowed(host, ctx.conf.fetch_allow):
@@ -252,11 +140,21 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
             f"host {host!r} is not allowed; the box's owner lists allowed hosts in"
             " agent.fetch_allow"
         )
+    if port not in ctx.conf.fetch_ports:
+        raise ToolError(
+            f"port {port} is not allowed; the box's owner lists allowed ports in agent.fetch_ports"
+        )
+    try:
+        address = await addresses.resolve(
+            host, port, addresses.networks(ctx.conf.fetch_allow_private)
+        )
+    except addresses.Refused as exc:
+        raise ToolError(f"{host!r} refused: {exc}") from None
     limit = ctx.conf.fetch_max_bytes
     timeouts = httpx.Timeout(ctx.conf.tool_timeout_s)
     body = bytearray()
     try:
-        async with ctx.http.stream("GET", url, timeouts=timeouts) as response:
+        async with ctx.http.stream("GET", url, timeouts=timeouts, address=address) as response:
             kind = response.headers.get("content-type", "")
             location = response.headers.get("location", "")
             async for piece in response.aiter_bytes():
@@ -269,7 +167,8 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
     if location:
         head += f"; location: {location} (redirects are not followed)"
     cut = len(body) > limit
-    text = readable(bytes(body[:limit]).decode("utf-8", "replace"), kind)
+    # Linear, but up to fetch_max_bytes (4 MiB) of it: a thread keeps the loop ticking.
+    text = await asyncio.to_thread(readable, bytes(body[:limit]).decode("utf-8", "replace"), kind)
     if cut:
         text += f"\n[cut at {limit} bytes]"
     return f"{head}\n\n{text}"

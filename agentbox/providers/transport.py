@@ -88,14 +88,18 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         content: bytes = b"",
         timeouts: httpx.Timeout | None = None,
+        address: str | None = None,
     ) -> AsyncIterator[Response]:
         """The open response; its body is read by the caller, and the connection goes back to
-        the pool on leaving only if the body was read to its end."""
+        the pool on leaving only if the body was read to its end. With `address`, a new
+        connection to exactly that IP address (the URL's host still names the server for the
+        host header and TLS), used once: it was checked, a pooled one may not have been."""
         t = timeouts or self.timeouts
         data = request_bytes(method, url, {"user-agent": "agentbox", **(headers or {})}, content)
         await self._acquire(t.pool)
         try:
-            conn = self._reuse(target(url).origin) or await self._connect(url, t.connect)
+            reused = None if address else self._reuse(target(url).origin)
+            conn = reused or await self._connect(url, t.connect, address)
             try:
                 await conn.send(data, t.write)
                 status, raw = await conn.head(t.read)
@@ -109,7 +113,7 @@ class HttpClient:
         try:
             yield response
         finally:
-            self._release(conn)
+            self._release(conn, keep=address is None)
 
     async def request(
         self,
@@ -154,7 +158,7 @@ class HttpClient:
             conn.close()
         return None
 
-    async def _connect(self, url: str, connect_s: float | None) -> _Conn:
+    async def _connect(self, url: str, connect_s: float | None, address: str | None) -> _Conn:
         origin = target(url).origin
         scheme, host, port = origin
         tls = self._tls() if scheme == "https" else None
@@ -163,7 +167,7 @@ class HttpClient:
             async with asyncio.timeout(connect_s):
                 _, conn = await loop.create_connection(
                     lambda: _Conn(origin),
-                    host,
+                    address or host,
                     port,
                     ssl=tls,
                     server_hostname=host if tls else None,
@@ -174,10 +178,10 @@ class HttpClient:
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
         return conn
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: _Conn, keep: bool) -> None:
         """A response is closed: keep its connection when both sides finished cleanly."""
         self._slots.release()
-        if not conn.reusable():
+        if not conn.reusable() or not keep:
             conn.close()
             return
         conn.idle_since = time.monotonic()
