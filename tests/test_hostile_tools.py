@@ -48,10 +48,11 @@ async def max_gap(work: Awaitable[T]) -> tuple[T, float]:
 
     ticker = asyncio.create_task(tick())
     try:
-        return await work, worst
+        result = await work
     finally:
         done.set()
-        await ticker
+        await ticker  # its last tick measures a block at the very end of the work
+    return result, worst
 
 
 def ctx(**conf: Any) -> Context:
