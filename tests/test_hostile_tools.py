@@ -5,8 +5,8 @@ addresses and allowed ports, and a failed agent task still shows what it spent."
 from __future__ import annotations
 
 import asyncio
-import json
 import ipaddress
+import json
 import threading
 import time
 from collections.abc import Awaitable, Iterator
