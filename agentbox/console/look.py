@@ -3,8 +3,9 @@
 The Linux console has 16 colours and a 512-glyph font (console-setup's Lat15/Uni2): box
 drawing lines but no half or eighth blocks, which Textual's default borders, checkboxes and
 scrollbars are drawn with (they show as rows of diamonds there). With TERM=linux the console
-uses the "linux" look: ANSI colours only, borders from the light and heavy box-drawing lines,
-the focused control in reverse colours.
+uses the "linux" look: ANSI colours only, borders from the box-drawing lines. Its font draws
+heavy lines like light ones and a background can only be one of the 8 dark colours, so focus
+is shown by colour: a bright yellow border, and a blue background on a focused button.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ LINUX_THEME = Theme(
         "block-cursor-text-style": "bold",
         "block-cursor-blurred-foreground": "ansi_black",
         "block-cursor-blurred-background": "ansi_white",
-        "input-cursor-background": "ansi_bright_white",
+        "input-cursor-background": "ansi_white",
         "input-cursor-foreground": "ansi_black",
         "input-cursor-text-style": "none",
         "input-selection-background": "ansi_blue",
@@ -56,9 +57,9 @@ LINUX_THEME = Theme(
         "scrollbar": "ansi_white",
         "scrollbar-hover": "ansi_bright_white",
         "scrollbar-active": "ansi_bright_white",
-        "scrollbar-background": "ansi_bright_black",
-        "scrollbar-background-hover": "ansi_bright_black",
-        "scrollbar-background-active": "ansi_bright_black",
+        "scrollbar-background": "ansi_black",
+        "scrollbar-background-hover": "ansi_black",
+        "scrollbar-background-active": "ansi_black",
         "scrollbar-corner-color": "ansi_black",
     },
 )
@@ -73,10 +74,10 @@ App.-linux Button {
 }
 App.-linux Button:hover { border: round ansi_bright_white; background: ansi_black; }
 App.-linux Button:focus {
-    border: heavy ansi_bright_white; background: ansi_bright_white; color: ansi_black;
+    border: heavy ansi_bright_yellow; background: ansi_blue; color: ansi_bright_white;
     text-style: bold;
 }
-App.-linux Button.-active { border: heavy ansi_bright_white; background: ansi_blue; }
+App.-linux Button.-active { border: heavy ansi_bright_yellow; background: ansi_cyan; }
 App.-linux Button:disabled {
     border: round ansi_bright_black; color: ansi_bright_black; text-style: none;
     background: ansi_black;
@@ -84,17 +85,17 @@ App.-linux Button:disabled {
 App.-linux Input {
     border: round ansi_white; background: ansi_black; color: ansi_bright_white;
 }
-App.-linux Input:focus { border: heavy ansi_bright_white; background: ansi_black; }
+App.-linux Input:focus { border: heavy ansi_bright_yellow; background: ansi_black; }
 App.-linux Input > .input--placeholder { color: ansi_bright_black; }
 App.-linux Input.-invalid { border: round ansi_bright_red; }
 App.-linux Input.-invalid:focus { border: heavy ansi_bright_red; }
 App.-linux SelectCurrent { border: round ansi_white; background: ansi_black; }
-App.-linux Select:focus > SelectCurrent { border: heavy ansi_bright_white; }
+App.-linux Select:focus > SelectCurrent { border: heavy ansi_bright_yellow; }
 App.-linux SelectOverlay { border: round ansi_bright_white; background: ansi_black; }
 App.-linux Checkbox {
     border: round ansi_white; background: ansi_black; color: ansi_bright_white;
 }
-App.-linux Checkbox:focus { border: heavy ansi_bright_white; }
+App.-linux Checkbox:focus { border: heavy ansi_bright_yellow; }
 App.-linux Checkbox > .toggle--button { color: ansi_black; background: ansi_white; }
 App.-linux Checkbox.-on > .toggle--button { color: ansi_bright_green; background: ansi_black; }
 App.-linux DataTable { background: ansi_black; color: ansi_white; }
