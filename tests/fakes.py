@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -252,15 +253,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
-        self.server.owner.requests.append(
-            {
-                "method": self.command,
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "json": json.loads(raw) if raw else None,
-            }
-        )
-        reply = self.server.owner.next_reply()
+        request = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "json": json.loads(raw) if raw else None,
+        }
+        owner = self.server.owner
+        owner.requests.append(request)
+        reply = owner.answer(request) if owner.answer else owner.next_reply()
         if reply.delay:
             time.sleep(reply.delay)
         if reply.reset:
@@ -309,6 +310,8 @@ class FakeProvider:
         self.replies: deque[Reply] = deque()
         self.default = default or openai_stream("ok")
         self.requests: list[dict[str, Any]] = []
+        # Replies made from each request instead (e.g. a provider that bills by its own count).
+        self.answer: Callable[[dict[str, Any]], Reply] | None = None
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.owner = self

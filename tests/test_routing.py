@@ -164,13 +164,15 @@ async def test_cut_stream_cost_is_booked(rig_factory: Any, fakes: Any) -> None:
     assert out.route is not None and out.route["provider"] == "second"
     rows = await rig.ledger.store.read(
         lambda c: c.execute(
-            "SELECT provider, estimated, output_tokens, cost_usd FROM usage"
+            "SELECT provider, estimated, output_tokens, cost_usd, in_flight FROM usage"
         ).fetchall()
     )
-    # the cut call is booked at once; the answer's cost rides with the task's result
-    assert len(rows) == 1 and tuple(rows[0])[:2] == ("first", 1)
+    # the cut call is booked at once; the answer's cost rides with the task's result, and
+    # until that is stored its call stays written down at its worst case
+    assert [tuple(r)[:2] + (r[4],) for r in rows] == [("first", 1, 0), ("second", 1, 1)]
     assert rows[0][2] > 0 and rows[0][3] > 0
     assert [b.provider for b in out.bills] == ["second"] and out.bills[0].cost_usd > 0
+    assert rows[1][3] >= out.bills[0].cost_usd
 
 
 async def test_local_answer_failing_the_schema_escalates(rig_factory: Any, fakes: Any) -> None:
@@ -211,6 +213,9 @@ async def test_background_work_never_moves_to_a_paid_model(rig_factory: Any, fak
 def test_budget_reservations_are_atomic_and_settle(tmp_path: Path) -> None:
     class NullLedger:
         async def record(self, entry: Any) -> None:
+            return None
+
+        async def withdraw(self, call: str) -> None:
             return None
 
         async def totals(self, day: str, month: str) -> tuple[float, float]:

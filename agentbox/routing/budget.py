@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentbox.config import BudgetConfig
@@ -43,6 +44,8 @@ class UsageEntry:
     cache_write_tokens: int
     cost_usd: float
     estimated: bool
+    call: str = ""  # the call's id: its in-flight row is settled in place by it
+    in_flight: bool = False  # written before the request left: its worst case, until settled
 
     @classmethod
     def of(
@@ -54,6 +57,8 @@ class UsageEntry:
         provider: str,
         cost: float,
         estimated: bool,
+        call: str = "",
+        in_flight: bool = False,
     ) -> UsageEntry:
         return cls(
             at,
@@ -66,13 +71,21 @@ class UsageEntry:
             c.cache_write_tokens,
             cost,
             estimated,
+            call,
+            in_flight,
         )
 
 
 class Ledger(Protocol):
     """Where settled spend is kept (the task store implements it)."""
 
-    async def record(self, entry: UsageEntry) -> None: ...
+    async def record(self, entry: UsageEntry) -> None:
+        """Write a call's row, or settle the in-flight row of its call id."""
+        ...
+
+    async def withdraw(self, call: str) -> None:
+        """Drop a call's in-flight row: it never reached the provider, or was refused."""
+        ...
 
     async def totals(self, day: str, month: str) -> tuple[float, float]: ...
 
@@ -90,6 +103,7 @@ class Reservation:
     amount: float
     day: str
     month: str
+    call: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class Budget:
@@ -152,7 +166,13 @@ class Budget:
         if month == self.month:
             self.this_month += cost
         return UsageEntry.of(
-            completion, at=at, task_id=task_id, provider=provider, cost=cost, estimated=estimated
+            completion,
+            at=at,
+            task_id=task_id,
+            provider=provider,
+            cost=cost,
+            estimated=estimated,
+            call=res.call,
         )
 
     def exhausted(self) -> str:

@@ -7,10 +7,12 @@ attempts out (backoff, retry-after). That keeps exactly one retry policy in the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from agentbox import jsonstrict
@@ -21,7 +23,7 @@ from agentbox.providers.base import Completion, Failure, Provider, ProviderError
 from agentbox.providers.prices import PriceTable
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
-from agentbox.routing.budget import Budget, BudgetExceeded, UsageEntry
+from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, UsageEntry
 from agentbox.routing.router import LOCAL
 from agentbox.tasks.spec import Route, TaskSpec
 
@@ -37,6 +39,9 @@ UNSURE = (
     "can't answer",
     "as an ai",
 )
+FRAMING_TOKENS = 8  # per message: role and separator tokens
+# The system prompt a provider adds for tools or a schema (Anthropic documents 313 to 346).
+TOOL_PREAMBLE_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -67,14 +72,28 @@ class Paid:
     estimated: bool
 
 
-def input_estimate(messages: list[dict[str, Any]], tools: tuple[Tool, ...] = ()) -> int:
-    """A generous input token count for reservations: bytes/3 covers English and CJK alike."""
-    total = 16 + sum(len(json.dumps(t.parameters)) // 3 + len(t.description) for t in tools)
-    for m in messages:
-        total += len(str(m.get("content") or "").encode()) // 3 + 4
-        if "tool_calls" in m:
-            total += len(json.dumps(m["tool_calls"])) // 3
+def input_bound(request: Request) -> int:
+    """The most input tokens a provider can bill for a request: the tokenizers of every
+    supported API make no token of less than one byte (UTF-8), so bytes plus framing bound
+    their own count, whatever the text. (A bytes/3 guess let a provider bill 90 % past a cap.)"""
+    total = 16
+    for m in request.messages:
+        total += len(json.dumps(m, ensure_ascii=False).encode()) + FRAMING_TOKENS
+    for t in request.tools:
+        total += len(json.dumps([t.name, t.description, t.parameters], ensure_ascii=False).encode())
+    if request.json_schema is not None:
+        total += len(json.dumps(request.json_schema, ensure_ascii=False).encode())
+    if request.tools or request.json_schema is not None:
+        total += TOOL_PREAMBLE_TOKENS
     return total
+
+
+class _Overrun(Exception):
+    """A stream went past the output its reservation covers; the runner stops it."""
+
+    def __init__(self, output_tokens: int) -> None:
+        super().__init__(output_tokens)
+        self.output_tokens = output_tokens
 
 
 def check_output(spec: TaskSpec, c: Completion) -> tuple[Any, str | None]:
@@ -128,6 +147,7 @@ class ProviderRunner:
         self.budget = budget
         self.prices = prices
         self.settings = settings
+        self._chores: set[asyncio.Task[None]] = set()  # ledger writes of cancelled calls
 
     async def run(
         self,
@@ -267,38 +287,108 @@ class ProviderRunner:
         *,
         task_cap: float | None,
     ) -> Paid:
-        """One call with its worst case reserved first and the real cost booked after."""
+        """One call: its worst case reserved and written down before the request leaves, the
+        real cost booked after; a call cut short is booked at what it may have cost."""
         prices = self.prices()
-        estimate = input_estimate(request.messages, request.tools)
-        worst = prices.worst_case(request.model, estimate, request.max_tokens)
+        bound = input_bound(request)
+        worst = prices.worst_case(request.model, bound, request.max_tokens)
         reservation = self.budget.reserve(worst, task_cap)
+        name, task_id = provider.name, spec.id or ""
+        worst_call = Completion("", request.model, bound, request.max_tokens, estimated=True)
+
+        def book(c: Completion, cost: float, estimated: bool) -> UsageEntry:
+            return self.budget.book(
+                reservation, c, cost, estimated=estimated, provider=name, task_id=task_id
+            )
+
+        async def watched(info: dict[str, Any]) -> None:
+            out = info.get("output_tokens")
+            if isinstance(out, int) and out > request.max_tokens:
+                raise _Overrun(out)  # the provider ignores max_tokens: stop paying for it
+            await progress(info)
+
+        await self._in_flight(reservation, worst_call, name, task_id)
         try:
-            c = await provider.complete(request, progress)
+            c = await provider.complete(request, watched)
         except ProviderError as exc:
             if exc.partial is not None:  # a cut stream still costs what it sent
-                cost, _ = prices.cost(exc.partial)
-                bill = self.budget.book(
-                    reservation,
-                    exc.partial,
-                    cost,
-                    estimated=True,
-                    provider=provider.name,
-                    task_id=spec.id or "",
-                )
-                await self.budget.ledger.record(bill)
-            else:
+                cut = exc.partial
+                if cut.estimated:  # no usage from the server: its input counted as our bound
+                    cut = replace(cut, input_tokens=max(cut.input_tokens, bound))
+                await self.budget.ledger.record(book(cut, prices.cost(cut)[0], True))
+            else:  # refused before it started (an error status, no connection): not billed
                 self.budget.release(reservation)
+                await self._withdraw(reservation.call)
             breaker.failure(exc)
             raise
+        except _Overrun as over:
+            c = replace(worst_call, output_tokens=over.output_tokens)
+            await self.budget.ledger.record(book(c, prices.cost(c)[0], True))
+            err = ProviderError(
+                Failure.retryable,
+                f"{name}: stream stopped past max_tokens"
+                f" ({over.output_tokens} > {request.max_tokens})",
+            )
+            breaker.failure(err)
+            raise err from None
         except BaseException:
-            self.budget.release(reservation)
+            # Cancelled or past its deadline while the provider worked: it may have billed
+            # the whole call. Booked in memory now; the write must outlive this cancelled task.
+            self._later(self.budget.ledger.record(book(worst_call, worst, True)))
             raise
         cost, estimated = prices.cost(c)
-        bill = self.budget.book(
-            reservation, c, cost, estimated=estimated, provider=provider.name, task_id=spec.id or ""
-        )
+        if cost > worst:
+            log.warning(
+                "task %s: %s billed $%.6f, over its reservation $%.6f", task_id, name, cost, worst
+            )
+        bill = book(c, cost, estimated)
         breaker.success()
         return Paid(c, bill, cost, estimated)
+
+    async def _in_flight(
+        self, reservation: Reservation, worst_call: Completion, provider: str, task_id: str
+    ) -> None:
+        """Write the call down at its worst case before it leaves the box: a crash or a full
+        disk after it was sent must not lose what it may have cost."""
+        row = UsageEntry.of(
+            worst_call,
+            at=time.time(),
+            task_id=task_id,
+            provider=provider,
+            cost=reservation.amount,
+            estimated=True,
+            call=reservation.call,
+            in_flight=True,
+        )
+        try:
+            await self.budget.ledger.record(row)
+        except asyncio.CancelledError:
+            self.budget.release(reservation)
+            self._later(self.budget.ledger.withdraw(reservation.call))  # queued behind it
+            raise
+        except Exception as exc:
+            self.budget.release(reservation)
+            raise ProviderError(
+                Failure.retryable, f"{provider}: not called, it could not be recorded first: {exc}"
+            ) from None
+
+    async def _withdraw(self, call: str) -> None:
+        try:
+            await self.budget.ledger.withdraw(call)
+        except Exception as exc:  # the row stays, at its worst case: too much, never too little
+            log.error("ledger write failed: %s", exc)
+
+    def _later(self, write: Coroutine[Any, Any, None]) -> None:
+        """A ledger write that must happen although its caller is being cancelled."""
+        task = asyncio.ensure_future(write)
+        self._chores.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._chores.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("ledger write failed: %s", t.exception())
+
+        task.add_done_callback(done)
 
     # ---- agent -------------------------------------------------------------------------
 

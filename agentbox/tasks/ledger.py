@@ -1,11 +1,12 @@
-"""The usage ledger in the task store: one row per billed call, per task, provider and day."""
+"""The usage ledger in the task store: one row per cloud call, per task, provider and day."""
 
 from __future__ import annotations
 
 import sqlite3
 
 from agentbox.routing.budget import UsageEntry
-from agentbox.tasks.store import Store, insert_usage
+from agentbox.tasks.store import Store
+from agentbox.tasks.usage import insert_usage, withdraw_call
 
 
 class StoreLedger:
@@ -19,8 +20,11 @@ class StoreLedger:
             insert_usage(c, entry)
 
         # Calls that end a task are booked with its result (Store.finish); this path is for
-        # the rest (cut streams, refused answers) and is as durable as a result.
+        # the rest (calls in flight, cut streams, refused answers) and is as durable as a result.
         await self.store.write(op, durable=True)
+
+    async def withdraw(self, call: str) -> None:
+        await self.store.write(lambda c: withdraw_call(c, call), durable=True)
 
     async def totals(self, day: str, month: str) -> tuple[float, float]:
         def op(c: sqlite3.Connection) -> tuple[float, float]:

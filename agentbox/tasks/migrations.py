@@ -89,6 +89,13 @@ STEPS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # v8: a cloud call is written before it leaves the box (in flight, at its worst case) and
+    # settled by its call id, so a crash or a full disk cannot lose what it may have cost
+    """
+    ALTER TABLE usage ADD COLUMN call TEXT;
+    ALTER TABLE usage ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX usage_call ON usage (call);
+    """,
 )
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import jsonstrict
-from agentbox.routing.budget import UsageEntry, day_month
+from agentbox.routing.budget import UsageEntry
 from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec
+from agentbox.tasks.usage import insert_usage, settle_orphans
 from agentbox.tasks.writer import Writer
 
 log = logging.getLogger("agentbox.store")
@@ -121,6 +122,7 @@ class OpenReport:
     schema_to: int
     requeued: int
     ended: int
+    unsettled_calls: int = 0  # cloud calls a dead process left in flight, booked at worst case
 
 
 _COLUMNS = (
@@ -172,10 +174,14 @@ class Store(Writer):
         return taken
 
     async def open(self, now: float | None = None) -> OpenReport:
-        """Open, check and migrate the file, then requeue work a dead process left running."""
+        """Open, check and migrate the file, then requeue work a dead process left running and
+        book the cloud calls it left unsettled at their reserved worst case."""
         versions = await self._call(self._open_sync)
         ended = await self.write(lambda c: self._recover(c, now or time.time()), durable=True)
-        return OpenReport(versions[0], versions[1], ended[0], ended[1])
+        calls = await self.write(settle_orphans, durable=True)
+        if calls:
+            log.warning("%d cloud call(s) of a dead process booked at their worst case", calls)
+        return OpenReport(versions[0], versions[1], ended[0], ended[1], calls)
 
     # ---- tasks -------------------------------------------------------------------------
 
@@ -549,30 +555,6 @@ class Store(Writer):
             return int(value)
 
         return await self.write(op, durable=True)
-
-
-def insert_usage(c: sqlite3.Connection, entry: UsageEntry) -> None:
-    """One row of the usage ledger (per task, provider and day)."""
-    day, month = day_month(entry.at)
-    c.execute(
-        "INSERT INTO usage (at, day, month, task_id, provider, model, input_tokens,"
-        " output_tokens, cached_tokens, cache_write_tokens, cost_usd, estimated)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            entry.at,
-            day,
-            month,
-            entry.task_id,
-            entry.provider,
-            entry.model,
-            entry.input_tokens,
-            entry.output_tokens,
-            entry.cached_tokens,
-            entry.cache_write_tokens,
-            entry.cost_usd,
-            int(entry.estimated),
-        ),
-    )
 
 
 def _error(code: ErrorCode, message: str) -> dict[str, Any]:
