@@ -21,6 +21,7 @@ log = logging.getLogger("agentbox.scheduler")
 MAX_BACKOFF_S = 300.0
 RETRY_AFTER_CAP_S = 60.0
 IDLE_POLL_S = 5.0  # a lane looks at its queue at least this often
+STOP_PATIENCE_S = 5.0  # how long a stop waits for a failing disk to requeue its tasks
 
 
 BACKGROUND_SOURCES = frozenset({"schedule"})
@@ -280,7 +281,12 @@ class Scheduler:
             task.cancel()
         if left:
             await asyncio.gather(*(t for _, t in left), return_exceptions=True)
-            n = await self.store.release([r for r, _ in left])
+            try:
+                n = await self.store.release([r for r, _ in left], patience=STOP_PATIENCE_S)
+            except StoreError as exc:
+                # A failing disk must not hold the stop: the next start requeues them anyway.
+                log.error("%d unfinished task(s) left running in the store: %s", len(left), exc)
+                return 0
             log.info("requeued %d unfinished task(s) for the next start", n)
             return n
         return 0

@@ -14,6 +14,10 @@ from agentbox.tasks.spec import ErrorCode, SpecError, State, TaskSpec, parse_spe
 from agentbox.tasks.store import Store, TaskRow
 
 log = logging.getLogger("agentbox.tasks")
+# While the disk fails, MQTT intake waits for it (its unacknowledged message waits with it);
+# a person at the CLI or console gets a clear error after this long instead.
+PATIENT_SOURCES = frozenset({"mqtt", "schedule"})
+LOCAL_PATIENCE_S = 5.0
 Update = tuple[str, dict[str, Any]]  # (event name, body)
 
 
@@ -73,6 +77,7 @@ class TaskService:
                 reply=reply,
                 route=decision.route.model_dump(),
                 state=State.running if start else State.queued,
+                patience=None if source in PATIENT_SOURCES else LOCAL_PATIENCE_S,
             )
         except BaseException:
             if start and scheduler is not None:

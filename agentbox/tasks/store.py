@@ -214,10 +214,11 @@ class Store(Writer):
         state: State = State.queued,
         result: dict[str, Any] | None = None,
         now: float | None = None,
+        patience: float | None = None,
     ) -> tuple[TaskRow, bool]:
         """Insert a task unless its id is known; returns (the task, whether it is new).
         `state=running` starts its first attempt in the same transaction (an idle lane's
-        scheduler reserved the slot), which saves the claim's."""
+        scheduler reserved the slot), which saves the claim's. `patience`: see Writer.write."""
         assert spec.id is not None
         at = now or time.time()
         started = state == State.running
@@ -279,7 +280,7 @@ class Store(Writer):
                     self._event(c, row, "running")
             return row, True
 
-        return await self.write(op, durable=True)
+        return await self.write(op, durable=True, patience=patience)
 
     async def claim(
         self, lane: str, limit: int, now: float
@@ -374,7 +375,7 @@ class Store(Writer):
 
         return await self.write(op)
 
-    async def release(self, rows: list[TaskRow]) -> int:
+    async def release(self, rows: list[TaskRow], patience: float | None = None) -> int:
         """Requeue runs interrupted by a stop, giving their attempt back."""
 
         def op(c: sqlite3.Connection) -> int:
@@ -387,7 +388,7 @@ class Store(Writer):
                 ).rowcount
             return n
 
-        return await self.write(op, durable=True)
+        return await self.write(op, durable=True, patience=patience)
 
     async def cancel(self, task_id: str) -> TaskRow | None:
         """Cancel a queued task now; flag a running one for its runner. None if unknown."""
