@@ -169,7 +169,7 @@ async def test_cut_stream_cost_is_booked(rig_factory: Any, fakes: Any) -> None:
     )
     # the cut call is booked at once; the answer's cost rides with the task's result, and
     # until that is stored its call stays written down at its worst case
-    assert [tuple(r)[:2] + (r[4],) for r in rows] == [("first", 1, 0), ("second", 1, 1)]
+    assert [(r[0], r[1], r[4]) for r in rows] == [("first", 1, 0), ("second", 1, 1)]
     assert rows[0][2] > 0 and rows[0][3] > 0
     assert [b.provider for b in out.bills] == ["second"] and out.bills[0].cost_usd > 0
     assert rows[1][3] >= out.bills[0].cost_usd
