@@ -63,6 +63,7 @@ def screen_chars(app: ConsoleApp) -> tuple[set[str], str]:
         width=width, height=height, file=io.StringIO(), force_terminal=True, record=True
     )
     update = app.screen._compositor.render_update(full=True)
+    assert update is not None
     console.print(update)
     text = console.export_text()
     chars = set(text) - {"\n"}
