@@ -6,6 +6,7 @@ Reusable parts of the box test (scripts/box-test); the appliance image test can 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -79,7 +80,7 @@ def build_root(cache: Path, packages: tuple[str, ...] = ROOT_PACKAGES) -> Path:
     """A Debian 12 amd64 root directory, built once per package list and kept in cache."""
     spec = json.dumps([packages, CUSTOMIZE, AUTOLOGIN])
     root = cache / f"root-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
-    if (root / "vmlinuz").exists():
+    if (root / ".built").exists():
         return root
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,8 +104,16 @@ def build_root(cache: Path, packages: tuple[str, ...] = ROOT_PACKAGES) -> Path:
         ],
         check=True,
     )
+    (tmp / ".built").touch()
     tmp.rename(root)
     return root
+
+
+def kernel(root: Path) -> tuple[Path, Path]:
+    """The root's kernel and initramfs, for QEMU's -kernel and -initrd."""
+    (vmlinuz,) = sorted((root / "boot").glob("vmlinuz-*"))[-1:]
+    initrd = root / "boot" / vmlinuz.name.replace("vmlinuz-", "initrd.img-")
+    return vmlinuz, initrd
 
 
 def make_image(src: Path, img: Path, size: str = "8G") -> None:
@@ -146,6 +155,11 @@ VCS_PY = (
     "rows=[t[i*c:(i+1)*c].rstrip() for i in range(r)];"
     "print(base64.b64encode(json.dumps({'rows':r,'cols':c,'lines':rows}).encode()).decode())"
 )
+
+
+def clean(out: str) -> str:
+    """Serial output as text: CRLF to LF, and of each progress line (CR-redrawn) its last state."""
+    return "\n".join(ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in out.split("\n"))
 
 
 @dataclass
@@ -221,10 +235,8 @@ class Vm:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(OSError):
                 self.hmp("quit")
-            except OSError:
-                pass
             try:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
@@ -259,7 +271,7 @@ class Vm:
         deadline = time.monotonic() + timeout
         rx = re.compile(pattern, re.S)
         while True:
-            m = rx.search(self._buf)
+            m = rx.search(bytes(self._buf))  # a copy: the match must outlive the del below
             if m:
                 del self._buf[: m.end()]
                 return m
@@ -297,10 +309,8 @@ class Vm:
         m = self.wait_for(rf"__B_{tag}__\r?\n(.*?)__E_{tag}_(\d+)__".encode(), timeout)
         if m is None:
             self.send("\x03")  # Ctrl-C whatever hangs, so the next command gets the shell
-            out = self._buf.decode(errors="replace")
-            return -1, out.replace("\r\n", "\n")
-        out = m.group(1).decode(errors="replace").replace("\r\n", "\n")
-        return int(m.group(2)), out
+            return -1, clean(self._buf.decode(errors="replace"))
+        return int(m.group(2)), clean(m.group(1).decode(errors="replace"))
 
     def read_file(self, path: str, timeout: float = 120) -> bytes:
         """A guest file's bytes (gzip + base64 over the serial line)."""
