@@ -107,15 +107,12 @@ def sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def stage_dir(tmp: Path, wheelhouse: Path) -> Path:
-    """The second disk's tree: the wheelhouse and the files the install block reads."""
-    stage = tmp / "stage"
-    shutil.rmtree(stage, ignore_errors=True)
+def stage_files(stage: Path) -> None:
+    """The files the install block reads, beside the wheelhouse on the second disk."""
+    shutil.rmtree(stage / "repo", ignore_errors=True)
     (stage / "repo").mkdir(parents=True)
-    shutil.copytree(wheelhouse, stage / "wheelhouse")
     shutil.copytree(REPO / "systemd", stage / "repo" / "systemd")
     shutil.copy(REPO / "README.md", stage / "repo" / "README.md")
-    return stage
 
 
 # ---- checks inside the guest ----------------------------------------------------------------
@@ -309,13 +306,13 @@ def run(args: argparse.Namespace) -> Report:
     root = build_root(cache)
     rep.figures["root_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
-    wheel = build_wheelhouse(cache, cache / "wheelhouse")
+    work = out / "vm"  # per output dir, so two runs (old and new tree) can share the cache
+    wheel = build_wheelhouse(cache, work / "stage" / "wheelhouse")
     rep.figures["wheelhouse_s"] = round(time.monotonic() - t, 1)
-    work = cache / "run"
-    work.mkdir(parents=True, exist_ok=True)
+    stage_files(work / "stage")
     t = time.monotonic()
     make_image(root, work / "root.img")
-    make_image(stage_dir(work, cache / "wheelhouse"), work / "stage.img", "2G")
+    make_image(work / "stage", work / "stage.img", "2G")
     rep.figures["image_s"] = round(time.monotonic() - t, 1)
     vmlinuz, initrd = kernel(root)
     vm = Vm(work, vmlinuz, initrd, [work / "root.img", work / "stage.img"])
@@ -351,6 +348,8 @@ def run(args: argparse.Namespace) -> Report:
     finally:
         vm.stop()
         (out / "serial.log").write_bytes(bytes(vm.serial_log))
+        for img in ("root.img", "stage.img"):  # gigabytes; the guest is thrown away
+            (work / img).unlink(missing_ok=True)
     return rep
 
 
