@@ -166,17 +166,15 @@ def check_cli(vm: Vm, rep: Report, tag: str) -> None:
 
 def check_console_unit(vm: Vm, rep: Report, tag: str) -> None:
     _, state = sh(vm, "systemctl is-active agentbox-console")
-    rep.check(f"{tag}agentbox-console active", state == "active", state)
+    if not rep.check(f"{tag}agentbox-console active", state == "active", state):
+        _, why = sh(vm, "systemctl status --no-pager -n 30 agentbox-console")
+        print(why)
     _, getty = sh(vm, "systemctl is-active getty@tty1")
     rep.check(f"{tag}getty@tty1 not active", getty != "active", getty)
     _, pid = sh(vm, "systemctl show -p MainPID --value agentbox-console")
-    _, uid = sh(vm, f"grep '^Uid:' /proc/{pid}/status")
-    uids = uid.split()[1:]
-    rep.check(
-        f"{tag}console not root",
-        bool(uids) and "0" not in uids,
-        f"pid {pid}: {uid or 'no process'}",
-    )
+    rc, uid = sh(vm, f"grep '^Uid:' /proc/{pid}/status")
+    uids = uid.split()[1:] if rc == 0 and pid != "0" else []
+    rep.check(f"{tag}console not root", bool(uids) and "0" not in uids, f"MainPID {pid}: {uid}")
 
 
 def screen(vm: Vm, rep: Report, out: Path, name: str) -> str:
