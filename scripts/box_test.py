@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from box_vm import Vm, build_root, ensure_host_tools, kernel, log, make_image
+from box_vm import Vm, build_root, ensure_host_tools, kernel, log, make_image, root_dir
 
 REPO = Path(__file__).resolve().parent.parent
 LLAMA_SPEC = "llama-cpp-python>=0.3.9,<0.4"
@@ -301,6 +301,7 @@ def run(args: argparse.Namespace) -> Report:
     readme = (REPO / "README.md").read_text()
     ensure_host_tools()
     t = time.monotonic()
+    rep.figures["root_cached"] = root_dir(cache).exists()
     root = build_root(cache)
     rep.figures["root_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()

@@ -76,10 +76,15 @@ def ensure_host_tools(extra: dict[str, str] | None = None) -> None:
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
 
 
+def root_dir(cache: Path, packages: tuple[str, ...] = ROOT_PACKAGES) -> Path:
+    """Where build_root keeps the root for this package list and these customizations."""
+    spec = json.dumps([packages, CUSTOMIZE, AUTOLOGIN])
+    return cache / f"root-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+
+
 def build_root(cache: Path, packages: tuple[str, ...] = ROOT_PACKAGES) -> Path:
     """A Debian 12 amd64 root directory, built once per package list and kept in cache."""
-    spec = json.dumps([packages, CUSTOMIZE, AUTOLOGIN])
-    root = cache / f"root-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+    root = root_dir(cache, packages)
     if (root / ".built").exists():
         return root
     tmp = root.with_name(root.name + ".tmp")
