@@ -167,7 +167,7 @@ def check_cli(vm: Vm, rep: Report, tag: str) -> None:
 def check_console_unit(vm: Vm, rep: Report, tag: str) -> None:
     _, state = sh(vm, "systemctl is-active agentbox-console")
     if not rep.check(f"{tag}agentbox-console active", state == "active", state):
-        _, why = sh(vm, "systemctl status --no-pager -n 30 agentbox-console")
+        _, why = sh(vm, "systemctl status --no-pager -l -n 30 agentbox-console")
         print(why)
     _, getty = sh(vm, "systemctl is-active getty@tty1")
     rep.check(f"{tag}getty@tty1 not active", getty != "active", getty)
