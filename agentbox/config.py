@@ -65,6 +65,20 @@ class MqttConfig(Section):
     # Submissions must carry an HMAC-SHA256 signature made with the key store entry
     # "mqtt-hmac" (v5 user properties `ts` and `signature`; see README).
     require_signature: bool = False
+    # Topics a request may name for its answer (v5 Response Topic or `reply_to`), as MQTT
+    # filters. Never allowed whatever this says: the box prefix (any device), homeassistant/,
+    # $-topics and wildcards.
+    reply_allow: list[str] = Field(default_factory=lambda: ["#"], min_length=1, max_length=256)
+
+    @field_validator("reply_allow")
+    @classmethod
+    def _filters(cls, value: list[str]) -> list[str]:
+        for f in value:
+            levels = f.split("/")
+            bad = any(("#" in lv or "+" in lv) and lv not in ("#", "+") for lv in levels)
+            if not f or bad or "#" in levels[:-1] or "\0" in f:
+                raise ValueError(f"{f!r} is not an MQTT topic filter")
+        return value
 
 
 class RoutingConfig(Section):

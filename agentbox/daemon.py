@@ -344,6 +344,12 @@ class Daemon:
 
     # ---- background duties -----------------------------------------------------------
 
+    async def _healthy(self) -> None:
+        """What a watchdog ping vouches for: the store's thread answers and MQTT intake moves."""
+        await self.store.ping()
+        if self.bridge is not None:
+            self.bridge.check_intake()
+
     async def _housekeeping(self) -> None:
         """STATUS= updates, and pruning of old finished tasks so a small disk never fills."""
         next_prune = 0.0
@@ -411,7 +417,7 @@ class Daemon:
                 self._tg = tg
                 self.scheduler.start(tg)
                 duties = [
-                    tg.create_task(watchdog_loop(self.notifier, self.store.ping), name="watchdog"),
+                    tg.create_task(watchdog_loop(self.notifier, self._healthy), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                     tg.create_task(self.planner.run(), name="schedules"),
                 ]

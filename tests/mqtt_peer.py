@@ -115,16 +115,24 @@ class Peer:
         payload: bytes | str | dict[str, Any],
         response_topic: str | None = None,
         correlation: bytes | None = None,
-    ) -> None:
+        user: list[tuple[str, str]] | None = None,
+        qos: int = 1,
+        wait: bool = True,
+    ) -> mqtt.MQTTMessageInfo:
         props = None
-        if response_topic:
+        if response_topic or user:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.ResponseTopic = response_topic
+            if response_topic:
+                props.ResponseTopic = response_topic
             if correlation is not None:
                 props.CorrelationData = correlation
+            if user:
+                props.UserProperty = user
         data = json.dumps(payload) if isinstance(payload, dict) else payload
-        info = self.client.publish(topic, data, qos=1, properties=props)
-        info.wait_for_publish(10)
+        info = self.client.publish(topic, data, qos=qos, properties=props)
+        if wait:
+            info.wait_for_publish(10)
+        return info
 
     def on(self, topic: str) -> list[Any]:
         with self.lock:

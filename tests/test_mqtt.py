@@ -352,7 +352,7 @@ def test_tls_with_client_certificate_and_password(daemons: Any, short_tmp: Path)
 def test_signed_submissions_when_signatures_are_required(
     daemons: Any, broker: Broker, peers: list[Peer]
 ) -> None:
-    from agentbox.mqtt.payloads import sign  # noqa: PLC0415
+    from agentbox.mqtt.signing import sign  # noqa: PLC0415
 
     secret = "shared-hmac-secret-123"
     d = daemons(mqtt_config(broker.port, "box1", "require_signature = true\n"), name="box1")
@@ -364,6 +364,9 @@ def test_signed_submissions_when_signatures_are_required(
     peer.subscribe("signed/#")
     submit = f"{PREFIX}/box1/task/submit"
 
+    def sig(key: str, ts: str, payload: bytes) -> str:
+        return sign(key, submit, "box1", ts, payload)
+
     def send(name: str, payload: bytes, ts: str | None, signature: str | None) -> None:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = f"signed/{name}"
@@ -372,13 +375,13 @@ def test_signed_submissions_when_signatures_are_required(
 
     body = json.dumps({"id": "s1", "prompt": "Say hi.", "max_tokens": 4}).encode()
     now = str(time.time())
-    send("ok", body, now, sign(secret, now, body))
+    send("ok", body, now, sig(secret, now, body))
     send("unsigned", body, None, None)
-    send("forged", body, now, sign("not-the-secret", now, body))
+    send("forged", body, now, sig("not-the-secret", now, body))
     old = str(time.time() - 3600)
-    send("old", body, old, sign(secret, old, body))
+    send("old", body, old, sig(secret, old, body))
     tampered = body.replace(b"Say hi.", b"Spend!!")
-    send("tampered", tampered, now, sign(secret, now, body))
+    send("tampered", tampered, now, sig(secret, now, body))
     wait_for(lambda: len(peer.on("signed/#")) == 5, 60, what="five answers")
     answers = {t.split("/")[1]: b for t, b, _, _ in peer.on("signed/#")}
     assert answers["ok"]["state"] == "succeeded"
@@ -395,8 +398,8 @@ def test_signed_submissions_when_signatures_are_required(
     d.cli("reload")
     body2 = json.dumps({"id": "s2", "prompt": "Say hi.", "max_tokens": 4}).encode()
     now = str(time.time())
-    send("stale", body2, now, sign(secret, now, body2))
-    send("rotated", body2, now, sign("rotated-hmac-secret-456", now, body2))
+    send("stale", body2, now, sig(secret, now, body2))
+    send("rotated", body2, now, sig("rotated-hmac-secret-456", now, body2))
     wait_for(lambda: len(peer.on("signed/#")) == 7, 60, what="two more answers")
     answers = {t.split("/")[1]: b for t, b, _, _ in peer.on("signed/#")}
     assert answers["stale"]["state"] == "rejected" and answers["rotated"]["state"] == "succeeded"

@@ -5,6 +5,11 @@ acknowledgement on the paho client underneath aiomqtt, in the order they arrived
 persistent (fixed client id, clean_start off, session expiry), so a request not yet acknowledged
 when the box dies comes back after the restart. Events and results leave through the store's
 outbox and are deleted only after the broker acknowledged them.
+
+Each connection is a `Link`: its client, its publisher and its requests awaiting PUBACK. When it
+ends, its unacknowledged publishes fail at once (paho would never report them), so the handlers
+waiting on them finish, return their permits and leave their requests unacknowledged for the
+broker to deliver again; the next connection starts with an empty PUBACK queue.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -29,11 +35,14 @@ from agentbox import keys
 from agentbox.config import MqttConfig
 from agentbox.control import Op
 from agentbox.health import Health
+from agentbox.mqtt import intake
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
-from agentbox.mqtt.payloads import check_signature, decode
+from agentbox.mqtt.payloads import decode
 from agentbox.mqtt.publisher import Acked, Publisher
-from agentbox.mqtt.topics import Topics
+from agentbox.mqtt.ratelog import RateLog
+from agentbox.mqtt.signing import ReplayCache, check_signature
+from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
 from agentbox.tasks.store import Event, Store
@@ -42,19 +51,38 @@ from agentbox.tasks.writer import StoreError
 log = logging.getLogger("agentbox.mqtt")
 SESSION_EXPIRY_S = 7 * 86400
 MAX_BACKOFF_S = 60.0
-IN_FLIGHT = 64  # requests being committed at once: bounds memory (x max_payload_bytes)
+IN_FLIGHT = intake.RECEIVE_MAXIMUM  # requests handled at once (QoS 0 ones included)
 DRAIN_BATCH = 200
 MAX_PROGRESS = 1000  # progress messages held for the drain; beyond that they are dropped
 HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
-HMAC_KEY = "mqtt-hmac"  # the key store entry that signs submissions
+HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
+# Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
+# stops. Above the keepalive's detection of a dead broker (1.5 x 30 s), which ends a link anyway.
+STALL_S = 90.0
+
+
+class IntakeStalled(Exception):
+    """Requests wait and none has finished for too long."""
 
 
 def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _valid_topic(topic: Any) -> bool:
-    return isinstance(topic, str) and 0 < len(topic) <= 1024 and not any(c in topic for c in "#+\0")
+@dataclass
+class Link:
+    """One connection to the broker and what belongs to it alone."""
+
+    client: aiomqtt.Client
+    pub: Publisher
+    acks: deque[tuple[aiomqtt.Message, asyncio.Task[bool]]] = field(default_factory=deque)
+    live: bool = True
+
+    def close(self) -> None:
+        """Fail what waits for this connection's PUBACKs; its requests stay unacknowledged."""
+        self.live = False
+        self.pub.close()
+        self.acks.clear()
 
 
 class Bridge:
@@ -84,25 +112,32 @@ class Bridge:
         self.session = 0
         self.received = 0
         self.rejected = 0
+        self.dropped = 0  # QoS 0 messages dropped with the intake queue full
         self.intake_open = True
         self._stopping = asyncio.Event()
         self._reconnect = asyncio.Event()
         self._next_conf: MqttConfig | None = None
         self.hmac_secret: str | None = None
-        self._pub: Publisher | None = None
+        self._link: Link | None = None
         self._delivered = 0  # the outbox seq up to which the broker acknowledged every event
         # (newest outbox event when it happened, topic, body): sent in that place among events
         self._progress: deque[tuple[int, str, bytes]] = deque()
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
-        self._acks: deque[tuple[aiomqtt.Message, asyncio.Task[bool]]] = deque()
+        self._busy = 0  # requests taken and not finished, every link's
+        self._moved_at = time.monotonic()  # when one was last taken or finished
+        self.stall_s = STALL_S
+        self._replays = ReplayCache()
+        self._refusals = RateLog(log)
 
     # ---- connection ------------------------------------------------------------------
 
-    def _client(self) -> aiomqtt.Client:
+    def _connect_link(self) -> Link:
         offline = _json({"state": "offline", "session": self.session, "ts": time.time()})
         connect = properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = SESSION_EXPIRY_S
+        connect.ReceiveMaximum = intake.RECEIVE_MAXIMUM
+        connect.MaximumPacketSize = intake.max_packet_size(self.conf.max_payload_bytes)
         password, _ = keys.resolve(self.keystore, "mqtt")
         client = client_for(
             self.conf,
@@ -116,8 +151,13 @@ class Bridge:
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)
-        self._pub = Publisher(client)
-        return client
+        intake.attach(client, self._drop)
+        self._link = Link(client, Publisher(client))
+        return self._link
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self._refusals.count("qos0_queue_full")
 
     def load_secret(self) -> None:
         """Read the signing secret (at start and on every reload), not once per request."""
@@ -142,14 +182,18 @@ class Bridge:
                 self.last_error = ""
             try:
                 self.session = await self.store.bump("mqtt_session")
-                async with self._client() as client:
-                    await self._connected(client)
-                    delay = 1.0
-                    await self._serve(client)
-                    if self._stopping.is_set() or self._reconnect.is_set():
-                        await self._goodbye(client)
-                    if self._stopping.is_set():
-                        return
+                link = self._connect_link()
+                try:
+                    async with link.client as client:
+                        await self._connected(client)
+                        delay = 1.0
+                        await self._serve(link)
+                        if self._stopping.is_set() or self._reconnect.is_set():
+                            await self._goodbye(client)
+                        if self._stopping.is_set():
+                            return
+                finally:
+                    link.close()
             except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
                 self._note_error(exc)
             except StoreError as exc:
@@ -199,10 +243,11 @@ class Bridge:
             self.session,
         )
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, link: Link) -> None:
         """Receive and drain until the connection drops (raises) or stop() is called."""
+        client = link.client
         jobs = [
-            asyncio.create_task(self._receive(client), name="mqtt-receive"),
+            asyncio.create_task(self._receive(link), name="mqtt-receive"),
             asyncio.create_task(self._drain(client), name="mqtt-drain"),
             asyncio.create_task(self._wake(), name="mqtt-stop"),
         ]
@@ -258,105 +303,171 @@ class Bridge:
     async def stop(self) -> None:
         self._stopping.set()
 
+    def check_intake(self) -> None:
+        """Raise IntakeStalled when requests wait and none was taken or finished for stall_s
+        (the watchdog then withholds its ping: a box that looks alive but serves nothing)."""
+        idle = time.monotonic() - self._moved_at
+        if self._busy and idle > self.stall_s:
+            raise IntakeStalled(
+                f"MQTT intake stalled: {self._busy} request(s) unfinished,"
+                f" none moved in {idle:.0f} s"
+            )
+
     # ---- requests --------------------------------------------------------------------
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+    async def _receive(self, link: Link) -> None:
+        async for message in link.client.messages:
             if not self.intake_open:
                 continue  # not acknowledged: the broker keeps it for the next session
             self.received += 1
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(client, message))
-            self._acks.append((message, task))
-            task.add_done_callback(functools.partial(self._handled, client=client))
+            self._busy += 1
+            self._moved_at = time.monotonic()
+            task = asyncio.create_task(self._handle(link, message))
+            link.acks.append((message, task))
+            task.add_done_callback(functools.partial(self._handled, link=link))
 
-    def _handled(self, _: asyncio.Task[bool], *, client: aiomqtt.Client) -> None:
+    def _handled(self, task: asyncio.Task[bool], *, link: Link) -> None:
         self._slots.release()
+        self._busy -= 1
+        self._moved_at = time.monotonic()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("request handler failed: %r", exc, exc_info=exc)
+        if not link.live:
+            return  # its connection is gone: the broker delivers it again, or has lost it
         # PUBACKs go out in the order the requests came, as MQTT asks for QoS 1.
-        while self._acks and self._acks[0][1].done():
-            message, done = self._acks.popleft()
+        while link.acks and link.acks[0][1].done():
+            message, done = link.acks.popleft()
             if not done.cancelled() and done.exception() is None and done.result():
-                client._client.ack(message.mid, message.qos)
+                link.client._client.ack(message.mid, message.qos)
 
-    def _reply_target(self, message: aiomqtt.Message) -> dict[str, Any] | None:
+    def _reply_target(self, message: aiomqtt.Message) -> tuple[dict[str, Any] | None, str | None]:
+        """The v5 Response Topic as an answer target, or why it is refused."""
         props = message.properties
         topic = getattr(props, "ResponseTopic", None) if props is not None else None
-        if not _valid_topic(topic):
-            return None
-        corr = getattr(props, "CorrelationData", None)
-        return {"topic": topic, "correlation": bytes(corr).hex() if corr else None}
+        if topic is None:
+            return None, None
+        return self._target(topic, getattr(props, "CorrelationData", None))
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> bool:
+    def _target(self, topic: Any, corr: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+        refusal = reply_refusal(topic, self.conf.prefix, self.conf.reply_allow)
+        if refusal is not None:
+            return None, refusal
+        return {"topic": topic, "correlation": bytes(corr).hex() if corr else None}, None
+
+    async def _handle(self, link: Link, message: aiomqtt.Message) -> bool:
         """Serve one request; True when it may be acknowledged (it changed what it should)."""
         topic = str(message.topic)
         kind = self.topics.kind(topic)
         if kind == "ha_status":
             if message.payload == b"online":  # Home Assistant restarted: announce again
-                await self._announce(client, self.info())
+                await self._announce(link.client, self.info())
             return True
-        reply = self._reply_target(message)
+        reply, refusal = self._reply_target(message)
         raw = message.payload if isinstance(message.payload, bytes) else b""
         data: dict[str, Any] = {}
+        claimed: str | None = None
+        ok = False
         try:
-            # Schedules spend money too (each run is a task): the same signature guards them.
-            signed = kind in ("submit", "schedule_set", "schedule_delete")
-            if signed and self.conf.require_signature:
-                check_signature(self.hmac_secret, message.properties, raw)
+            # Every operation changes or reveals state (schedules spend money too): all signed.
+            if self.conf.require_signature:
+                device = self.conf.pool if topic == self.topics.pool_submit else self.device_id
+                signature = check_signature(
+                    self.hmac_secret, message.properties, topic, device, raw
+                )
+                if not self._replays.claim(signature):
+                    # Dropped without an answer: a replay learns nothing, and a redelivery of
+                    # one already served (its PUBACK lost with a connection) is not answered twice.
+                    self._refusals.warning("replayed", "dropped a replayed request on %s", topic)
+                    ok = True
+                    return ok
+                claimed = signature
             data = decode(raw, self.conf.max_payload_bytes)
-            if reply is None and _valid_topic(data.get("reply_to")):
-                reply = {"topic": data["reply_to"], "correlation": None}
-            if kind == "submit":
-                row, created = await self.service.submit(data, "mqtt", reply)
-                if not created:  # a known id: answer with the task as it is, run nothing
-                    await self._respond(client, reply, row.id, row.body())
-            elif kind in ("get", "cancel"):
-                task_id = data.get("id")
-                if not isinstance(task_id, str):
-                    raise SpecError(ErrorCode.invalid_request, "'id' must be a string")
-                found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
-                body = found.body() if found else _rejected(task_id, "not_found", "no such task")
-                await self._respond(client, reply, task_id, body)
-            elif kind is not None and kind in self.schedule_ops:
-                data.pop("reply_to", None)
-                request = {"schedule": data} if kind == "schedule_set" else data
-                await self._respond(client, reply, None, await self.schedule_ops[kind](request))
+            if reply is None and refusal is None and "reply_to" in data:
+                reply, refusal = self._target(data["reply_to"], None)
+            if refusal is not None:
+                raise SpecError(ErrorCode.invalid_request, refusal)
+            if kind == "submit" and claimed is not None and data.get("id") is None:
+                # The same signed request sent again (or redelivered after a crash, when the
+                # replay cache is gone) names the same task: it never runs twice.
+                data["id"] = f"sig-{claimed[:40]}"
+            ok = await self._serve_request(link, message, kind, data, reply)
         except SpecError as exc:
             self.rejected += 1
             task_id = exc.task_id or _id_of(data)
-            log.warning(
+            self._refusals.warning(
+                str(exc.code),
                 "rejected %d-byte message on %s: %s: %s",
                 len(raw),
                 topic,
                 exc.code,
                 exc.message,
             )
-            await self._respond(
-                client, reply, task_id, _rejected(task_id, str(exc.code), exc.message)
+            ok = await self._respond(
+                link, reply, task_id, _rejected(task_id, str(exc.code), exc.message)
             )
         except StoreError as exc:
             log.error("request on %s not stored (%s); it is redelivered later", topic, exc)
-            return False
+        finally:
+            if claimed is not None and not ok:
+                self._replays.release(claimed)  # it comes back, and must then be served
+        return ok
+
+    async def _serve_request(
+        self,
+        link: Link,
+        message: aiomqtt.Message,
+        kind: str | None,
+        data: dict[str, Any],
+        reply: dict[str, Any] | None,
+    ) -> bool:
+        """Submit, get, cancel or a schedule op; False when its answer could not be sent."""
+        if kind == "submit":
+            row, created = await self.service.submit(data, "mqtt", reply)
+            # A known id answers with the task as it is and runs nothing; but one whose final
+            # result goes to this same target anyway (through the outbox) is not answered now:
+            # exactly one answer per request. A redelivery (DUP) of it never is.
+            redelivered = getattr(message, "dup", False)
+            if not created and not (row.reply == reply and (redelivered or not row.final)):
+                return await self._respond(link, reply, row.id, row.body())
+        elif kind in ("get", "cancel"):
+            task_id = data.get("id")
+            if not isinstance(task_id, str):
+                raise SpecError(ErrorCode.invalid_request, "'id' must be a string")
+            found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
+            body = found.body() if found else _rejected(task_id, "not_found", "no such task")
+            return await self._respond(link, reply, task_id, body)
+        elif kind is not None and kind in self.schedule_ops:
+            data.pop("reply_to", None)
+            request = {"schedule": data} if kind == "schedule_set" else data
+            return await self._respond(link, reply, None, await self.schedule_ops[kind](request))
         return True
 
     async def _respond(
         self,
-        client: aiomqtt.Client,
+        link: Link,
         reply: dict[str, Any] | None,
         task_id: str | None,
         body: dict[str, Any],
-    ) -> None:
-        """Answer one request now: its response topic, else reply_to, else the result topic."""
+    ) -> bool:
+        """Answer one request on its link: its response topic, else reply_to, else the result
+        topic. False when the link ended first (MqttError is caught here)."""
         target = reply or ({"topic": self.topics.result(task_id)} if task_id else None)
         if target is None:
-            return  # nowhere to answer: the warning line is all there is
-        await self._publisher().wait(self._send_reply(target, _json(body)))
+            return True  # nowhere to answer: the warning line is all there is
+        try:
+            await link.pub.wait(self._send_reply(link.pub, target, _json(body)))
+        except aiomqtt.MqttError:
+            return False
+        return True
 
-    def _send_reply(self, target: dict[str, Any], body: bytes) -> list[Acked]:
+    @staticmethod
+    def _send_reply(pub: Publisher, target: dict[str, Any], body: bytes) -> list[Acked]:
         props = None
         if target.get("correlation"):
             props = properties(PacketTypes.PUBLISH)
             props.CorrelationData = bytes.fromhex(target["correlation"])
-        return [self._publisher().send(target["topic"], body, props)]
+        return [pub.send(target["topic"], body, props)]
 
     def progress(self, task_id: str, info: dict[str, Any]) -> None:
         """A running task's progress on its event topic, sent at once and not kept in the
@@ -375,8 +486,8 @@ class Bridge:
 
     def _publisher(self) -> Publisher:
         """The QoS 1 publisher of the current connection (made with its client)."""
-        assert self._pub is not None
-        return self._pub
+        assert self._link is not None
+        return self._link.pub
 
     # ---- outbox ----------------------------------------------------------------------
 
@@ -426,7 +537,7 @@ class Bridge:
         out = [self._publisher().send(self.topics.event(event.task_id), event.message)]
         if event.event == "result":
             target = event.reply or {"topic": self.topics.result(event.task_id)}
-            out += self._send_reply(target, event.body())
+            out += self._send_reply(self._publisher(), target, event.body())
         return out
 
 

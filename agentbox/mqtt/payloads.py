@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from typing import Any
 
 from agentbox.tasks.spec import ErrorCode, SpecError
@@ -53,35 +50,3 @@ def _bracket_depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
-
-
-SIGNATURE_WINDOW_S = 300
-
-
-def sign(secret: str, ts: str, payload: bytes) -> str:
-    """HMAC-SHA256 over the timestamp, a newline and the exact payload bytes, as hex."""
-    return hmac.new(secret.encode(), ts.encode() + b"\n" + payload, hashlib.sha256).hexdigest()
-
-
-def check_signature(secret: str | None, props: Any, payload: bytes) -> None:
-    """Raise SpecError unless the message is signed with `secret` within the time window."""
-    if not secret:
-        raise SpecError(
-            ErrorCode.invalid_request,
-            "signatures are required but no `mqtt-hmac` key is set on the box",
-        )
-    pairs = dict(getattr(props, "UserProperty", None) or []) if props is not None else {}
-    ts, signature = pairs.get("ts", ""), pairs.get("signature", "")
-    if not ts or not signature:
-        raise SpecError(
-            ErrorCode.invalid_request,
-            "unsigned request: user properties `ts` and `signature` are required",
-        )
-    try:
-        age = abs(time.time() - float(ts))
-    except ValueError:
-        raise SpecError(ErrorCode.invalid_request, "`ts` is not a Unix time") from None
-    if age > SIGNATURE_WINDOW_S:
-        raise SpecError(ErrorCode.invalid_request, f"signed {age:.0f} s away from now")
-    if not hmac.compare_digest(sign(secret, ts, payload), signature.lower()):
-        raise SpecError(ErrorCode.invalid_request, "bad signature")

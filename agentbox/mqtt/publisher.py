@@ -34,6 +34,7 @@ class Publisher:
         self._paho.max_inflight_messages_set(0)  # flow control is ours (see above)
         self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self._in_flight = 0
+        self._closed = False
         self._waiting: dict[int, Acked] = {}
         self._queued: deque[tuple[str, bytes, Properties | None, Acked]] = deque()
         previous: Any = self._paho.on_publish  # aiomqtt's own callback
@@ -57,6 +58,13 @@ class Publisher:
             on_connect(c, userdata, flags, reason, props)
 
         self._paho.on_connect = connected
+        on_disconnect: Any = self._paho.on_disconnect  # aiomqtt's
+
+        def disconnected(c: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
+            self.close()  # at once: handlers waiting on PUBACKs hold the intake's permits
+            on_disconnect(c, userdata, flags, reason, props)
+
+        self._paho.on_disconnect = disconnected
 
     @property
     def window(self) -> int:
@@ -66,9 +74,22 @@ class Publisher:
         """Queue one QoS 1 message; the future resolves on the broker's PUBACK (or raises
         MqttError when paho cannot send it; a topic paho refuses is logged and skipped)."""
         fut: Acked = asyncio.get_running_loop().create_future()
+        if self._closed:
+            _fail(fut)
+            return fut
         self._queued.append((topic, payload, props, fut))
         self._pump()
         return fut
+
+    def close(self) -> None:
+        """The connection ended: paho of a dropped connection never reports these PUBACKs, so
+        fail every message still waiting (and any sent later) instead of leaving its caller hung."""
+        self._closed = True
+        for fut in [*self._waiting.values(), *(q[3] for q in self._queued)]:
+            _fail(fut)
+        self._waiting.clear()
+        self._queued.clear()
+        self._in_flight = 0
 
     def _pump(self) -> None:
         while self._queued and self._in_flight < self.window:
@@ -102,3 +123,9 @@ class Publisher:
         finally:
             for fut in sent:
                 fut.cancel()
+
+
+def _fail(fut: Acked) -> None:
+    if not fut.done():
+        fut.set_exception(aiomqtt.MqttError("the connection ended before the broker acknowledged"))
+        fut.exception()  # retrieved here: a caller that gave up must not make asyncio warn

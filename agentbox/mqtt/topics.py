@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-HA_STATUS = "homeassistant/status"
+from paho.mqtt.client import topic_matches_sub
+
+HA_PREFIX = "homeassistant"  # Home Assistant's discovery prefix
+HA_STATUS = f"{HA_PREFIX}/status"
+MAX_TOPIC = 1024
 TASK_OPS = ("submit", "cancel", "get")
 SCHEDULE_OPS = ("set", "delete", "list")
 
@@ -72,3 +77,28 @@ class Topics:
             if topic == self.request(f"schedule/{name}"):
                 return f"schedule_{name}"
         return None
+
+
+def reply_refusal(topic: object, prefix: str, allow: Sequence[str]) -> str | None:
+    """Why a request may not have its answer published on `topic`, or None if it may.
+
+    An answer is a message the box publishes with its own broker rights: pointed at another
+    box's request topics, at status or at Home Assistant discovery, it would act for whoever
+    asked. So the box's prefix (every device), homeassistant/ and $-topics are refused
+    whatever `allow` says.
+    """
+    if not isinstance(topic, str) or not topic:
+        return "the response topic must be a non-empty string"
+    if len(topic) > MAX_TOPIC or "\0" in topic:
+        return "the response topic is too long or holds a NUL"
+    shown = repr(topic[:200])
+    if "#" in topic or "+" in topic:
+        return f"response topic {shown} holds a wildcard"
+    if topic.startswith("$"):
+        return f"response topic {shown} is a $-topic"
+    for refused in (prefix, HA_PREFIX):
+        if topic == refused or topic.startswith(refused + "/"):
+            return f"response topic {shown} is under {refused}/, which answers may not reach"
+    if not any(topic_matches_sub(f, topic) for f in allow):
+        return f"response topic {shown} is not allowed by mqtt.reply_allow"
+    return None
