@@ -138,6 +138,16 @@ def test_a_flood_of_junk_keeps_memory_and_the_log_flat(
     for i in range(2000):  # unsigned junk of 250 kB, half QoS 1 and half QoS 0
         peer.publish(submit, junk, qos=i % 2, wait=False)
     peer.client.publish("drain/marker", b"", qos=1).wait_for_publish(120)
+    # Until the broker has nothing more for the box (it drops what its queue for the box cannot
+    # hold): valid work sent into a full broker queue would be dropped by the broker itself.
+    seen = [-1]
+
+    def settled() -> bool:
+        received = d.json("status")["mqtt"]["received"]
+        done, seen[0] = received == seen[0], received
+        return done
+
+    wait_for(settled, 180, interval=2, what="the flood taken")
     for i in range(5):  # valid work after the flood is still answered
         body = json.dumps({"id": f"ok{i}", "prompt": "hi", "max_tokens": 4}).encode()
         peer.publish(submit, body, response_topic=f"ok/{i}", user=signed(submit, "box1", body))
@@ -149,7 +159,7 @@ def test_a_flood_of_junk_keeps_memory_and_the_log_flat(
         f"\npeak RSS {start_mb:.0f} -> {peak_mb:.0f} MB over 2000 x 250 kB of junk;"
         f" {len(refused)} log lines about it"
     )
-    assert peak_mb - start_mb < 120, (start_mb, peak_mb)
+    assert peak_mb - start_mb < 100, (start_mb, peak_mb)
     assert len(refused) <= 20, refused[:30]
     assert d.stop() == 0
 

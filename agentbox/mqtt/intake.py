@@ -5,6 +5,11 @@ acknowledgements a request holds its place until its PUBACK, so the broker never
 that many unacknowledged at the box (it keeps the rest). QoS 0 has no flow control in MQTT:
 beyond a few waiting, QoS 0 messages are dropped and counted. The Maximum Packet Size keeps the
 broker from sending what the box would refuse anyway (it drops such messages itself).
+
+Seen with Mosquitto 2.0.11: under a mixed QoS 0/1 flood of large messages it sent several
+hundred unacknowledged QoS 1 messages despite a Receive Maximum of 64 (with a plain QoS 1
+burst it keeps to it), so memory under such a flood is bounded by the broker's queue limit
+for the box (`max_queued_messages`, default 1000), not by ours.
 """
 
 from __future__ import annotations
