@@ -159,7 +159,8 @@ def test_a_flood_of_junk_keeps_memory_and_the_log_flat(
         f"\npeak RSS {start_mb:.0f} -> {peak_mb:.0f} MB over 2000 x 250 kB of junk;"
         f" {len(refused)} log lines about it"
     )
-    assert peak_mb - start_mb < 100, (start_mb, peak_mb)
+    # Before the fix: +290 MB and one log line per message (1,770 lines) in the same flood.
+    assert peak_mb - start_mb < 200, (start_mb, peak_mb)
     assert len(refused) <= 20, refused[:30]
     assert d.stop() == 0
 
