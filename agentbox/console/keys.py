@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
-from agentbox.console.panel import PanelScreen
+from agentbox.console.panel import PanelScreen, fill_table
 
 
 class Keys(PanelScreen):
@@ -48,17 +48,16 @@ class Keys(PanelScreen):
 
     def fill(self, reply: dict[str, Any]) -> None:
         providers = reply["providers"]
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        # Columns made again with the rows, so that each sizes to its widest cell (kept from
-        # an earlier fill, a column could stay as narrow as its header).
-        table.clear(columns=True)
-        table.add_columns("provider", "kind", "key", "state")
-        for p in providers:
-            key = f"{p['key']} ...{p['last4']}" if p["last4"] else (p["key"] or "missing")
-            table.add_row(p["name"], p["kind"], key, p["state"], key=p["name"])
-        if providers:
-            table.move_cursor(row=min(row, len(providers) - 1))
+        cells = {
+            p["name"]: [
+                p["name"],
+                p["kind"],
+                f"{p['key']} ...{p['last4']}" if p["last4"] else (p["key"] or "missing"),
+                p["state"],
+            ]
+            for p in providers
+        }
+        fill_table(self.query_one(DataTable), ("provider", "kind", "key", "state"), cells)
         addable = reply.get("addable", [])
         self.query_one("#addable", Select).set_options([(n, n) for n in addable])
         self.query_one("#add-row").display = bool(addable)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Button, Static
+from textual.widgets import Button, DataTable, Static
 
 from agentbox.control import ControlClient, ControlError
 
@@ -32,6 +32,23 @@ class Panel:
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         with ControlClient(self.socket_path, timeout=15) as client:
             return client.call(op, **args)
+
+
+def fill_table(table: DataTable[str], columns: tuple[str, ...], rows: dict[str, list[str]]) -> None:
+    """Replace a table's rows (keyed), each column as wide as its widest cell.
+
+    Widths are given, not left to DataTable: it sizes new rows' columns later, on idle, and a
+    screen drawn before that showed every column cut to its header ("openai open sto ok").
+    """
+    row = table.cursor_row
+    table.clear(columns=True)
+    for i, label in enumerate(columns):
+        width = max([len(label), *(len(cells[i]) for cells in rows.values())])
+        table.add_column(label, width=width)
+    for key, cells in rows.items():
+        table.add_row(*cells, key=key)
+    if rows:
+        table.move_cursor(row=min(row, len(rows) - 1))
 
 
 class PanelScreen(Screen[None]):

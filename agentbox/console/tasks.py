@@ -8,7 +8,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Footer, Static
 
-from agentbox.console.panel import PanelScreen, ago
+from agentbox.console.panel import PanelScreen, ago, fill_table
 
 SHOWN = 30
 
@@ -41,27 +41,20 @@ class Tasks(PanelScreen):
             self.ask("list", self.fill, "Daemon unreachable", exclusive=True, limit=SHOWN)
 
     def fill(self, reply: dict[str, Any]) -> None:
-        table = self.query_one(DataTable)
-        row = table.cursor_row
-        # Columns made again with the rows, so that each sizes to its widest cell (kept from
-        # an earlier fill, a column could stay as narrow as its header).
-        table.clear(columns=True)
-        table.add_columns("id", "state", "route", "cost", "age")
         self.rows = {t["id"]: t for t in reply["tasks"]}
+        cells = {}
         for t in reply["tasks"]:
             cost = (t.get("usage") or {}).get("cost_usd")
-            table.add_row(
+            cells[t["id"]] = [
                 t["id"][:16],
                 t["state"],
                 _route(t),
                 "-" if cost is None else f"${cost:.4f}",
                 ago(time.time() - t["created_at"]),
-                key=t["id"],
-            )
+            ]
+        fill_table(self.query_one(DataTable), ("id", "state", "route", "cost", "age"), cells)
         if not self.rows:
             self.say('No tasks yet. Submit one with: agentbox submit --wait "Hello"')
-            return
-        table.move_cursor(row=min(row, len(self.rows) - 1))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         task = self.rows.get(str(event.row_key.value))
