@@ -15,13 +15,16 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from agentbox.providers.transport import HttpClient
 from tests.fakes import FakeProvider
+
+if TYPE_CHECKING:  # mqtt_peer imports this module's helpers: imported where used
+    from tests.mqtt_peer import Broker, Peer
 from tests.rig import rig_factory  # noqa: F401 (a fixture for test modules)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,3 +241,22 @@ async def client() -> AsyncIterator[HttpClient]:
     """An HTTP client on the daemon's own transport, so every fault runs through it."""
     async with HttpClient(4, timeouts=httpx.Timeout(2.0)) as c:
         yield c
+
+
+@pytest.fixture
+def broker(short_tmp: Path) -> Iterator[Broker]:
+    """A real Mosquitto on a free loopback port, stopped at the end."""
+    from tests.mqtt_peer import Broker  # noqa: PLC0415 (see the TYPE_CHECKING import)
+
+    b = Broker(short_tmp).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    """MQTT clients a test makes; all closed at the end."""
+    made: list[Peer] = []
+    yield made
+    for p in made:
+        p.close()

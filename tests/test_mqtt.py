@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,6 @@ from tests.mqtt_peer import Broker, Peer
 from tests.pki import make_pki
 
 PREFIX = "agentbox/v1"
-
-
-@pytest.fixture
-def broker(short_tmp: Path) -> Iterator[Broker]:
-    b = Broker(short_tmp).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def peers() -> Iterator[list[Peer]]:
-    made: list[Peer] = []
-    yield made
-    for p in made:
-        p.close()
 
 
 def mqtt_config(port: int, device: str, extra: str = "") -> str:

@@ -25,21 +25,6 @@ SECRET = "shared-hmac-secret-123"
 
 
 @pytest.fixture
-def broker(short_tmp: Path) -> Iterator[Broker]:
-    b = Broker(short_tmp).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def peers() -> Iterator[list[Peer]]:
-    made: list[Peer] = []
-    yield made
-    for p in made:
-        p.close()
-
-
-@pytest.fixture
 def cloud() -> Iterator[str]:
     """Config for a box that runs tasks on a fake cloud provider only (quick, no model)."""
     fake = FakeProvider()

@@ -4,7 +4,6 @@ same over the local socket and MQTT; what the box writes is strict JSON too."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +73,6 @@ def test_what_the_box_writes_is_strict_json() -> None:
     assert check_output(spec, c) == (None, "is not valid JSON")
     with pytest.raises(ValueError, match="finite number"):
         BudgetConfig(daily_usd=float("inf"))
-
-
-@pytest.fixture
-def broker(short_tmp: Path) -> Iterator[Broker]:
-    b = Broker(short_tmp).start()
-    yield b
-    b.stop()
 
 
 def test_the_socket_and_mqtt_refuse_the_same_specs(
