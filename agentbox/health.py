@@ -1,4 +1,4 @@
-"""One health snapshot (DESIGN.md section 6) from psutil and the daemon's own counters."""
+"""One health snapshot (fields: README, MQTT) from psutil and the daemon's own counters."""
 
 from __future__ import annotations
 

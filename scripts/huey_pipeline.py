@@ -1,5 +1,5 @@
 """Baseline for the MQTT benchmark: the same pipeline glued from Huey (SqliteHuey, fsync on),
-httpx and paho, as DESIGN.md section 11 names it. Tuned to its best case (1 ms polls).
+httpx and paho, the baseline README's Benchmarks section names. Tuned to its best case (1 ms polls).
 At most once: Huey deletes a job when a worker takes it. Prints "ready", then serves."""
 
 from __future__ import annotations

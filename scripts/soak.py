@@ -2,7 +2,7 @@
 time, sampling the daemon's RSS; prints one JSON object.
 
 The baseline is the daemon's own RSS after the warm-up (caches, pools and allocator arenas
-filled): DESIGN.md section 11 asks that it grows less than 10 % over the hour that follows.
+filled): the target (README, Benchmarks) is less than 10 % growth over the hour that follows.
 Every task must get exactly one answer.
 """
 

@@ -1,4 +1,4 @@
-"""Topic names of DESIGN.md section 6, for one device (and its fleet pool)."""
+"""Topic names (README, MQTT), for one device (and its fleet pool)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Task spec and result: the JSON shapes of DESIGN.md section 5, shared by MQTT and the CLI."""
+"""Task spec and result: the JSON shapes of README's Tasks section, shared by MQTT and the CLI."""
 
 from __future__ import annotations
 
