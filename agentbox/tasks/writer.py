@@ -73,7 +73,7 @@ class Writer:
         """Called on the event loop after each batch with what its committed ops staged."""
 
     def _open_sync(self, _: None = None) -> tuple[int, int]:
-        """Connect with the settings of README's "How it keeps tasks", check, migrate; (from, to)."""
+        """Connect with the store settings (README, "How it keeps tasks"), check, migrate."""
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
