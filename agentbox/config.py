@@ -268,6 +268,11 @@ def default_state_dir() -> Path:
     return Path(xdg) / "agentbox"
 
 
+def machine_device_id(machine_id: str) -> str:
+    """The device id of a machine id: 16 hex characters that do not reveal the machine id."""
+    return hmac.new(machine_id.encode(), _APP_ID, hashlib.sha256).hexdigest()[:16]
+
+
 def derive_device_id(configured: str) -> str:
     """The configured id, else an app-specific hash of /etc/machine-id, else the hostname."""
     if configured:
@@ -277,7 +282,7 @@ def derive_device_id(configured: str) -> str:
     except OSError:
         machine_id = ""
     if machine_id:
-        return hmac.new(machine_id.encode(), _APP_ID, hashlib.sha256).hexdigest()[:16]
+        return machine_device_id(machine_id)
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64]
     return host or "agentbox"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from box_vm import Vm, build_root, ensure_host_tools, kernel, log, make_image, root_dir
+from box_vm import Guest, Vm, build_root, ensure_host_tools, kernel, log, make_image, root_dir
 
 REPO = Path(__file__).resolve().parent.parent
 LLAMA_SPEC = "llama-cpp-python>=0.3.9,<0.4"
@@ -118,7 +118,7 @@ def stage_files(stage: Path) -> None:
 # ---- checks inside the guest ----------------------------------------------------------------
 
 
-def sh(vm: Vm, cmd: str, timeout: float = 120) -> tuple[int, str]:
+def sh(vm: Guest, cmd: str, timeout: float = 120) -> tuple[int, str]:
     rc, out = vm.run(cmd, timeout)
     return rc, out.strip()
 
@@ -127,7 +127,7 @@ def tail(text: str, n: int = 400) -> str:
     return " | ".join(text.strip().splitlines())[-n:]
 
 
-def check_cli(vm: Vm, rep: Report, tag: str) -> None:
+def check_cli(vm: Guest, rep: Report, tag: str) -> None:
     rc, where = sh(vm, "command -v agentbox")
     rep.check(f"{tag}agentbox on PATH", rc == 0 and "/venv/" not in where, where or "not found")
     rc, out = sh(vm, "agentbox --version")
@@ -164,7 +164,7 @@ def check_cli(vm: Vm, rep: Report, tag: str) -> None:
         pass
 
 
-def check_console_unit(vm: Vm, rep: Report, tag: str) -> None:
+def check_console_unit(vm: Guest, rep: Report, tag: str) -> None:
     _, state = sh(vm, "systemctl is-active agentbox-console")
     if not rep.check(f"{tag}agentbox-console active", state == "active", state):
         _, why = sh(vm, "systemctl status --no-pager -l -n 30 agentbox-console")
@@ -177,7 +177,7 @@ def check_console_unit(vm: Vm, rep: Report, tag: str) -> None:
     rep.check(f"{tag}console not root", bool(uids) and "0" not in uids, f"MainPID {pid}: {uid}")
 
 
-def screen(vm: Vm, rep: Report, out: Path, name: str) -> str:
+def screen(vm: Guest, rep: Report, out: Path, name: str) -> str:
     """tty1's text (printed, saved) and its picture; the text."""
     rows, cols, lines = vm.vcs()
     text = "\n".join(lines)
@@ -196,7 +196,7 @@ def check_glyphs(rep: Report, name: str, text: str) -> None:
     rep.check(f"{name}: no diamonds or U+FFFD", not bad, ", ".join(bad))
 
 
-def wait_screen(vm: Vm, words: tuple[str, ...], timeout: float) -> tuple[bool, str]:
+def wait_screen(vm: Guest, words: tuple[str, ...], timeout: float) -> tuple[bool, str]:
     """Poll tty1's text until it holds every word (the console takes a while under TCG)."""
     deadline = time.monotonic() + timeout
     text = ""
@@ -208,7 +208,7 @@ def wait_screen(vm: Vm, words: tuple[str, ...], timeout: float) -> tuple[bool, s
         time.sleep(5)
 
 
-def check_tty1_setup(vm: Vm, rep: Report, out: Path) -> None:
+def check_tty1_setup(vm: Guest, rep: Report, out: Path) -> None:
     ok, _ = wait_screen(vm, WELCOME_WORDS, 180)
     text = screen(vm, rep, out, "tty1-setup")
     missing = [w for w in WELCOME_WORDS if w not in text]
@@ -221,7 +221,7 @@ def check_tty1_setup(vm: Vm, rep: Report, out: Path) -> None:
     check_glyphs(rep, "tty1 step 2", text)
 
 
-def check_keys(vm: Vm, rep: Report, readme: str) -> None:
+def check_keys(vm: Guest, rep: Report, readme: str) -> None:
     lines = marked_block(readme, "box-keys")
     setter = next((ln for ln in lines if "keys set" in ln), None)
     if setter is None:
@@ -239,14 +239,14 @@ def check_keys(vm: Vm, rep: Report, readme: str) -> None:
     rep.check("key file agentbox 0600", rc == 0 and st == "agentbox 600", st)
 
 
-def check_journal(vm: Vm, rep: Report, tag: str) -> None:
+def check_journal(vm: Guest, rep: Report, tag: str) -> None:
     _, tb = sh(vm, "journalctl -b --no-pager -u agentbox -u agentbox-console | grep -c Traceback")
     rep.check(f"{tag}no Traceback in the journal", tb == "0", f"{tb} Traceback lines")
     _, blob = sh(vm, "journalctl -b --no-pager -u agentbox-console | grep -c 'blob data'")
     rep.check(f"{tag}console journal has no blob data", blob == "0", f"{blob} 'blob data' lines")
 
 
-def check_security(vm: Vm, rep: Report) -> None:
+def check_security(vm: Guest, rep: Report) -> None:
     for unit, limit in MAX_EXPOSURE.items():
         _, out = sh(vm, f"systemd-analyze security --no-pager {unit} | tail -n1")
         m = re.search(r"exposure level for \S+: (\d+(?:\.\d+)?)", out)
@@ -257,7 +257,7 @@ def check_security(vm: Vm, rep: Report) -> None:
         )
 
 
-def save_journal(vm: Vm, out: Path, name: str) -> None:
+def save_journal(vm: Guest, out: Path, name: str) -> None:
     sh(vm, "journalctl -b --no-pager -o short-monotonic > /tmp/journal.txt")
     (out / name).write_bytes(vm.read_file("/tmp/journal.txt"))
 
@@ -265,7 +265,7 @@ def save_journal(vm: Vm, out: Path, name: str) -> None:
 # ---- the run ---------------------------------------------------------------------------------
 
 
-def install(vm: Vm, rep: Report, readme: str, wheel: Path) -> None:
+def install(vm: Guest, rep: Report, readme: str, wheel: Path) -> None:
     """README's box-install block, verbatim but for the wheel's path, a line at a time."""
     lines = marked_block(readme, "box-install")
     guest_wheel = f"{STAGE}/wheelhouse/{wheel.name}"

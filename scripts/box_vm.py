@@ -19,8 +19,10 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 # What a freshly installed Debian box has, plus what README's apt line names (so that line is
 # an offline no-op) and Debian's console font (so tty1 draws like an owner's box).
@@ -162,9 +164,32 @@ VCS_PY = (
 )
 
 
+def read_vcs(run: Callable[[str, float], tuple[int, str]]) -> tuple[int, int, list[str]]:
+    """tty1's text through a guest shell's run(cmd, timeout): (rows, cols, lines)."""
+    rc, out = run(f'python3 -c "{VCS_PY}"', 60)
+    if rc != 0:
+        raise RuntimeError(f"reading /dev/vcsu1 failed: {out.strip()[-300:]}")
+    d = json.loads(base64.b64decode("".join(out.split())))
+    return int(d["rows"]), int(d["cols"]), [str(x) for x in d["lines"]]
+
+
 def clean(out: str) -> str:
     """Serial output as text: CRLF to LF, and of each progress line (CR-redrawn) its last state."""
     return "\n".join(ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in out.split("\n"))
+
+
+class Guest(Protocol):
+    """A booted box the checks talk to: a shell, tty1's text and keyboard, a screen picture."""
+
+    def run(self, cmd: str, timeout: float = 120) -> tuple[int, str]: ...
+
+    def vcs(self) -> tuple[int, int, list[str]]: ...
+
+    def read_file(self, path: str, timeout: float = 120) -> bytes: ...
+
+    def sendkey(self, key: str) -> None: ...
+
+    def screendump(self, png: Path) -> None: ...
 
 
 @dataclass
@@ -172,11 +197,16 @@ class Vm:
     """One QEMU guest: its process, its serial line (a root shell) and its monitor."""
 
     workdir: Path
-    kernel: Path
-    initrd: Path
+    kernel: Path | None
+    initrd: Path | None
     disks: list[Path]
     mem: str = "4G"
     append: str = "root=/dev/vda rw console=tty1 console=ttyS0"
+    # The machine: x86 PC with a VGA console by default; the image test boots firmware instead.
+    qemu: str = "qemu-system-x86_64"
+    machine: list[str] = field(default_factory=lambda: ["-cpu", "max", "-vga", "std"])
+    firmware: list[str] = field(default_factory=list)
+    net: list[str] = field(default_factory=lambda: ["-nic", "none"])
     proc: subprocess.Popen[bytes] | None = None
     serial: socket.socket | None = None
     monitor: socket.socket | None = None
@@ -192,25 +222,33 @@ class Vm:
         return self.workdir / "monitor.sock"
 
     def start(self) -> None:
-        """Start QEMU (TCG: KVM is a nested hypervisor here and hangs) with no network at all."""
+        """Start QEMU (TCG: KVM is a nested hypervisor here and hangs); no network by default."""
         for p in (self.serial_path, self.monitor_path):
             p.unlink(missing_ok=True)
         drives: list[str] = []
         for d in self.disks:
             drives += ["-drive", f"file={d},format=raw,if=virtio,cache=unsafe"]
+        boot: list[str] = []
+        if self.kernel is not None and self.initrd is not None:
+            boot = [
+                "-kernel",
+                str(self.kernel),
+                "-initrd",
+                str(self.initrd),
+                "-append",
+                self.append,
+            ]
         cmd = [
-            "qemu-system-x86_64",
+            self.qemu,
             "-accel", "tcg,thread=multi",
-            "-cpu", "max",
+            *self.machine,
+            *self.firmware,
             "-smp", "2",
             "-m", self.mem,
-            "-kernel", str(self.kernel),
-            "-initrd", str(self.initrd),
-            "-append", self.append,
+            *boot,
             *drives,
-            "-nic", "none",
+            *self.net,
             "-display", "none",
-            "-vga", "std",
             "-serial", f"unix:{self.serial_path},server=on,wait=off",
             "-monitor", f"unix:{self.monitor_path},server=on,wait=off",
         ]  # fmt: skip
@@ -326,11 +364,7 @@ class Vm:
 
     def vcs(self) -> tuple[int, int, list[str]]:
         """tty1's text: (rows, cols, lines)."""
-        rc, out = self.run(f'python3 -c "{VCS_PY}"', 60)
-        if rc != 0:
-            raise RuntimeError(f"reading /dev/vcsu1 failed: {out.strip()[-300:]}")
-        d = json.loads(base64.b64decode("".join(out.split())))
-        return int(d["rows"]), int(d["cols"]), [str(x) for x in d["lines"]]
+        return read_vcs(self.run)
 
     # ---- monitor -------------------------------------------------------------------------
 
