@@ -26,8 +26,9 @@ log = logging.getLogger("agentbox.firstboot")
 # The host name the image ships with; only that one is replaced (an owner's own name stays).
 IMAGE_HOSTNAME = "agentbox"
 SHORT_ID_LEN = 6
-# Where an owner drops a public key after flashing: the FAT boot partition, readable anywhere.
-ESP_KEYS = "boot/efi/authorized_keys"
+# Where an owner drops a public key after flashing: the FAT boot partition, readable anywhere
+# (the EFI partition of the generic images; a Raspberry Pi's firmware partition).
+BOOT_KEYS = ("boot/efi/authorized_keys", "boot/firmware/authorized_keys")
 ROOT_KEYS = "root/.ssh/authorized_keys"
 # Less free space than this after the root partition is alignment slack, not worth growing.
 MIN_GROW_BYTES = 16 * 1024 * 1024
@@ -99,8 +100,12 @@ def is_public_key(line: str, runner: Runner) -> bool:
 
 
 def import_owner_keys(root: Path, runner: Runner) -> int:
-    """Move the public keys an owner put on the boot partition into root's authorized_keys."""
-    src = root / ESP_KEYS
+    """Move the public keys an owner put on a boot partition into root's authorized_keys."""
+    return sum(import_keys_from(root / rel, root, runner) for rel in BOOT_KEYS)
+
+
+def import_keys_from(src: Path, root: Path, runner: Runner) -> int:
+    """The keys of one file, added once each; the file removed. The number added."""
     if not src.is_file():
         return 0
     try:
@@ -145,7 +150,7 @@ class Growth:
 def plan_growth(table: dict[str, object], disk_sectors: int, node: str) -> Growth | None:
     """From `sfdisk --json DISK`: grow partition `node` to the disk's end if it is the last one."""
     pt = table.get("partitiontable")
-    if not isinstance(pt, dict) or pt.get("label") != "gpt":
+    if not isinstance(pt, dict) or pt.get("label") not in ("gpt", "dos"):
         return None
     parts = pt.get("partitions")
     if not isinstance(parts, list):
@@ -156,12 +161,15 @@ def plan_growth(table: dict[str, object], disk_sectors: int, node: str) -> Growt
         return None  # not the last partition: there is nothing after it to take
     start, size = int(mine["start"]), int(mine["size"])
     sector = int(pt.get("sectorsize", 512))
-    # The backup GPT takes the disk's last 33 sectors; keep 1 MiB alignment of the end.
+    # The backup GPT takes the disk's last 33 sectors (MBR: none); keep the end 1 MiB aligned.
     align = (1024 * 1024) // sector
-    end = ((disk_sectors - 34) // align) * align
+    reserved = 34 if pt.get("label") == "gpt" else 0
+    end = ((disk_sectors - reserved) // align) * align
     if (end - (start + size)) * sector < MIN_GROW_BYTES:
         return None
     number = int(re.sub(r"^.*?(\d+)$", r"\1", node))
+    if pt.get("label") == "dos" and number > 4:
+        return None  # a logical partition: its extended one would have to grow first
     return Growth(str(pt.get("device", "")), number, start, size, end - start, sector)
 
 
@@ -181,9 +189,11 @@ def grow_root(runner: Runner) -> Growth | None:
     if not node.startswith("/dev/") or not disk_name:
         return None
     disk = f"/dev/{disk_name}"
-    # The backup GPT header sits where the image ended; move it to the disk's real end first.
-    runner(["sfdisk", "--relocate", "gpt-bak-std", disk])
     table = json.loads(runner(["sfdisk", "--json", disk]))
+    if table.get("partitiontable", {}).get("label") == "gpt":
+        # The backup GPT header sits where the image ended: move it to the disk's real end.
+        runner(["sfdisk", "--relocate", "gpt-bak-std", disk])
+        table = json.loads(runner(["sfdisk", "--json", disk]))
     sectors = int(runner(["blockdev", "--getsz", disk]).strip())
     growth = plan_growth(table, sectors, node)
     if growth is None:

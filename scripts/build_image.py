@@ -169,11 +169,24 @@ def preset_lines(kind: str) -> list[str]:
 
 
 def customize(base: Path, work: Path, v: Variant, model: Path, mosquitto: bool) -> Path:
-    """A copy of the base root made into the box: overlay, units, release, model, first boot."""
+    """A copy of the base root made into the box, with its file systems and boot directory."""
     root = work / "root"
     shutil.rmtree(root, ignore_errors=True)
     sh("cp", "-a", str(base), str(root))
     (root / ".built").unlink()
+    provision(root, work, v, model, mosquitto)
+    (root / "etc/fstab").write_text(
+        f"LABEL={ROOT_LABEL} / ext4 rw,errors=remount-ro 0 1\n"
+        f"PARTLABEL=agentbox-efi /boot/efi vfat umask=0077,nofail 0 2\n"
+    )
+    (root / "boot/efi").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def provision(root: Path, work: Path, v: Variant, model: Path, mosquitto: bool) -> None:
+    """Make a Debian root into the box: overlay, units, release, model, users, first boot.
+
+    Every variant's root goes through here, the Raspberry Pi layer's too (--into-root)."""
     sh("cp", "-a", f"{OVERLAY}/.", str(root))
     units = root / "usr/lib/systemd/system"
     for name in ("agentbox.service", "agentbox-console.service"):
@@ -218,11 +231,6 @@ def customize(base: Path, work: Path, v: Variant, model: Path, mosquitto: bool) 
     conf.chmod(0o640)
     (root / "etc/hostname").write_text("agentbox\n")
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n")
-    (root / "etc/fstab").write_text(
-        f"LABEL={ROOT_LABEL} / ext4 rw,errors=remount-ro 0 1\n"
-        f"LABEL={ESP_LABEL} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=15s 0 2\n"
-    )
-    (root / "boot/efi").mkdir(parents=True, exist_ok=True)
     os_release = root / "usr/lib/os-release"
     os_release.write_text(os_release.read_text() + f"IMAGE_ID=agentbox\nIMAGE_VERSION={release}\n")
     (opt / "image.json").write_text(
@@ -233,7 +241,6 @@ def customize(base: Path, work: Path, v: Variant, model: Path, mosquitto: bool) 
             indent=2,
         ) + "\n"
     )  # fmt: skip
-    return root
 
 
 def gid_in(root: Path, group: str) -> int:
@@ -354,6 +361,9 @@ def main() -> int:
     ap.add_argument("--model", type=Path, help="GGUF model file (default: the bundled one)")
     ap.add_argument("--out", type=Path, default=REPO / "out")
     ap.add_argument("--no-mosquitto", action="store_true", help="leave out the local broker")
+    ap.add_argument(
+        "--into-root", type=Path, metavar="DIR", help="only make an existing root into the box"
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("build-image: needs root (mmdebstrap, chroot, mkfs)", file=sys.stderr)
@@ -361,6 +371,12 @@ def main() -> int:
     if args.model is not None and not args.model.is_file():
         print(f"build-image: --model {args.model}: no such file", file=sys.stderr)
         return 2
+    if args.into_root is not None:
+        v = VARIANTS[args.arch]
+        model = args.model or image_wheels.bundled_model(CACHE)
+        with tempfile.TemporaryDirectory() as work:
+            provision(args.into_root, Path(work), v, model, mosquitto=not args.no_mosquitto)
+        return 0
     summary = build(args.arch, args.out, args.model, mosquitto=not args.no_mosquitto)
     print(json.dumps(summary, indent=2))
     return 0

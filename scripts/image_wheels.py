@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,12 @@ def wheelhouse(target: Target, cache: Path, repo: Path, out: Path) -> Path:
         (built,) = Path(tmp).glob("agentbox-*.whl")
         agentbox = out / built.name
         shutil.copy(built, agentbox)
+    # A dependency published as an sdist only (sdnotify) builds into a pure wheel here, which
+    # the target's binary-only download below then finds in out.
+    with tempfile.TemporaryDirectory() as tmp:
+        pip("wheel", "-w", tmp, *requirements(agentbox, skip={"llama-cpp-python"}))
+        for pure in Path(tmp).glob("*-none-any.whl"):
+            shutil.copy(pure, out / pure.name)
     plat: list[str] = []
     for tag in target.platforms:
         plat += ["--platform", tag]
@@ -160,6 +167,21 @@ def wheelhouse(target: Target, cache: Path, repo: Path, out: Path) -> Path:
     # pip itself, run from its wheel inside the image's root, so the box never carries it.
     pip("download", "--no-deps", "--only-binary", ":all:", "pip", "-d", str(out / "tools"))
     return agentbox
+
+
+def requirements(wheel: Path, skip: set[str]) -> list[str]:
+    """A wheel's own requirements (no extras), but those named in skip."""
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        text = z.read(meta).decode()
+    reqs = []
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" not in line:
+            req = line.split(":", 1)[1].strip()
+            name = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0].lower().replace("_", "-")
+            if name not in skip:
+                reqs.append(req)
+    return reqs
 
 
 def bundled_model(cache: Path) -> Path:

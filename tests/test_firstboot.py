@@ -132,4 +132,20 @@ def test_only_the_last_partition_is_grown(tmp_path: Path) -> None:
     run(["sfdisk", "--relocate", "gpt-bak-std", str(disk)])
     assert plan_growth(table(disk), 128 * MIB // 512, f"{disk}2") is None
     assert plan_growth(table(disk), 128 * MIB // 512, f"{disk}3") is not None
-    assert plan_growth({"partitiontable": {"label": "dos"}}, 10**6, f"{disk}3") is None
+    assert plan_growth({"partitiontable": {"label": "sun"}}, 10**6, f"{disk}3") is None
+
+
+@needs_sfdisk
+def test_an_mbr_root_partition_grows_too(tmp_path: Path) -> None:
+    """A Raspberry Pi image's table is MBR (dos): no backup header, the end is the disk's."""
+    disk = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", "64M", str(disk)], check=True)
+    subprocess.run(["sfdisk", "-q", str(disk)], input="label: dos\nsize=8MiB\nsize=40MiB\n",
+                   text=True, check=True)  # fmt: skip
+    subprocess.run(["truncate", "-s", "128M", str(disk)], check=True)
+    growth = plan_growth(table(disk), 128 * MIB // 512, f"{disk}2")
+    assert growth is not None
+    resize_partition(growth, str(disk), run)
+    parts = table(disk)["partitiontable"]["partitions"]  # type: ignore[index]
+    p2 = next(p for p in parts if p["node"] == f"{disk}2")
+    assert (p2["start"] + p2["size"]) * 512 == 128 * MIB
