@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import os
 import re
-import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,11 +19,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from .deviceid import derive_device_id
+
 SYSTEM_CONFIG = Path("/etc/agentbox/agentbox.toml")
 EX_CONFIG = 78
-# Application id for the machine-id derived device id: a hash keyed by the machine id, so the
-# raw /etc/machine-id never leaves the box (the same idea as sd_id128_get_machine_app_specific).
-_APP_ID = b"agentbox-device-id-v1"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -266,25 +262,6 @@ def default_state_dir() -> Path:
         return SYSTEM_STATE_DIR
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "agentbox"
-
-
-def machine_device_id(machine_id: str) -> str:
-    """The device id of a machine id: 16 hex characters that do not reveal the machine id."""
-    return hmac.new(machine_id.encode(), _APP_ID, hashlib.sha256).hexdigest()[:16]
-
-
-def derive_device_id(configured: str) -> str:
-    """The configured id, else an app-specific hash of /etc/machine-id, else the hostname."""
-    if configured:
-        return configured
-    try:
-        machine_id = Path("/etc/machine-id").read_text().strip()
-    except OSError:
-        machine_id = ""
-    if machine_id:
-        return machine_device_id(machine_id)
-    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64]
-    return host or "agentbox"
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .config import machine_device_id
+from .deviceid import machine_device_id
 
 log = logging.getLogger("agentbox.firstboot")
 

@@ -146,6 +146,8 @@ def drain_serial(vm: Vm, path: Path) -> None:
 def flash(img: Path, work: Path) -> tuple[Path, Path]:
     """The image written to a bigger disk, with an owner's SSH key on its boot partition."""
     disk = work / "disk.img"
+    for stale in (work / "known_hosts", work / "serial.log"):
+        stale.unlink(missing_ok=True)  # a new image makes new host keys
     subprocess.run(["cp", "--sparse=always", str(img), str(disk)], check=True)
     subprocess.run(["truncate", "-s", f"+{GROW_BY}", str(disk)], check=True)
     key = work / "id_ed25519"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox.config import machine_device_id
+from agentbox.deviceid import machine_device_id
 from agentbox.firstboot import IMAGE_HOSTNAME, firstboot, plan_growth, resize_partition, run
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef"
