@@ -15,6 +15,7 @@ import pytest
 
 from agentbox.notify import Notifier, ascii_line, watchdog_loop
 from tests.conftest import NO_MQTT, NotifyListener, wait_for
+from tests.units import verified
 
 
 def test_ready_watchdog_stopping_and_clean_exit(daemons: Any, short_tmp: Path) -> None:
@@ -108,22 +109,6 @@ def test_watchdog_for_another_pid_is_ignored(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_status_text_is_one_ascii_line() -> None:
     assert ascii_line("queue: 3 \u2192 running\nnext") == "queue: 3 ? running next"
-
-
-def verified(unit: Path, where: Path) -> Path:
-    """`systemd-analyze verify` on a copy whose ExecStart exists on this machine."""
-    copy = where / unit.name
-    copy.write_text(
-        "\n".join(
-            "ExecStart=/bin/true" if line.startswith("ExecStart=") else line
-            for line in unit.read_text().splitlines()
-        )
-    )
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return copy
 
 
 def test_console_unit_verifies_and_replaces_the_login_prompt(short_tmp: Path) -> None:
