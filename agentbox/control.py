@@ -13,10 +13,11 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from agentbox.control_client import ControlError, encode_line
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import ErrorCode, SpecError, State, parse_spec
 from agentbox.tasks.store import TaskRow
@@ -26,29 +27,10 @@ from agentbox.tasks.writer import StoreError
 Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("agentbox.control")
-SOCKET_NAME = "control.sock"
-MAX_LINE = 4 * 1024 * 1024  # what the client reads: a reply line (a task with a long output)
 ENVELOPE_BYTES = 16 * 1024  # a request line may hold a spec of max_payload_bytes plus this
 MAX_CONNECTIONS = 64
 IDLE_S = 120.0  # a connection that sends no request for this long is closed
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class ControlError(Exception):
-    """The daemon answered with an error, or could not be reached."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def socket_path(state_dir: Path) -> Path:
-    return state_dir / SOCKET_NAME
-
-
-def _line(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
 
 
 def _admitted(writer: asyncio.StreamWriter) -> bool:
@@ -113,12 +95,12 @@ class ControlServer:
         try:
             if not _admitted(writer):
                 writer.write(
-                    _line({"type": "error", "code": "forbidden", "message": "not the owner"})
+                    encode_line({"type": "error", "code": "forbidden", "message": "not the owner"})
                 )
                 return
             if self.connections > MAX_CONNECTIONS:
                 msg = f"more than {MAX_CONNECTIONS} connections are open: try again shortly"
-                writer.write(_line({"type": "error", "code": "busy", "message": msg}))
+                writer.write(encode_line({"type": "error", "code": "busy", "message": msg}))
                 return
             while True:
                 try:
@@ -128,14 +110,14 @@ class ControlServer:
                 except (ValueError, asyncio.LimitOverrunError):
                     msg = f"request larger than {self.service.max_payload_bytes} bytes"
                     writer.write(
-                        _line({"type": "error", "code": "payload_too_large", "message": msg})
+                        encode_line({"type": "error", "code": "payload_too_large", "message": msg})
                     )
                     return
                 if not raw:
                     return
 
                 async def send(msg: dict[str, Any]) -> None:
-                    writer.write(_line(msg))
+                    writer.write(encode_line(msg))
                     await writer.drain()
 
                 await send(await self._answer(raw, send))
@@ -270,62 +252,3 @@ def _brief(row: TaskRow) -> dict[str, Any]:
     view["created_at"] = row.created_at
     view["lane"] = row.lane
     return view
-
-
-class ControlClient:
-    """Blocking client for the CLI: one connection, requests answered in order."""
-
-    def __init__(self, path: Path, timeout: float | None = 10.0) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(str(path))
-        except FileNotFoundError:
-            self.sock.close()
-            raise ControlError(
-                "unreachable",
-                f"no daemon socket at {path}: start the daemon (./scripts/run, or"
-                " `systemctl start agentbox`), or point AGENTBOX_STATE_DIR at its state dir",
-            ) from None
-        except OSError as exc:
-            self.sock.close()
-            raise ControlError(
-                "unreachable", f"cannot reach the daemon at {path}: {exc.strerror}"
-            ) from None
-        self.file = self.sock.makefile("rb")
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    def stream(self, op: str, **args: Any) -> Iterator[dict[str, Any]]:
-        """Send one request; yield its event lines, then its reply. Raises ControlError."""
-        self.sock.sendall(_line({"op": op, **args}))
-        while True:
-            try:
-                raw = self.file.readline(MAX_LINE)
-            except TimeoutError:
-                raise ControlError("timeout", f"the daemon did not answer {op!r} in time") from None
-            if not raw:
-                raise ControlError(
-                    "dropped",
-                    f"the daemon closed the connection while answering {op!r}"
-                    " (its log says why: journalctl -u agentbox)",
-                )
-            msg: dict[str, Any] = json.loads(raw)
-            if msg["type"] == "error":
-                raise ControlError(msg.get("code", "error"), msg.get("message", "error"))
-            yield msg
-            if msg["type"] == "reply":
-                return
-
-    def call(self, op: str, **args: Any) -> dict[str, Any]:
-        *_, reply = self.stream(op, **args)
-        return reply

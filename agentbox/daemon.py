@@ -19,7 +19,8 @@ from agentbox import STARTED, __version__, config, keys, logs
 from agentbox.admin import BROKER_KEY, Admin
 from agentbox.agent.tools import NAMES as TOOL_NAMES
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
-from agentbox.control import ControlError, ControlServer, socket_path
+from agentbox.control import ControlServer
+from agentbox.control_client import ControlError, socket_path
 from agentbox.health import Health, Parts, addresses
 from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop

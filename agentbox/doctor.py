@@ -13,7 +13,7 @@ from typing import Any
 
 from agentbox import keys
 from agentbox.config import Loaded
-from agentbox.control import ControlClient, ControlError, socket_path
+from agentbox.control_client import ControlClient, ControlError, socket_path
 from agentbox.providers.base import ProviderError
 from agentbox.providers.local import resolve_model
 

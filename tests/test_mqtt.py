@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agentbox.agent.tools import NAMES as TOOL_NAMES
-from agentbox.control import ControlClient, ControlError
+from agentbox.control_client import ControlClient, ControlError
 from tests.conftest import free_port, wait_for
 from tests.fakes import FakeProvider, openai_stream, tool_calls
 from tests.mqtt_peer import Broker, Peer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentbox.control import ControlClient
+from agentbox.control_client import ControlClient
 from tests.conftest import NO_MQTT
 
 NO_NETLINK = Path(__file__).parent / "faults" / "no_netlink"

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from agentbox import config, jsonstrict
 from agentbox.config import EX_CONFIG, ConfigError
-from agentbox.control import ControlClient, ControlError, socket_path
+from agentbox.control_client import ControlClient, ControlError, socket_path
 
 EX_USAGE = 2
 EX_UNAVAILABLE = 69

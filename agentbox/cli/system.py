@@ -20,7 +20,7 @@ from agentbox.cli.common import (
     print_json,
 )
 from agentbox.config import EX_CONFIG
-from agentbox.control import socket_path
+from agentbox.control_client import socket_path
 
 
 def cmd_run(args: argparse.Namespace) -> int:

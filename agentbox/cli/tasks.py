@@ -19,7 +19,7 @@ from agentbox.cli.common import (
     print_json,
     print_list,
 )
-from agentbox.control import ControlError
+from agentbox.control_client import ControlError
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:

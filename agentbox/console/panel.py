@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Static
 
-from agentbox.control import ControlClient, ControlError
+from agentbox.control_client import ControlClient, ControlError
 
 # The first-boot flow, in order; each screen's NAME. Everything stays changeable later.
 SETUP = ("welcome", "keys", "budget", "broker")
