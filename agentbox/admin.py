@@ -20,7 +20,6 @@ from agentbox.routing.pool import test_key
 if TYPE_CHECKING:
     from agentbox.daemon import Daemon
 
-BROKER_KEY = "mqtt"  # the key store entry holding the broker password
 
 
 class Admin:
@@ -141,7 +140,7 @@ class Admin:
         bridge = self.d.bridge
         return {
             "mqtt": {k: getattr(conf, k) for k in config.EDITABLE["mqtt"]},
-            "password_set": bool(keys.resolve(self.d.keystore, BROKER_KEY)[0]),
+            "password_set": bool(keys.resolve(self.d.keystore, keys.BROKER_KEY)[0]),
             "connected": bool(bridge and bridge.connected),
             "error": bridge.last_error if bridge else "",
         }
@@ -163,7 +162,7 @@ class Admin:
 
     async def broker_test(self, req: dict[str, Any]) -> dict[str, Any]:
         conf = self._broker_conf(req)
-        password = req.get("password") or keys.resolve(self.d.keystore, BROKER_KEY)[0]
+        password = req.get("password") or keys.resolve(self.d.keystore, keys.BROKER_KEY)[0]
         identifier = f"agentbox-{self.d.loaded.device_id}-check"
         ok, message = await check_broker(conf, password, identifier)
         return {"ok": ok, "message": message}
@@ -171,6 +170,6 @@ class Admin:
     async def broker_set(self, req: dict[str, Any]) -> dict[str, Any]:
         conf = self._broker_conf(req)  # refuse bad values before anything is written
         if req.get("password"):
-            self._store_key(BROKER_KEY, req["password"])
+            self._store_key(keys.BROKER_KEY, req["password"])
         changes = {k: getattr(conf, k) for k in req.get("mqtt") or {}}
         return await self.settings_set({"changes": {"mqtt": changes}})

@@ -16,7 +16,7 @@ from typing import Any
 import uvloop
 
 from agentbox import STARTED, __version__, config, keys, logs
-from agentbox.admin import BROKER_KEY, Admin
+from agentbox.admin import Admin
 from agentbox.agent.tools import NAMES as TOOL_NAMES
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlServer
@@ -175,7 +175,7 @@ class Daemon:
     def _broker_password(self) -> str | None:
         """Kept only to notice a changed password at reload (it is never logged)."""
         with contextlib.suppress(keys.KeyError_):
-            return keys.resolve(self.keystore, BROKER_KEY)[0]
+            return keys.resolve(self.keystore, keys.BROKER_KEY)[0]
         return None
 
     async def _apply_mqtt(self) -> None:
@@ -300,7 +300,7 @@ class Daemon:
     def _refresh_secrets(self) -> None:
         """Every key the daemon may hold, so the log scrubber can mask it."""
         values = self.pool.secrets()
-        for name in {"mqtt", *self.keystore.names()}:
+        for name in {keys.BROKER_KEY, *self.keystore.names()}:
             with contextlib.suppress(keys.KeyError_):
                 value, _ = keys.resolve(self.keystore, name)
                 if value:

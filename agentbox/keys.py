@@ -16,6 +16,7 @@ ENV_BY_KIND = {
     "gemini": "GEMINI_API_KEY",
 }
 MAX_KEY_BYTES = 8192
+BROKER_KEY = "mqtt"  # the entry holding the MQTT broker password (not a provider)
 
 
 class KeyError_(Exception):

@@ -90,7 +90,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
             store.set(args.name, raw)
             info = keys.describe(store, args.name, kinds.get(args.name))
             print(f"saved key {args.name} (…{info.last4 or '****'}) in {store.dir}")
-            if args.name not in kinds and args.name != "mqtt":
+            if args.name not in kinds and args.name != keys.BROKER_KEY:
                 print(
                     f"note: no [providers.{args.name}] section in the configuration yet",
                     file=sys.stderr,

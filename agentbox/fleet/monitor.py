@@ -122,7 +122,7 @@ async def watch(
     fleet = Fleet(conf.prefix)
     password = None
     with contextlib.suppress(keys.KeyError_):
-        password = keys.resolve(keys.KeyStore(loaded.state_dir), "mqtt")[0]
+        password = keys.resolve(keys.KeyStore(loaded.state_dir), keys.BROKER_KEY)[0]
     client = client_for(
         conf, password, f"agentbox-fleet-{os.getpid()}", clean_start=True, timeout=10
     )
