@@ -138,7 +138,8 @@ def check_cli(vm: Guest, rep: Report, tag: str) -> None:
             int(t["ActiveEnterTimestampMonotonic"]),
         )
         if start and ready:
-            rep.figures["daemon_ready_s" + ("_after_reboot" if tag else "")] = round(
+            suffix = re.sub(r"\W+", "_", tag.strip(" :")).lower()
+            rep.figures["daemon_ready_s" + (f"_{suffix}" if suffix else "")] = round(
                 (ready - start) / 1e6, 2
             )
     except (KeyError, ValueError):

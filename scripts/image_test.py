@@ -49,7 +49,19 @@ MACHINES: dict[str, dict[str, Any]] = {
     # Cortex-A76: the CPU family the arm64 build targets (armv8.2-a+dotprod+fp16).
     "arm64": {
         "qemu": "qemu-system-aarch64",
-        "machine": ["-machine", "virt", "-cpu", "cortex-a76", "-device", "virtio-gpu-pci"],
+        # virt has no keyboard of its own: a USB one, for the monitor's sendkey.
+        "machine": [
+            "-machine",
+            "virt",
+            "-cpu",
+            "cortex-a76",
+            "-device",
+            "virtio-gpu-pci",
+            "-device",
+            "qemu-xhci",
+            "-device",
+            "usb-kbd",
+        ],
         "firmware": ("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
         "packages": {"qemu-system-aarch64": "qemu-system-arm", "ssh": "openssh-client"},
         "firmware_pkg": "qemu-efi-aarch64",
