@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from agentbox.daemon import Daemon
 
 
-
 class Admin:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
