@@ -6,10 +6,11 @@ persistent (fixed client id, clean_start off, session expiry), so a request not 
 when the box dies comes back after the restart. Events and results leave through the store's
 outbox and are deleted only after the broker acknowledged them.
 
-Each connection is a `Link`: its client, its publisher and its requests awaiting PUBACK. When it
-ends, its unacknowledged publishes fail at once (paho would never report them), so the handlers
-waiting on them finish, return their permits and leave their requests unacknowledged for the
-broker to deliver again; the next connection starts with an empty PUBACK queue.
+Each connection is a `Link`: its client, its publisher and its intake window (requests awaiting
+PUBACK, intake.py). When it ends, its unacknowledged publishes fail at once (paho would never
+report them), so the handlers waiting on them finish, return their permits and leave their
+requests unacknowledged for the broker to deliver again; the next connection starts with an
+empty PUBACK queue.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
-import re
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -38,13 +37,13 @@ from agentbox.health import Health
 from agentbox.mqtt import intake
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import discovery_payload, discovery_topic
-from agentbox.mqtt.payloads import decode
-from agentbox.mqtt.publisher import Acked, Publisher
+from agentbox.mqtt.payloads import decode, encode, id_of, rejected
+from agentbox.mqtt.publisher import Acked, Publisher, settled
 from agentbox.mqtt.ratelog import RateLog
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
+from agentbox.tasks.spec import ErrorCode, SpecError
 from agentbox.tasks.store import Event, Store
 from agentbox.tasks.writer import StoreError
 
@@ -59,14 +58,19 @@ HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
 # stops. Above the keepalive's detection of a dead broker (1.5 x 30 s), which ends a link anyway.
 STALL_S = 90.0
+# A request refused past the Receive Maximum is read for its id and `reply_to` up to this
+# size; at most ANSWERING_MAX such answers are pending at once (past that it is left for the
+# broker to deliver again on the next connection).
+CHEAP_BYTES = 16384
+ANSWERING_MAX = 256
+BUSY_MESSAGE = (
+    "the box is busy: the broker sent more requests at once than its Receive Maximum allows;"
+    " not run, send it again"
+)
 
 
 class IntakeStalled(Exception):
     """Requests wait and none has finished for too long."""
-
-
-def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -75,14 +79,12 @@ class Link:
 
     client: aiomqtt.Client
     pub: Publisher
-    acks: deque[tuple[aiomqtt.Message, asyncio.Task[bool]]] = field(default_factory=deque)
-    live: bool = True
+    window: intake.Window
 
     def close(self) -> None:
         """Fail what waits for this connection's PUBACKs; its requests stay unacknowledged."""
-        self.live = False
         self.pub.close()
-        self.acks.clear()
+        self.window.close()
 
 
 class Bridge:
@@ -129,11 +131,12 @@ class Bridge:
         self.stall_s = STALL_S
         self._replays = ReplayCache()
         self._refusals = RateLog(log)
+        self._answering: set[asyncio.Task[None]] = set()  # `busy` answers being sent
 
     # ---- connection ------------------------------------------------------------------
 
     def _connect_link(self) -> Link:
-        offline = _json({"state": "offline", "session": self.session, "ts": time.time()})
+        offline = encode({"state": "offline", "session": self.session, "ts": time.time()})
         connect = properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = SESSION_EXPIRY_S
         connect.ReceiveMaximum = intake.RECEIVE_MAXIMUM
@@ -151,8 +154,8 @@ class Bridge:
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)
-        intake.attach(client, self._drop)
-        self._link = Link(client, Publisher(client))
+        window = intake.attach(client, self._drop, self._refuse)
+        self._link = Link(client, Publisher(client), window)
         return self._link
 
     def _drop(self) -> None:
@@ -226,9 +229,9 @@ class Bridge:
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         online = {"state": "online", "session": self.session, "ts": time.time()}
-        await client.publish(self.topics.status, _json(online), qos=1, retain=True)
+        await client.publish(self.topics.status, encode(online), qos=1, retain=True)
         info = self.info()
-        await client.publish(self.topics.info, _json(info), qos=1, retain=True)
+        await client.publish(self.topics.info, encode(info), qos=1, retain=True)
         if self.conf.ha_discovery:
             await self._announce(client, info)
         for topic in self.topics.subscriptions(ha=self.conf.ha_discovery):
@@ -271,13 +274,13 @@ class Bridge:
         except TimeoutError:
             log.warning("outbox not empty at stop; it is sent after the next start")
         stopped = {"state": "stopped", "session": self.session, "ts": time.time()}
-        await client.publish(self.topics.status, _json(stopped), qos=1, retain=True)
+        await client.publish(self.topics.status, encode(stopped), qos=1, retain=True)
         log.info("published stopped, disconnecting")
 
     async def _announce(self, client: aiomqtt.Client, info: dict[str, Any]) -> None:
         payload = discovery_payload(self.topics, str(info.get("name")), str(info.get("hardware")))
         await client.publish(
-            discovery_topic(self.topics.device), _json(payload), qos=1, retain=True
+            discovery_topic(self.topics.device), encode(payload), qos=1, retain=True
         )
 
     async def _report(self, client: aiomqtt.Client, health: Health) -> None:
@@ -292,7 +295,7 @@ class Bridge:
             notable = Health.notable(snap)
             now = time.monotonic()
             if notable != last_notable or now - last_sent >= interval:
-                await client.publish(self.topics.health, _json(snap), qos=1, properties=props)
+                await client.publish(self.topics.health, encode(snap), qos=1, properties=props)
                 last_sent, last_notable = now, notable
             await asyncio.sleep(min(HEALTH_CHECK_S, interval))
 
@@ -317,29 +320,99 @@ class Bridge:
 
     async def _receive(self, link: Link) -> None:
         async for message in link.client.messages:
+            slot = intake.slot_of(message)
             if not self.intake_open:
-                continue  # not acknowledged: the broker keeps it for the next session
+                link.window.settle(slot, None)  # the broker keeps it for the next session
+                continue
             self.received += 1
             await self._slots.acquire()
             self._busy += 1
             self._moved_at = time.monotonic()
             task = asyncio.create_task(self._handle(link, message))
-            link.acks.append((message, task))
-            task.add_done_callback(functools.partial(self._handled, link=link))
+            task.add_done_callback(functools.partial(self._handled, link=link, slot=slot))
 
-    def _handled(self, task: asyncio.Task[bool], *, link: Link) -> None:
+    def _handled(self, task: asyncio.Task[bool], *, link: Link, slot: intake.Slot | None) -> None:
         self._slots.release()
         self._busy -= 1
         self._moved_at = time.monotonic()
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("request handler failed: %r", exc, exc_info=exc)
-        if not link.live:
-            return  # its connection is gone: the broker delivers it again, or has lost it
-        # PUBACKs go out in the order the requests came, as MQTT asks for QoS 1.
-        while link.acks and link.acks[0][1].done():
-            message, done = link.acks.popleft()
-            if not done.cancelled() and done.exception() is None and done.result():
-                link.client._client.ack(message.mid, message.qos)
+        ok = False
+        if not task.cancelled():
+            if (exc := task.exception()) is not None:
+                log.error("request handler failed: %r", exc, exc_info=exc)
+            else:
+                ok = task.result()
+        link.window.settle(slot, 0 if ok else None)  # in order; nothing once the link is gone
+
+    def _refuse(self, message: intake.Request, slot: intake.Slot) -> None:
+        """A delivery beyond the Receive Maximum (intake.py), its payload at hand only now:
+        a signed or unsigned request that passes the checks a refusal can make cheaply gets
+        a final `busy` answer, then a PUBACK of 0x97; a replay or junk only the PUBACK."""
+        link = self._link
+        if link is None or not self.intake_open:
+            if link is not None:
+                link.window.settle(slot, None)  # the broker keeps it for the next session
+            return
+        topic = str(message.topic)
+        self.rejected += 1
+        self._refusals.warning(
+            "busy", "refused a message on %s: past the Receive Maximum of the box", topic
+        )
+        signature = None
+        try:
+            if self.conf.require_signature:
+                signature = self._signature(message, topic, message.payload)
+                if self._replays.seen(signature):
+                    raise SpecError(ErrorCode.invalid_request, "replayed")
+        except SpecError:
+            link.window.settle(slot, intake.QUOTA_EXCEEDED)
+            return
+        if len(self._answering) >= ANSWERING_MAX:
+            link.window.settle(slot, None)
+            return
+        if len(message.payload) > CHEAP_BYTES:
+            message.payload = b""  # not kept: too large to read for an id or `reply_to`
+        task = asyncio.create_task(self._answer_busy(link, message, slot, signature))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer_busy(
+        self, link: Link, message: aiomqtt.Message, slot: intake.Slot, signature: str | None
+    ) -> None:
+        """The `busy` answer of a refused request; its PUBACK once the answer is delivered."""
+        code: int | None = None
+        try:
+            kind = self.topics.kind(str(message.topic))
+            reply, refusal = self._reply_target(message)
+            data: dict[str, Any] = {}
+            if message.payload:
+                with contextlib.suppress(SpecError):
+                    data = decode(message.payload, CHEAP_BYTES)
+            if reply is None and refusal is None and "reply_to" in data:
+                reply, refusal = self._target(data["reply_to"], None)
+            task_id = id_of(data)
+            if kind == "submit" and signature is not None and data and task_id is None:
+                task_id = f"sig-{signature[:40]}"  # the id its task would have (see _handle)
+            if kind in (None, "ha_status") or (kind == "submit" and await self._known(task_id)):
+                code = intake.QUOTA_EXCEEDED  # nothing to answer, or answered by its task
+                return
+            body = rejected(task_id, "busy", BUSY_MESSAGE)
+            code = intake.QUOTA_EXCEEDED
+            if not await self._respond(link, None if refusal else reply, task_id, body):
+                code = None  # the link ended first: redelivered on the next one
+        finally:
+            link.window.settle(slot, code)
+
+    async def _known(self, task_id: str | None) -> bool:
+        """A task with this id exists: this is a redelivery, already answered or to be."""
+        if task_id is None:
+            return False
+        with contextlib.suppress(StoreError):
+            return await self.service.get(task_id) is not None
+        return False
+
+    def _signature(self, message: aiomqtt.Message, topic: str, raw: bytes) -> str:
+        device = self.conf.pool if topic == self.topics.pool_submit else self.device_id
+        return check_signature(self.hmac_secret, message.properties, topic, device, raw)
 
     def _reply_target(self, message: aiomqtt.Message) -> tuple[dict[str, Any] | None, str | None]:
         """The v5 Response Topic as an answer target, or why it is refused."""
@@ -371,10 +444,7 @@ class Bridge:
         try:
             # Every operation changes or reveals state (schedules spend money too): all signed.
             if self.conf.require_signature:
-                device = self.conf.pool if topic == self.topics.pool_submit else self.device_id
-                signature = check_signature(
-                    self.hmac_secret, message.properties, topic, device, raw
-                )
+                signature = self._signature(message, topic, raw)
                 if not self._replays.claim(signature):
                     # Dropped without an answer: a replay learns nothing, and a redelivery of
                     # one already served (its PUBACK lost with a connection) is not answered twice.
@@ -394,7 +464,7 @@ class Bridge:
             ok = await self._serve_request(link, message, kind, data, reply)
         except SpecError as exc:
             self.rejected += 1
-            task_id = exc.task_id or _id_of(data)
+            task_id = exc.task_id or id_of(data)
             self._refusals.warning(
                 str(exc.code),
                 "rejected %d-byte message on %s: %s: %s",
@@ -404,7 +474,7 @@ class Bridge:
                 exc.message,
             )
             ok = await self._respond(
-                link, reply, task_id, _rejected(task_id, str(exc.code), exc.message)
+                link, reply, task_id, rejected(task_id, str(exc.code), exc.message)
             )
         except StoreError as exc:
             log.error("request on %s not stored (%s); it is redelivered later", topic, exc)
@@ -435,7 +505,7 @@ class Bridge:
             if not isinstance(task_id, str):
                 raise SpecError(ErrorCode.invalid_request, "'id' must be a string")
             found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
-            body = found.body() if found else _rejected(task_id, "not_found", "no such task")
+            body = found.body() if found else rejected(task_id, "not_found", "no such task")
             return await self._respond(link, reply, task_id, body)
         elif kind is not None and kind in self.schedule_ops:
             data.pop("reply_to", None)
@@ -456,7 +526,7 @@ class Bridge:
         if target is None:
             return True  # nowhere to answer: the warning line is all there is
         try:
-            await link.pub.wait(self._send_reply(link.pub, target, _json(body)))
+            await link.pub.wait(self._send_reply(link.pub, target, encode(body)))
         except aiomqtt.MqttError:
             return False
         return True
@@ -475,14 +545,14 @@ class Bridge:
         if not self.connected or len(self._progress) >= MAX_PROGRESS:
             return
         body = {"event": "progress", "id": task_id, "state": "running", "info": info}
-        self._progress.append((self.store.last_event, self.topics.event(task_id), _json(body)))
+        self._progress.append((self.store.last_event, self.topics.event(task_id), encode(body)))
         self.store.outbox_ready.set()  # the drain sends it after the events committed before it
 
     def _send_progress(self, before: int | None = None) -> None:
         """Progress that happened before outbox event `before` was committed (all if None)."""
         while self._progress and (before is None or self._progress[0][0] < before):
             _, topic, body = self._progress.popleft()
-            self._publisher().send(topic, body).add_done_callback(_settled)
+            self._publisher().send(topic, body).add_done_callback(settled)
 
     def _publisher(self) -> Publisher:
         """The QoS 1 publisher of the current connection (made with its client)."""
@@ -539,18 +609,3 @@ class Bridge:
             target = event.reply or {"topic": self.topics.result(event.task_id)}
             out += self._send_reply(self._publisher(), target, event.body())
         return out
-
-
-def _settled(fut: asyncio.Future[None]) -> None:
-    """Nobody waits for a progress message: retrieve its outcome so asyncio does not warn."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _id_of(data: dict[str, Any]) -> str | None:
-    task_id = data.get("id")
-    return task_id if isinstance(task_id, str) and re.match(ID_PATTERN, task_id) else None
-
-
-def _rejected(task_id: str | None, code: str, message: str) -> dict[str, Any]:
-    return {"id": task_id, "state": "rejected", "error": {"code": code, "message": message}}

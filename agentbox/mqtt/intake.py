@@ -1,29 +1,42 @@
 """What the broker may push at the box, and how much of it waits in memory.
 
-QoS 1 deliveries are bounded by the Receive Maximum the box sends in CONNECT: with manual
-acknowledgements a request holds its place until its PUBACK, so the broker never has more than
-that many unacknowledged at the box (it keeps the rest). QoS 0 has no flow control in MQTT:
-beyond a few waiting, QoS 0 messages are dropped and counted. The Maximum Packet Size keeps the
-broker from sending what the box would refuse anyway (it drops such messages itself).
+QoS 1/2 deliveries are bounded by the Receive Maximum the box sends in CONNECT: with manual
+acknowledgements a request holds its place until its PUBACK, so a broker that keeps to it never
+has more than that many unacknowledged at the box. Mosquitto 2.0.11 does not: once PUBACKs flow
+while more waits for the box it sends past it (236 unacknowledged of a plain QoS 1 burst when
+each PUBACK took 0.2 s, several hundred of a mixed QoS 0/1 flood). So the `Window` bounds what
+the box holds whatever arrives: RECEIVE_MAXIMUM payloads of any size, and past that small ones
+up to OVERFLOW_MAX and OVERFLOW_BYTES (a burst of small requests is still served in full). Any
+other delivery is refused with a PUBACK (PUBREC for QoS 2) of reason code 0x97, Quota exceeded,
+and never queued with its payload. MQTT 5 also lets a receiver DISCONNECT with 0x93 (Receive
+Maximum exceeded), but the broker then sends its whole unacknowledged set again on the next
+connection, overshooting again: a reconnect loop.
 
-Seen with Mosquitto 2.0.11: under a mixed QoS 0/1 flood of large messages it sent several
-hundred unacknowledged QoS 1 messages despite a Receive Maximum of 64 (with a plain QoS 1
-burst it keeps to it), so memory under such a flood is bounded by the broker's queue limit
-for the box (`max_queued_messages`, default 1000), not by ours.
+QoS 0 has no flow control in MQTT: beyond a few waiting, QoS 0 messages are dropped and counted.
+The Maximum Packet Size keeps the broker from sending what the box would refuse anyway (it
+drops such messages itself).
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt import _packet
+from paho.mqtt.enums import MQTTErrorCode
 
-RECEIVE_MAXIMUM = 64  # QoS 1 requests unacknowledged at once (queued or being handled)
+RECEIVE_MAXIMUM = 64  # QoS 1/2 payloads held at once (in paho's QoS 2 store, queued or handled)
+OVERFLOW_MAX = 1024  # deliveries held past the Receive Maximum, when the broker overshoots
+OVERFLOW_BYTES = 2 * 1024 * 1024  # and the bytes of their packets
 QOS0_QUEUED = 16  # QoS 0 messages waiting at once; more are dropped
 PACKET_SLACK = 65536  # topic and properties on top of the payload
+QUOTA_EXCEEDED = 0x97  # MQTT 5 reason code of a refusing PUBACK or PUBREC
+_PUBACK, _PUBREC = 0x40, 0x50
 
 
 def max_packet_size(max_payload_bytes: int) -> int:
@@ -32,12 +45,102 @@ def max_packet_size(max_payload_bytes: int) -> int:
     return 2 * max_payload_bytes + PACKET_SLACK
 
 
-class Request(aiomqtt.Message):
-    """An incoming message with the DUP flag that aiomqtt's message leaves out."""
+class Slot:
+    """One QoS 1/2 delivery's place until its acknowledgement (or none) is decided."""
 
-    def __init__(self, m: paho.MQTTMessage) -> None:
+    __slots__ = ("code", "extra", "held", "mid", "qos", "settled")
+
+    def __init__(self, mid: int, qos: int, held: bool, extra: int = 0) -> None:
+        self.mid, self.qos, self.held = mid, qos, held
+        self.extra = extra  # packet bytes counted against OVERFLOW_BYTES
+        self.code: int | None = None  # the reason code to send; None while undecided
+        self.settled = False
+
+
+class Window:
+    """One connection's QoS 1/2 deliveries and what they hold (see the module docstring);
+    PUBACKs leave in the order the PUBLISHes came (MQTT 5, 4.6), refusals among them."""
+
+    def __init__(self, client: paho.Client) -> None:
+        self._paho = client
+        self.held = 0
+        self.extra = 0  # bytes held past the Receive Maximum
+        self._order: deque[Slot] = deque()  # QoS 1 only: QoS 2's PUBREC went out on receipt
+        self._qos2: dict[int, Slot] = {}  # accepted QoS 2 deliveries awaiting their PUBREL
+        self._closed = False
+
+    def admit(self, mid: int, qos: int, size: int) -> Slot | None:
+        """A place for this delivery of `size` bytes, holding its payload; None when full."""
+        extra = 0
+        if self.held >= RECEIVE_MAXIMUM:
+            extra = size
+            past = self.held - RECEIVE_MAXIMUM
+            if past >= OVERFLOW_MAX or self.extra + extra > OVERFLOW_BYTES:
+                return None
+        self.held += 1
+        self.extra += extra
+        return self._add(Slot(mid, qos, held=True, extra=extra))
+
+    def outside(self, mid: int, qos: int) -> Slot:
+        """A place in the acknowledgement order for a delivery refused without its payload."""
+        return self._add(Slot(mid, qos, held=False))
+
+    def _add(self, slot: Slot) -> Slot:
+        if slot.qos == 1:
+            self._order.append(slot)
+        elif slot.held:
+            self._qos2[slot.mid] = slot
+        return slot
+
+    def released(self, mid: int) -> Slot | None:
+        """The slot of an accepted QoS 2 delivery whose PUBREL came (paho passes it on now)."""
+        return self._qos2.pop(mid, None)
+
+    def settle(self, slot: Slot | None, code: int | None) -> None:
+        """Its payload is let go; acknowledge with `code` (0: accepted), or never when None:
+        the broker sends it again on the next connection."""
+        if slot is None or slot.settled:
+            return
+        slot.settled, slot.code = True, code
+        self.held -= slot.held
+        self.extra -= slot.extra
+        if self._closed:
+            return
+        if slot.qos != 1:
+            self._send(slot)
+        while self._order and self._order[0].settled:
+            self._send(self._order.popleft())
+
+    def close(self) -> None:
+        """The connection ended: nothing more is acknowledged on it."""
+        self._closed = True
+        self._order.clear()
+        self._qos2.clear()
+
+    def _send(self, slot: Slot) -> None:
+        if slot.code is None:
+            return
+        if slot.code == 0:
+            self._paho.ack(slot.mid, slot.qos)  # PUBACK, or PUBCOMP for an accepted QoS 2
+            return
+        # paho sends PUBACK and PUBREC without a reason code only: the packet is ours, a Packet
+        # Identifier and a Reason Code with no properties (MQTT 5, 3.4.2 and 3.5.2).
+        command = _PUBACK if slot.qos == 1 else _PUBREC
+        packet = struct.pack("!BBHB", command, 3, slot.mid, slot.code)
+        self._paho._packet_queue(command, packet, slot.mid, 1)
+
+
+class Request(aiomqtt.Message):
+    """An incoming message with the DUP flag that aiomqtt's message leaves out, and its slot."""
+
+    def __init__(self, m: paho.MQTTMessage, slot: Slot | None = None) -> None:
         super().__init__(m.topic, bytes(m.payload), m.qos, bool(m.retain), m.mid, _props(m))
         self.dup = bool(m.dup)  # the broker sent it before: a redelivery
+        self.slot = slot
+
+
+def slot_of(message: aiomqtt.Message) -> Slot | None:
+    return getattr(message, "slot", None)
 
 
 class IntakeQueue(asyncio.Queue[aiomqtt.Message]):
@@ -64,16 +167,63 @@ class IntakeQueue(asyncio.Queue[aiomqtt.Message]):
         return item
 
 
-def attach(client: aiomqtt.Client, on_drop: Callable[[], None]) -> IntakeQueue:
-    """Give `client` the bounded queue, and messages that keep their DUP flag."""
+Refuse = Callable[[Request, Slot], None]
+
+
+def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refuse) -> Window:
+    """Give `client` the bounded queue and window, and messages that keep their DUP flag.
+    `on_refuse` gets each delivery beyond the window (its payload only while it runs) and
+    must settle its slot."""
     queue = IntakeQueue(on_drop)
     client._queue = queue
+    mqtt = client._client
+    window = Window(mqtt)
+    arriving: list[Slot | None] = [None]
+    handle_publish = mqtt._handle_publish
+
+    def on_publish() -> MQTTErrorCode:
+        # Called by paho for each incoming PUBLISH, before it builds a message or (QoS 2)
+        # sends PUBREC and keeps the payload: the one place to refuse without holding it.
+        header, packet = mqtt._in_packet["command"], mqtt._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        if qos == 0:
+            return handle_publish()
+        try:
+            (length,) = struct.unpack_from("!H", packet, 0)
+            (mid,) = struct.unpack_from("!H", packet, 2 + length)
+        except struct.error:
+            return handle_publish()  # malformed: paho's own error ends the connection
+        if qos == 2 and mid in window._qos2:
+            return handle_publish()  # the same delivery again before its PUBREL
+        slot = window.admit(mid, qos, len(packet))
+        if slot is not None:
+            arriving[0] = slot
+            try:
+                return handle_publish()
+            finally:
+                arriving[0] = None
+        refused = window.outside(mid, qos)
+        try:
+            result = _packet.decode_publish(header, packet, mqtt._protocol)
+            message = paho.MQTTMessage(result.mid, result.topic)
+            message.qos, message.dup, message.payload = qos, result.dup, result.payload
+            message.properties = result.properties
+            request = Request(message, refused)
+        except (ValueError, struct.error):  # an undecodable topic, say: refused unanswered
+            window.settle(refused, QUOTA_EXCEEDED)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        on_refuse(request, refused)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def on_message(_c: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
-        queue.put_nowait(Request(message))
+        slot = None
+        if message.qos:
+            slot = arriving[0] if message.qos == 1 else window.released(message.mid)
+        queue.put_nowait(Request(message, slot))
 
-    client._client.on_message = on_message
-    return queue
+    mqtt._handle_publish = on_publish  # type: ignore[method-assign]
+    mqtt.on_message = on_message
+    return window
 
 
 def _props(m: paho.MQTTMessage) -> Any:

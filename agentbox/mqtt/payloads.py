@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from agentbox.tasks.spec import ErrorCode, SpecError
+from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
 
 MAX_DEPTH = 32
 
@@ -50,3 +51,19 @@ def _bracket_depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """Compact JSON, as every message the box publishes is."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def id_of(data: dict[str, Any]) -> str | None:
+    """The request's task id when it is a valid one."""
+    task_id = data.get("id")
+    return task_id if isinstance(task_id, str) and re.match(ID_PATTERN, task_id) else None
+
+
+def rejected(task_id: str | None, code: str, message: str) -> dict[str, Any]:
+    """The final answer to a request that is refused."""
+    return {"id": task_id, "state": "rejected", "error": {"code": code, "message": message}}

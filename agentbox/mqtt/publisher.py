@@ -125,6 +125,12 @@ class Publisher:
                 fut.cancel()
 
 
+def settled(fut: Acked) -> None:
+    """For a message nobody waits for: retrieve its outcome so asyncio does not warn."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _fail(fut: Acked) -> None:
     if not fut.done():
         fut.set_exception(aiomqtt.MqttError("the connection ended before the broker acknowledged"))

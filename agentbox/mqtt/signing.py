@@ -83,6 +83,10 @@ class ReplayCache:
         self._order.append((until, signature))
         return True
 
+    def seen(self, signature: str) -> bool:
+        """Claimed within the window (a replay, or a redelivery of a request served)."""
+        return signature in self._seen
+
     def release(self, signature: str) -> None:
         """The request was not handled (it is redelivered): its signature may come again."""
         self._seen.pop(signature, None)  # its place in the order expires harmlessly
