@@ -2,8 +2,9 @@
 client regardless of the Receive Maximum the client announced, can hold back its PUBACKs for
 chosen topics (so the client's handlers wait), and records every acknowledgement it gets.
 
-Just enough MQTT 5 for one aiomqtt client: CONNECT, SUBSCRIBE, PUBLISH both ways at QoS 0/1,
-PUBACK, PINGREQ, DISCONNECT. Packets are decoded with paho's own decoder.
+Just enough MQTT 5 for one aiomqtt client: CONNECT, SUBSCRIBE, PUBLISH both ways at QoS 0/1
+(and QoS 2 to the client, never released), PUBACK, PUBREC, PINGREQ. Packets are decoded with
+paho's own decoder.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class RudeBroker:
         self.port = int(self.server.getsockname()[1])
         self.lock = threading.Lock()
         self.acks: list[tuple[int, int]] = []  # (packet id, reason code) of each PUBACK
+        self.recs: list[tuple[int, int]] = []  # and of each PUBREC
         self.received: list[Any] = []  # the client's PUBLISHes (paho's PublishPacket)
         self.subscribed = threading.Event()
         self.hold_prefix: str | None = None  # PUBACKs for these topics wait for release()
@@ -161,10 +163,11 @@ class RudeBroker:
                     self._held.append(packet.mid)
             if packet.qos == 1 and not hold:
                 self._send(struct.pack("!BBH", 0x40, 2, packet.mid))
-        elif kind == 0x40:  # PUBACK from the client
+        elif kind in (0x40, 0x50):  # PUBACK or PUBREC from the client
             (mid,) = struct.unpack("!H", body[:2])
+            code = body[2] if len(body) > 2 else 0
             with self.lock:
-                self.acks.append((mid, body[2] if len(body) > 2 else 0))
+                (self.acks if kind == 0x40 else self.recs).append((mid, code))
         elif kind == 0xC0:  # PINGREQ
             self._send(bytes([0xD0, 0]))
 
