@@ -261,35 +261,44 @@ def settled(d: Any, field: str) -> Any:
     return check
 
 
+def held_gets(rude: RudeBroker, n: int) -> tuple[list[int], list[bytes]]:
+    """Signed gets whose answers the broker holds back: they keep the box's handlers busy."""
+    rude.hold_prefix = "replies/"
+    get, mids = f"{PREFIX}/box1/task/get", rude.mids(n)
+    packets = []
+    for i, mid in enumerate(mids):
+        body = json.dumps({"id": f"r{i}"}).encode()
+        user = signed(get, "box1", body)
+        packets.append(publish_packet(get, body, mid, 1, f"replies/{i}", b"c%d" % i, user))
+    return mids, packets
+
+
 def test_a_broker_past_the_receive_maximum_cannot_fill_memory(
     daemons: Any, rude: RudeBroker, cloud: str
 ) -> None:
     config = box_config(rude.port, "box1", "require_signature = true\n", cloud)
     d = start_box(daemons, config, "box1", SECRET, env=MALLOC)
-    rude.hold_prefix = "replies/"  # the box's answers wait, and so do its handlers
+    mids, window = held_gets(rude, WINDOW)
+    rude.push(window)
+    wait_for(lambda: len(rude.answers("replies/")) == WINDOW, 60, what="the window full")
     n, junk = 600, b"x" * 250_000
-    mids = rude.mids(n)
+    junk_mids = rude.mids(n)
     start_mb = peak_rss_mb(d.proc.pid)
-    rude.push(
-        [publish_packet(SUBMIT, junk, m, response_topic=f"replies/{i}") for i, m in enumerate(mids)]
-    )
-    wait_for(lambda: len(rude.answers("replies/")) >= WINDOW, 60, what="the window's answers")
-    wait_for(settled(d, "rejected"), 120, interval=1, what="the burst taken")
+    rude.push([publish_packet(SUBMIT, junk, m) for m in junk_mids])  # unsigned, unanswerable
+    wait_for(settled(d, "rejected"), 120, interval=1, what="the junk taken")
     peak_mb = peak_rss_mb(d.proc.pid)
     rude.release()
-    wait_for(lambda: len(rude.acks) == n, 60, what="every delivery acknowledged")
-    codes = Counter(code for _, code in rude.acks)
+    wait_for(lambda: len(rude.acks) == WINDOW + n, 60, what="every delivery acknowledged")
+    codes = [code for _, code in rude.acks]
     print(
         f"\npeak RSS {start_mb:.0f} -> {peak_mb:.0f} MB with {n} x 250 kB pushed past the"
-        f" Receive Maximum; PUBACK reason codes {dict(codes)}"
+        f" Receive Maximum; PUBACK reason codes {dict(Counter(codes))}"
     )
     # Before the fix every one was queued with its payload (+150 MB) and acknowledged 0x00.
-    assert [mid for mid, _ in rude.acks] == mids, "PUBACKs out of order"
-    taken = codes[0]  # the window, and as many more as fit into the overflow's bytes
-    assert WINDOW <= taken <= WINDOW + intake.OVERFLOW_BYTES // len(junk), codes
-    assert [code for _, code in rude.acks] == [0] * taken + [QUOTA_EXCEEDED] * (n - taken)
+    assert [mid for mid, _ in rude.acks] == mids + junk_mids, "PUBACKs out of order"
+    assert codes == [0] * WINDOW + [QUOTA_EXCEEDED] * n, Counter(codes)
     assert peak_mb - start_mb < FLAT_MB, (start_mb, peak_mb)
-    assert len(rude.answers("replies/")) == taken, "unsigned junk got a busy answer"
+    assert len(rude.answers("replies/")) == WINDOW
     assert d.stop() == 0
 
 
@@ -306,9 +315,7 @@ def test_qos2_past_the_receive_maximum_is_refused_before_paho_keeps_it(
     peak_mb = peak_rss_mb(d.proc.pid)
     codes = [code for _, code in rude.recs]
     print(f"\npeak RSS {start_mb:.0f} -> {peak_mb:.0f} MB; PUBREC codes {dict(Counter(codes))}")
-    taken = codes.count(0)
-    assert WINDOW <= taken <= WINDOW + intake.OVERFLOW_BYTES // len(junk), Counter(codes)
-    assert codes == [0] * taken + [QUOTA_EXCEEDED] * (n - taken)
+    assert codes == [0] * WINDOW + [QUOTA_EXCEEDED] * (n - WINDOW), Counter(codes)
     assert [mid for mid, _ in rude.recs] == mids
     assert peak_mb - start_mb < FLAT_MB, (start_mb, peak_mb)
     assert d.stop() == 0
@@ -319,22 +326,25 @@ def test_requests_past_the_receive_maximum_get_one_final_busy_answer(
 ) -> None:
     config = box_config(rude.port, "box1", "require_signature = true\n", cloud)
     d = start_box(daemons, config, "box1", SECRET)
-    rude.hold_prefix = "replies/"
-    get = f"{PREFIX}/box1/task/get"
-    taken = WINDOW + intake.OVERFLOW_MAX  # held: the window's handlers wait, the rest queued
-    n = taken + 16
-    packets = []
-    for i, mid in enumerate(rude.mids(n)):
-        # Gets, whose answers are held back so the window stays full; past it, submits too.
-        topic = SUBMIT if i >= taken and i % 2 else get
-        body = json.dumps({"id": f"r{i}", "prompt": "hi"} if topic == SUBMIT else {"id": f"r{i}"})
-        user = signed(topic, "box1", body.encode())
-        packets.append(
-            publish_packet(topic, body.encode(), mid, 1, f"replies/{i}", b"c%d" % i, user)
-        )
+    n = WINDOW + 16
+    _, packets = held_gets(rude, WINDOW)
+    prompt = "x" * (intake.OVERFLOW_PACKET + 1)  # past the window, and too large to hold
+    # Valid signed submissions, answered on a Response Topic or on their `reply_to`; and the
+    # last two (with Response Topics: the box reads neither's payload) get the rejection the
+    # box gives when it is not busy.
+    expected = {i: "busy" for i in range(WINDOW, n - 2)}
+    expected |= {n - 2: "payload_too_large", n - 1: "invalid_request"}
+    v3 = {i for i in range(WINDOW, n - 2) if i % 2}
+    for i, mid in zip(range(WINDOW, n), rude.mids(n - WINDOW), strict=True):
+        spec = {"id": f"r{i}", "prompt": prompt * (20 if i == n - 2 else 1), "max_tokens": 4}
+        if i in v3:
+            spec["reply_to"] = f"replies/{i}"
+        body = json.dumps(spec).encode()
+        user = signed(SUBMIT, "box2" if i == n - 1 else "box1", body)
+        topic, corr = (None, None) if i in v3 else (f"replies/{i}", b"c%d" % i)
+        packets.append(publish_packet(SUBMIT, body, mid, 1, topic, corr, user))
     rude.push(packets)
-    answered = n - taken + WINDOW  # the window's answers (held back) and the busy ones
-    wait_for(lambda: len(rude.answers("replies/")) >= answered, 60, what="answers")
+    wait_for(lambda: len(rude.answers("replies/")) >= n, 60, what="an answer to each")
     rude.release()
     wait_for(lambda: len(rude.acks) == n, 60, what="every delivery acknowledged")
     time.sleep(1)  # room for a second answer
@@ -343,10 +353,12 @@ def test_requests_past_the_receive_maximum_get_one_final_busy_answer(
     for i in range(n):
         p = answers[f"replies/{i}"]
         body = json.loads(p.payload)
-        assert p.properties.CorrelationData == b"c%d" % i
-        assert body["state"] == "rejected" and body["id"] == f"r{i}", body
-        assert body["error"]["code"] == ("not_found" if i < taken else "busy"), body
-    assert [code for _, code in rude.acks] == [0] * taken + [QUOTA_EXCEEDED] * (n - taken)
+        corr = getattr(p.properties, "CorrelationData", None)
+        assert corr == (None if i in v3 else b"c%d" % i), (i, corr)
+        assert body["state"] == "rejected", body
+        assert body["error"]["code"] == expected.get(i, "not_found"), body
+        assert body["id"] == (None if i >= n - 2 else f"r{i}"), body
+    assert [code for _, code in rude.acks] == [0] * WINDOW + [QUOTA_EXCEEDED] * (n - WINDOW)
     assert d.json("tasks", "list") == [], "a refused submission made a task"
     assert d.stop() == 0
 

@@ -40,6 +40,7 @@ from agentbox.mqtt.discovery import discovery_payload, discovery_topic
 from agentbox.mqtt.payloads import decode, encode, id_of, rejected
 from agentbox.mqtt.publisher import Acked, Publisher, settled
 from agentbox.mqtt.ratelog import RateLog
+from agentbox.mqtt.refusals import Refusals
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.tasks.service import TaskService
@@ -58,15 +59,6 @@ HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
 # stops. Above the keepalive's detection of a dead broker (1.5 x 30 s), which ends a link anyway.
 STALL_S = 90.0
-# A request refused past the Receive Maximum is read for its id and `reply_to` up to this
-# size; at most ANSWERING_MAX such answers are pending at once (past that it is left for the
-# broker to deliver again on the next connection).
-CHEAP_BYTES = 16384
-ANSWERING_MAX = 256
-BUSY_MESSAGE = (
-    "the box is busy: the broker sent more requests at once than its Receive Maximum allows;"
-    " not run, send it again"
-)
 
 
 class IntakeStalled(Exception):
@@ -131,7 +123,7 @@ class Bridge:
         self.stall_s = STALL_S
         self._replays = ReplayCache()
         self._refusals = RateLog(log)
-        self._answering: set[asyncio.Task[None]] = set()  # `busy` answers being sent
+        self._refused = Refusals(self)
 
     # ---- connection ------------------------------------------------------------------
 
@@ -154,7 +146,7 @@ class Bridge:
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
         client._client.manual_ack_set(True)
-        window = intake.attach(client, self._drop, self._refuse)
+        window = intake.attach(client, self._drop, self._refused.refuse)
         self._link = Link(client, Publisher(client), window)
         return self._link
 
@@ -342,73 +334,6 @@ class Bridge:
             else:
                 ok = task.result()
         link.window.settle(slot, 0 if ok else None)  # in order; nothing once the link is gone
-
-    def _refuse(self, message: intake.Request, slot: intake.Slot) -> None:
-        """A delivery beyond the Receive Maximum (intake.py), its payload at hand only now:
-        a signed or unsigned request that passes the checks a refusal can make cheaply gets
-        a final `busy` answer, then a PUBACK of 0x97; a replay or junk only the PUBACK."""
-        link = self._link
-        if link is None or not self.intake_open:
-            if link is not None:
-                link.window.settle(slot, None)  # the broker keeps it for the next session
-            return
-        topic = str(message.topic)
-        self.rejected += 1
-        self._refusals.warning(
-            "busy", "refused a message on %s: past the Receive Maximum of the box", topic
-        )
-        signature = None
-        try:
-            if self.conf.require_signature:
-                signature = self._signature(message, topic, message.payload)
-                if self._replays.seen(signature):
-                    raise SpecError(ErrorCode.invalid_request, "replayed")
-        except SpecError:
-            link.window.settle(slot, intake.QUOTA_EXCEEDED)
-            return
-        if len(self._answering) >= ANSWERING_MAX:
-            link.window.settle(slot, None)
-            return
-        if len(message.payload) > CHEAP_BYTES:
-            message.payload = b""  # not kept: too large to read for an id or `reply_to`
-        task = asyncio.create_task(self._answer_busy(link, message, slot, signature))
-        self._answering.add(task)
-        task.add_done_callback(self._answering.discard)
-
-    async def _answer_busy(
-        self, link: Link, message: aiomqtt.Message, slot: intake.Slot, signature: str | None
-    ) -> None:
-        """The `busy` answer of a refused request; its PUBACK once the answer is delivered."""
-        code: int | None = None
-        try:
-            kind = self.topics.kind(str(message.topic))
-            reply, refusal = self._reply_target(message)
-            data: dict[str, Any] = {}
-            if message.payload:
-                with contextlib.suppress(SpecError):
-                    data = decode(message.payload, CHEAP_BYTES)
-            if reply is None and refusal is None and "reply_to" in data:
-                reply, refusal = self._target(data["reply_to"], None)
-            task_id = id_of(data)
-            if kind == "submit" and signature is not None and data and task_id is None:
-                task_id = f"sig-{signature[:40]}"  # the id its task would have (see _handle)
-            if kind in (None, "ha_status") or (kind == "submit" and await self._known(task_id)):
-                code = intake.QUOTA_EXCEEDED  # nothing to answer, or answered by its task
-                return
-            body = rejected(task_id, "busy", BUSY_MESSAGE)
-            code = intake.QUOTA_EXCEEDED
-            if not await self._respond(link, None if refusal else reply, task_id, body):
-                code = None  # the link ended first: redelivered on the next one
-        finally:
-            link.window.settle(slot, code)
-
-    async def _known(self, task_id: str | None) -> bool:
-        """A task with this id exists: this is a redelivery, already answered or to be."""
-        if task_id is None:
-            return False
-        with contextlib.suppress(StoreError):
-            return await self.service.get(task_id) is not None
-        return False
 
     def _signature(self, message: aiomqtt.Message, topic: str, raw: bytes) -> str:
         device = self.conf.pool if topic == self.topics.pool_submit else self.device_id

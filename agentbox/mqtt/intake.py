@@ -6,9 +6,10 @@ has more than that many unacknowledged at the box. Mosquitto 2.0.11 does not: on
 while more waits for the box it sends past it (236 unacknowledged of a plain QoS 1 burst when
 each PUBACK took 0.2 s, several hundred of a mixed QoS 0/1 flood). So the `Window` bounds what
 the box holds whatever arrives: RECEIVE_MAXIMUM payloads of any size, and past that small ones
-up to OVERFLOW_MAX and OVERFLOW_BYTES (a burst of small requests is still served in full). Any
-other delivery is refused with a PUBACK (PUBREC for QoS 2) of reason code 0x97, Quota exceeded,
-and never queued with its payload. MQTT 5 also lets a receiver DISCONNECT with 0x93 (Receive
+(OVERFLOW_PACKET) up to OVERFLOW_BYTES, each counted with OVERHEAD for what Python keeps around
+it: a burst of small requests is still served in full. Any other delivery is refused with a
+PUBACK (PUBREC for QoS 2) of reason code 0x97, Quota exceeded, and never queued with its
+payload (refusals.py answers it). MQTT 5 also lets a receiver DISCONNECT with 0x93 (Receive
 Maximum exceeded), but the broker then sends its whole unacknowledged set again on the next
 connection, overshooting again: a reconnect loop.
 
@@ -31,8 +32,9 @@ from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTErrorCode
 
 RECEIVE_MAXIMUM = 64  # QoS 1/2 payloads held at once (in paho's QoS 2 store, queued or handled)
-OVERFLOW_MAX = 1024  # deliveries held past the Receive Maximum, when the broker overshoots
-OVERFLOW_BYTES = 2 * 1024 * 1024  # and the bytes of their packets
+OVERFLOW_PACKET = 16384  # the largest packet held past the Receive Maximum
+OVERFLOW_BYTES = 4 * 1024 * 1024  # what those may hold at once
+OVERHEAD = 1024  # counted for each on top of its packet
 QOS0_QUEUED = 16  # QoS 0 messages waiting at once; more are dropped
 PACKET_SLACK = 65536  # topic and properties on top of the payload
 QUOTA_EXCEEDED = 0x97  # MQTT 5 reason code of a refusing PUBACK or PUBREC
@@ -52,7 +54,7 @@ class Slot:
 
     def __init__(self, mid: int, qos: int, held: bool, extra: int = 0) -> None:
         self.mid, self.qos, self.held = mid, qos, held
-        self.extra = extra  # packet bytes counted against OVERFLOW_BYTES
+        self.extra = extra  # bytes counted against OVERFLOW_BYTES
         self.code: int | None = None  # the reason code to send; None while undecided
         self.settled = False
 
@@ -73,9 +75,8 @@ class Window:
         """A place for this delivery of `size` bytes, holding its payload; None when full."""
         extra = 0
         if self.held >= RECEIVE_MAXIMUM:
-            extra = size
-            past = self.held - RECEIVE_MAXIMUM
-            if past >= OVERFLOW_MAX or self.extra + extra > OVERFLOW_BYTES:
+            extra = size + OVERHEAD
+            if size > OVERFLOW_PACKET or self.extra + extra > OVERFLOW_BYTES:
                 return None
         self.held += 1
         self.extra += extra

@@ -1,0 +1,112 @@
+"""Requests that arrive past what intake holds (intake.py), when a broker exceeds the box's
+Receive Maximum: none is queued with its payload. Each is read at once, as the bridge would read
+it (signature, size, JSON, answer topic), and answered with the bridge's rejection where one of
+those fails, else with a final `busy` rejection ("not run, send it again"). Its PUBACK of 0x97
+goes out only once that answer is delivered: if the connection ends first, the broker delivers
+the request again. Only the answer waits, never the payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agentbox.mqtt import intake
+from agentbox.mqtt.payloads import decode, id_of, rejected
+from agentbox.tasks.spec import ErrorCode, SpecError
+from agentbox.tasks.writer import StoreError
+
+if TYPE_CHECKING:  # the bridge imports this module
+    from agentbox.mqtt.bridge import Bridge, Link
+
+# Answers pending at once; past that a refused request is left unacknowledged, for the broker
+# to deliver again on the next connection.
+ANSWERING_MAX = 1024
+BUSY_MESSAGE = (
+    "the box is busy: the broker sent more requests at once than its Receive Maximum allows;"
+    " not run, send it again"
+)
+
+
+@dataclass
+class Refused:
+    """What a refused request's answer needs, its payload left behind."""
+
+    kind: str | None
+    task_id: str | None
+    reply: dict[str, Any] | None  # None: the result topic of task_id, if any
+    verdict: tuple[str, str]  # error code and message
+
+
+class Refusals:
+    """The bridge's refusals of deliveries past intake's window (see the module docstring)."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self._answering: set[asyncio.Task[None]] = set()
+
+    def refuse(self, message: intake.Request, slot: intake.Slot) -> None:
+        """Called by intake while the payload is at hand; the answer goes out from a task."""
+        b = self.bridge
+        link = b._link
+        if link is None or not b.intake_open or len(self._answering) >= ANSWERING_MAX:
+            if link is not None:  # left unacknowledged: delivered again on the next connection
+                link.window.settle(slot, None)
+            return
+        topic, raw = str(message.topic), message.payload
+        assert isinstance(raw, bytes)  # intake.Request's payload always is
+        b.rejected += 1
+        refused = Refused(b.topics.kind(topic), None, None, ("busy", BUSY_MESSAGE))
+        try:
+            refused.reply, refusal = b._reply_target(message)
+            signature = None
+            if b.conf.require_signature:
+                signature = b._signature(message, topic, raw)
+                if b._replays.seen(signature):  # a replay, or a redelivery of one served
+                    b._refusals.warning("replayed", "dropped a replayed request on %s", topic)
+                    link.window.settle(slot, intake.QUOTA_EXCEEDED)
+                    return
+            data = decode(raw, b.conf.max_payload_bytes)
+            refused.task_id = id_of(data)
+            if refused.kind == "submit" and signature is not None and data.get("id") is None:
+                refused.task_id = f"sig-{signature[:40]}"  # its task's id (bridge._handle)
+            if refused.reply is None and refusal is None and "reply_to" in data:
+                refused.reply, refusal = b._target(data["reply_to"], None)
+            if refusal is not None:
+                raise SpecError(ErrorCode.invalid_request, refusal)
+        except SpecError as exc:
+            refused.verdict = (str(exc.code), exc.message)
+        b._refusals.warning(
+            refused.verdict[0],
+            "refused %d-byte message on %s: %s: %s",
+            len(raw),
+            topic,
+            *refused.verdict,
+        )
+        task = asyncio.create_task(self._answer(link, slot, refused))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, link: Link, slot: intake.Slot, refused: Refused) -> None:
+        code: int | None = intake.QUOTA_EXCEEDED
+        try:
+            if refused.kind in (None, "ha_status"):
+                return  # not a request: nothing to answer
+            busy = refused.verdict[0] == "busy" and refused.kind == "submit"
+            if busy and await self._known(refused.task_id):
+                return  # a redelivery: its task answers, or has answered
+            body = rejected(refused.task_id, *refused.verdict)
+            if not await self.bridge._respond(link, refused.reply, refused.task_id, body):
+                code = None  # the link ended first: delivered again on the next one
+        finally:
+            link.window.settle(slot, code)
+
+    async def _known(self, task_id: str | None) -> bool:
+        """A task with this id exists: this is a redelivery, already answered or to be."""
+        if task_id is None:
+            return False
+        with contextlib.suppress(StoreError):
+            return await self.bridge.service.get(task_id) is not None
+        return False
