@@ -198,10 +198,12 @@ def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refus
             return handle_publish()  # the same delivery again before its PUBREL
         slot = window.admit(mid, qos, len(packet))
         if slot is not None:
-            arriving[0] = slot
+            arriving[0] = slot if qos == 1 else None
             try:
                 return handle_publish()
             finally:
+                if arriving[0] is not None:  # paho failed before passing it on: never queued
+                    window.settle(arriving[0], None)
                 arriving[0] = None
         refused = window.outside(mid, qos)
         try:
@@ -220,7 +222,13 @@ def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refus
         slot = None
         if message.qos:
             slot = arriving[0] if message.qos == 1 else window.released(message.mid)
-        queue.put_nowait(Request(message, slot))
+            arriving[0] = None
+        try:
+            request = Request(message, slot)
+        except ValueError:  # a topic that is not UTF-8: refused, never to come back
+            window.settle(slot, QUOTA_EXCEEDED)
+            raise
+        queue.put_nowait(request)
 
     mqtt._handle_publish = on_publish  # type: ignore[method-assign]
     mqtt.on_message = on_message
