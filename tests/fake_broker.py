@@ -37,6 +37,7 @@ def publish_packet(
     response_topic: str | None = None,
     correlation: bytes | None = None,
     user: list[tuple[str, str]] | None = None,
+    dup: bool = False,
 ) -> bytes:
     """One PUBLISH packet, v5 properties included."""
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -52,7 +53,7 @@ def publish_packet(
         body += struct.pack("!H", mid)
     packed: bytes = props.pack()  # type: ignore[no-untyped-call]
     body += packed + payload
-    return bytes([0x30 | qos << 1]) + _varint(len(body)) + body
+    return bytes([0x30 | dup << 3 | qos << 1]) + _varint(len(body)) + body
 
 
 class RudeBroker:

@@ -363,6 +363,29 @@ def test_requests_past_the_receive_maximum_get_one_final_busy_answer(
     assert d.stop() == 0
 
 
+def test_a_redelivery_past_the_receive_maximum_of_a_known_task_is_not_answered_busy(
+    daemons: Any, rude: RudeBroker, cloud: str
+) -> None:
+    d = start_box(daemons, box_config(rude.port, "box1", rest=cloud), "box1")
+    spec = {"id": "k1", "prompt": "x" * (intake.OVERFLOW_PACKET + 1), "max_tokens": 4}
+    body = json.dumps(spec).encode()
+    first, dup, again = rude.mids(3)
+    rude.push([publish_packet(SUBMIT, body, first, 1, "done/k1")])
+    wait_for(lambda: rude.answers("done/k1"), 60, what="the task's result")
+    _, packets = held_gets(rude, WINDOW)
+    packets.append(publish_packet(SUBMIT, body, dup, 1, "replies/dup", dup=True))
+    packets.append(publish_packet(SUBMIT, body, again, 1, "replies/again"))  # sent anew
+    rude.push(packets)
+    wait_for(lambda: rude.answers("replies/again"), 60, what="the busy answer")
+    rude.release()
+    wait_for(lambda: len(rude.acks) == WINDOW + 3, 60, what="every delivery acknowledged")
+    time.sleep(1)  # room for an answer to the redelivery
+    assert json.loads(rude.answers("replies/again")[0].payload)["error"]["code"] == "busy"
+    assert rude.answers("replies/dup") == [], "a second answer to a request already answered"
+    assert [c for _, c in rude.acks] == [0] * (1 + WINDOW) + [QUOTA_EXCEEDED] * 2
+    assert d.stop() == 0
+
+
 def test_a_burst_larger_than_the_window_is_answered_in_full_once(
     daemons: Any, broker: Broker, peers: list[Peer], cloud: str
 ) -> None:

@@ -35,6 +35,7 @@ class Refused:
     """What a refused request's answer needs, its payload left behind."""
 
     kind: str | None
+    dup: bool  # a redelivery
     task_id: str | None
     reply: dict[str, Any] | None  # None: the result topic of task_id, if any
     verdict: tuple[str, str]  # error code and message
@@ -58,7 +59,7 @@ class Refusals:
         topic, raw = str(message.topic), message.payload
         assert isinstance(raw, bytes)  # intake.Request's payload always is
         b.rejected += 1
-        refused = Refused(b.topics.kind(topic), None, None, ("busy", BUSY_MESSAGE))
+        refused = Refused(b.topics.kind(topic), message.dup, None, None, ("busy", BUSY_MESSAGE))
         try:
             refused.reply, refusal = b._reply_target(message)
             signature = None
@@ -94,9 +95,9 @@ class Refusals:
         try:
             if refused.kind in (None, "ha_status"):
                 return  # not a request: nothing to answer
-            busy = refused.verdict[0] == "busy" and refused.kind == "submit"
-            if busy and await self._known(refused.task_id):
-                return  # a redelivery: its task answers, or has answered
+            redelivered = refused.dup and refused.kind == "submit" and refused.verdict[0] == "busy"
+            if redelivered and await self._known(refused.task_id):
+                return  # its task answers, or has answered: exactly one answer (bridge._handle)
             body = rejected(refused.task_id, *refused.verdict)
             if not await self.bridge._respond(link, refused.reply, refused.task_id, body):
                 code = None  # the link ended first: delivered again on the next one
