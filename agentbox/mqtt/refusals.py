@@ -52,13 +52,19 @@ class Refusals:
         """Called by intake while the payload is at hand; the answer goes out from a task."""
         b = self.bridge
         link = b._link
+        topic, raw = str(message.topic), message.payload
+        assert isinstance(raw, bytes)  # intake.Request's payload always is
         if link is None or not b.intake_open or len(self._answering) >= ANSWERING_MAX:
             if link is not None:  # left unacknowledged: delivered again on the next connection
                 link.window.settle(slot, None)
+                if b.intake_open:
+                    b._refusals.warning(
+                        "left_unacknowledged",
+                        "left a message on %s unacknowledged: %d refusals await their answers",
+                        topic,
+                        len(self._answering),
+                    )
             return
-        topic, raw = str(message.topic), message.payload
-        assert isinstance(raw, bytes)  # intake.Request's payload always is
-        b.rejected += 1
         refused = Refused(b.topics.kind(topic), message.dup, None, None, ("busy", BUSY_MESSAGE))
         try:
             refused.reply, refusal = b._reply_target(message)
@@ -79,6 +85,7 @@ class Refusals:
                 raise SpecError(ErrorCode.invalid_request, refusal)
         except SpecError as exc:
             refused.verdict = (str(exc.code), exc.message)
+        b.rejected += 1
         b._refusals.warning(
             refused.verdict[0],
             "refused %d-byte message on %s: %s: %s",
