@@ -133,7 +133,7 @@ class Bridge:
         connect.SessionExpiryInterval = SESSION_EXPIRY_S
         connect.ReceiveMaximum = intake.RECEIVE_MAXIMUM
         connect.MaximumPacketSize = intake.max_packet_size(self.conf.max_payload_bytes)
-        password, _ = keys.resolve(self.keystore, "mqtt")
+        password, _ = keys.resolve(self.keystore, keys.BROKER_KEY)
         client = client_for(
             self.conf,
             password,
