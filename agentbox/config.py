@@ -145,6 +145,18 @@ class AgentConfig(Section):
         return value
 
 
+class UpdateConfig(Section):
+    """`agentbox update`: where releases live, which keys sign them, how long probation lasts."""
+
+    root: str = "/opt/agentbox"
+    keys_dir: str = "/usr/share/agentbox/release-keys"  # *.pub: ed25519 public keys, PEM
+    unit: str = Field(default="agentbox.service", pattern=r"^[A-Za-z0-9@._-]+\.service$")
+    # A new release must be READY within ready_timeout_s, then stay up (no crash, no watchdog
+    # timeout) for probation_s; otherwise the previous release is put back.
+    ready_timeout_s: float = Field(default=90.0, gt=0, le=3600)
+    probation_s: float = Field(default=120.0, gt=0, le=86400)
+
+
 class ProviderConfig(Section):
     kind: Literal["openai", "anthropic", "gemini"]
     base_url: str = ""
@@ -181,6 +193,7 @@ class Settings(BaseSettings):
     local: LocalConfig = Field(default_factory=LocalConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agentbox import __version__
-from agentbox.cli import jobs, system, tasks
+from agentbox.cli import jobs, system, tasks, update
 from agentbox.cli.common import EX_FAILED, CliError, Parser
 
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_parsers(sub)
     jobs.add_parsers(sub)
     system.add_parsers(sub)
+    update.add_parsers(sub)
     return p
 
 

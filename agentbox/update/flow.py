@@ -1,0 +1,237 @@
+"""`agentbox update FILE`: verify, install, check, switch, probation, and roll back by itself."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentbox.update import bundle, install, probation, record, store_check
+from agentbox.update import keys as release_keys
+from agentbox.update.bundle import BundleError
+from agentbox.update.install import InstallError
+from agentbox.update.releases import Tree
+from agentbox.update.service import ServiceError, ServiceManager
+from agentbox.update.store_check import StoreCheckError
+
+log = logging.getLogger("agentbox.update")
+
+OK, ROLLED_BACK, NOT_INSTALLED, ROLLBACK_FAILED, REFUSED = 0, 1, 1, 3, 65
+
+
+@dataclass
+class Box:
+    """Everything an update touches, injectable: the tree, keys, store, service and timings."""
+
+    root: Path
+    keys_dir: Path
+    state_dir: Path
+    manager: ServiceManager
+    ready_timeout_s: float
+    probation_s: float
+    config_args: list[str] = field(default_factory=list)  # ["--config", FILE] when given
+    progress: Callable[[str], None] = lambda line: None
+
+
+@dataclass
+class Outcome:
+    code: int
+    state: str  # refused | current | record.STATES
+    old: str | None
+    new: str | None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "from": self.old, "to": self.new, "error": self.error,
+                "exit_code": self.code, "notes": self.notes}  # fmt: skip
+
+
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / ".update.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BundleError("another update is running on this box") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def update(path: Path, sha256: str | None, box: Box) -> Outcome:
+    """Run one update to its end; every failure is an Outcome, never a half-switched box."""
+    say = box.progress
+    tree = Tree(box.root)
+    old = tree.current()
+    try:
+        keys = release_keys.trusted(box.keys_dir)
+        say(f"verifying {path} ({len(keys)} trusted key(s) in {box.keys_dir})")
+        manifest = bundle.verify(path, keys, sha256)
+        install.check_fits(manifest)
+    except (BundleError, release_keys.KeyFileError) as exc:
+        return Outcome(REFUSED, "refused", old, None, str(exc))
+    new = manifest.version
+    say(f"signature and {len(manifest.files)} file hashes ok: release {new}")
+    try:
+        with _locked(box.root):
+            return _update_locked(path, manifest, keys, tree, box, old=old)
+    except BundleError as exc:
+        return Outcome(REFUSED, "refused", old, new, str(exc))
+
+
+def _update_locked(
+    path: Path, manifest: bundle.Manifest, keys: Any, tree: Tree, box: Box, *, old: str | None
+) -> Outcome:
+    say, new = box.progress, manifest.version
+    if old == new and tree.read(new).manifest_digest == manifest.digest:
+        return Outcome(OK, "current", old, new, None, [f"release {new} is already current"])
+    record.write(box.root, "installing", old, new)
+    try:
+        release = install.install(path, manifest, keys, tree, say)
+        say(f"checking the configuration with {new}")
+        _config_check(release, box)
+        plan = _store_plan(release, tree, old, box)
+    except (InstallError, StoreCheckError, BundleError) as exc:
+        return _not_installed(box, old, new, str(exc))
+    for note in plan.notes:
+        say(note)
+    return _switch(tree, old, new, plan, box)
+
+
+@dataclass
+class StorePlan:
+    db: Path
+    backup: Path | None  # taken at the switch when the previous release could not open it
+    notes: list[str]
+
+
+def _store_plan(release: Path, tree: Tree, old: str | None, box: Box) -> StorePlan:
+    db = box.state_dir / store_check.DB_NAME
+    if not db.exists():
+        return StorePlan(db, None, ["no task store yet: nothing to migrate"])
+    say = box.progress
+    with tempfile.TemporaryDirectory(dir=box.state_dir, prefix=".update-") as tmp:
+        copy = Path(tmp) / "copy.db"
+        say(f"migration dry run on a copy of {db}")
+        store_check.copy(db, copy)
+        a, b = store_check.migrate_with(release, copy)
+        if a == b:
+            return StorePlan(db, None, [f"store schema v{a}: no migration"])
+        notes = [f"store schema migrates from v{a} to v{b} (dry run ok)"]
+        reopen: str | None = None
+        if old is not None:
+            try:
+                store_check.migrate_with(tree.release_dir(old), copy)
+            except StoreCheckError as exc:
+                reopen = str(exc)
+        else:
+            reopen = "no previous release"
+    if reopen is None:
+        notes.append(f"release {old} can still open the migrated store: a rollback costs nothing")
+        return StorePlan(db, None, notes)
+    backup = db.with_name(f"{db.name}.before-{release.name}")
+    notes.append(
+        f"release {old} cannot open the migrated store ({reopen}): a copy is kept in {backup};"
+        f" a rollback puts it back, so tasks accepted while the new release is on probation"
+        f" (up to {box.ready_timeout_s + box.probation_s:g} s) would be lost and tasks"
+        f" finished in it would run again"
+    )
+    return StorePlan(db, backup, notes)
+
+
+def _config_check(release: Path, box: Box) -> None:
+    proc = subprocess.run(
+        [str(release / "bin" / "agentbox"), "config", "check", *box.config_args],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "AGENTBOX_STATE_DIR": str(box.state_dir)},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        why = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise InstallError(f"the new release's config check failed: {why}")
+
+
+def _not_installed(box: Box, old: str | None, new: str, error: str) -> Outcome:
+    log.error("update %s -> %s not installed: %s", old, new, error)
+    record.write(box.root, "failed", old, new, error)
+    return Outcome(NOT_INSTALLED, "failed", old, new, error)
+
+
+def _switch(tree: Tree, old: str | None, new: str, plan: StorePlan, box: Box) -> Outcome:
+    say = box.progress
+    prev = tree.previous()
+    record.write(box.root, "probation", old, new)
+    try:
+        if plan.backup is not None:
+            say("stopping the service to keep a copy of the store")
+            box.manager.stop()
+            plan.backup.unlink(missing_ok=True)
+            store_check.copy(plan.db, plan.backup)
+        say(f"switching current to releases/{new}")
+        tree.switch(new, old)
+        say("restarting the service")
+        box.manager.stop()
+        box.manager.start()
+        why = probation.watch(
+            box.manager,
+            ready_timeout_s=box.ready_timeout_s,
+            probation_s=box.probation_s,
+            progress=say,
+        )
+    except (ServiceError, StoreCheckError, OSError) as exc:
+        why = f"switching failed: {exc}"
+    if why is None:
+        record.write(box.root, "succeeded", old, new)
+        removed = tree.prune()
+        notes = [f"pruned {', '.join(removed)}"] if removed else []
+        log.info("updated %s -> %s", old, new)
+        return Outcome(OK, "succeeded", old, new, None, plan.notes + notes)
+    error = f"release {new} failed probation: {why}"
+    return _roll_back(tree, plan, box, old=old, new=new, prev=prev, error=error)
+
+
+def _roll_back(
+    tree: Tree,
+    plan: StorePlan,
+    box: Box,
+    *,
+    old: str | None,
+    new: str,
+    prev: str | None,
+    error: str,
+) -> Outcome:
+    say = box.progress
+    say(error)
+    if old is None:
+        record.write(box.root, "rollback_failed", old, new, error + "; no release to go back to")
+        return Outcome(ROLLBACK_FAILED, "rollback_failed", old, new, error)
+    say(f"rolling back to {old}")
+    try:
+        box.manager.stop()
+        if plan.backup is not None:
+            say(f"putting back the store copy {plan.backup}")
+            store_check.restore(plan.backup, plan.db)
+        tree.switch(old, prev)
+        box.manager.start()
+        back = probation.wait_ready(box.manager, box.ready_timeout_s)
+    except (ServiceError, StoreCheckError, OSError) as exc:
+        back = str(exc)
+    if back is not None:
+        full = f"{error}; the rollback to {old} failed too: {back}"
+        log.critical("update %s -> %s: %s", old, new, full)
+        record.write(box.root, "rollback_failed", old, new, full)
+        return Outcome(ROLLBACK_FAILED, "rollback_failed", old, new, full, plan.notes)
+    log.error("update %s -> %s rolled back: %s", old, new, error)
+    say(f"release {old} is serving again")
+    record.write(box.root, "rolled_back", old, new, error)
+    return Outcome(ROLLED_BACK, "rolled_back", old, new, error, plan.notes)
