@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Iterator
@@ -151,6 +152,10 @@ def write(out: Path, manifest: dict[str, Any], files: list[tuple[str, Path]],
             info.mode = 0o644
             with path.open("rb") as fh:
                 tar.addfile(info, fh)
+        end = tar.offset + 2 * tarfile.BLOCKSIZE
+    # Without tar's padding to whole records the file ends with its end-of-archive marker,
+    # so a download cut anywhere is missing part of what verify() requires.
+    os.truncate(tmp, end)
     tmp.replace(out)
 
 
@@ -256,6 +261,13 @@ def _walk(path: Path, keys: list[tuple[str, Ed25519PublicKey]], out: Path | None
         missing = sorted(set(listed) - seen)
         if missing:
             raise BundleError(f"the bundle is truncated: {missing[0]} is missing")
+        # tarfile reads a file cut inside its end-of-archive blocks without a word: a
+        # download that stopped early is refused whatever it stopped in.
+        if path.stat().st_size != tar.offset + 2 * tarfile.BLOCKSIZE:
+            raise BundleError(
+                "the bundle is truncated or has data after its end: its size is not"
+                " what its contents add up to"
+            )
     return manifest
 
 

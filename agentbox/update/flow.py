@@ -100,7 +100,7 @@ def _update_locked(
         release = install.install(path, manifest, keys, tree, say)
         say(f"checking the configuration with {new}")
         _config_check(release, box)
-        plan = _store_plan(release, tree, old, box)
+        plan = _store_plan(release, manifest.additive, tree, old, box)
     except (InstallError, StoreCheckError, BundleError) as exc:
         return _not_installed(box, old, new, str(exc))
     for note in plan.notes:
@@ -115,7 +115,8 @@ class StorePlan:
     notes: list[str]
 
 
-def _store_plan(release: Path, tree: Tree, old: str | None, box: Box) -> StorePlan:
+def _store_plan(release: Path, additive: bool, tree: Tree, old: str | None, box: Box) -> StorePlan:
+    """What a rollback would cost: nothing, or the store as it was at the switch."""
     db = box.state_dir / store_check.DB_NAME
     if not db.exists():
         return StorePlan(db, None, ["no task store yet: nothing to migrate"])
@@ -136,6 +137,8 @@ def _store_plan(release: Path, tree: Tree, old: str | None, box: Box) -> StorePl
                 reopen = str(exc)
         else:
             reopen = "no previous release"
+        if reopen is None and not additive:
+            reopen = "the bundle declares its migrations not additive"
     if reopen is None:
         notes.append(f"release {old} can still open the migrated store: a rollback costs nothing")
         return StorePlan(db, None, notes)
