@@ -36,6 +36,8 @@ def _drop_pings_after(n):
     """Relay the daemon's notify messages, but stop passing WATCHDOG=1 after n of them."""
     real = os.environ["NOTIFY_SOCKET"]
     path = real + ".relay"
+    if os.path.exists(path):  # left by the run the watchdog killed
+        os.unlink(path)
     inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     inbox.bind(path)
     os.environ["NOTIFY_SOCKET"] = path
