@@ -51,13 +51,14 @@ class Tree:
 
     def read(self, version: str) -> Release:
         path = self.release_dir(version)
-        digest = None
         try:
             data = json.loads((path / MARKER).read_text())
-            digest = str(data["manifest_digest"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        return Release(version, path, digest is not None, digest)
+        except (OSError, ValueError):
+            return Release(version, path, False, None)
+        # An image's own release has a marker without a digest: complete, from no bundle.
+        digest = data.get("manifest_digest") if isinstance(data, dict) else None
+        ok = isinstance(data, dict) and data.get("version") == version
+        return Release(version, path, ok, digest if isinstance(digest, str) else None)
 
     def installed(self) -> list[Release]:
         if not self.releases.is_dir():
