@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from agentbox import logs
 from agentbox.cli.common import CliError, Parser, load_config, local_time, print_json
 
 
@@ -39,13 +41,28 @@ def cmd_update(args: argparse.Namespace) -> int:
         config_args=["--config", str(loaded.path)] if loaded.path else [],
         progress=_progress,
     )
+    logs.setup()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     outcome = flow.update(Path(args.file), args.sha256, box)
+    _journal(outcome)
     if args.json:
         print_json(outcome.to_dict())
     else:
         _print_outcome(outcome)
     return outcome.code
+
+
+def _journal(o: Any) -> None:
+    """The outcome in the system log too (`journalctl -t agentbox-update`), which outlives the
+    SSH session that ran the update; without `logger` it is on stderr only."""
+    err = f": {o.error}" if o.error else ""
+    line = f"update {o.old} -> {o.new}: {o.state}{err}"
+    prio = "user.info" if o.code == 0 else "user.err"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["logger", "-t", "agentbox-update", "-p", prio, "--", line],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
 
 
 def _print_outcome(o: Any) -> None:
