@@ -19,7 +19,7 @@ from agentbox.tasks.migrations import STEPS
 from agentbox.update import bundle
 from agentbox.update import keys as release_keys
 from tests.conftest import ROOT
-from tests.test_update_kit import build_bundle, make_key, snapshot
+from tests.test_update_kit import HOST_ARCH, build_bundle, make_key, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_bundle_holds_wheels_pip_and_a_signed_manifest(signed: dict[str, Path]) 
     manifest = json.loads(body)
     assert names[:2] == ["manifest.json", "manifest.sig"]
     assert sorted(names[2:]) == sorted(f["path"] for f in manifest["files"])
-    assert manifest["version"] == "0.2.0" and manifest["arch"] == "amd64"
+    assert manifest["version"] == "0.2.0" and manifest["arch"] == HOST_ARCH
     assert manifest["main"] == "wheels/agentbox-0.2.0-py3-none-any.whl"
     assert manifest["pip"].startswith("tools/pip-")
     assert manifest["store"] == {"schema": len(STEPS), "additive": True}
@@ -165,6 +165,13 @@ def test_truncated_bundle_is_refused(signed: dict[str, Path], tmp_path: Path, ke
     cut = tmp_path / "cut.bundle"
     cut.write_bytes(data[: int(len(data) * keep)])
     assert "truncated" in _refused(box, cut)
+
+
+def test_bundle_for_another_cpu_family_is_refused(signed: dict[str, Path], tmp_path: Path) -> None:
+    box = Box(tmp_path, signed["pub"])
+    other = "arm64" if HOST_ARCH == "amd64" else "amd64"
+    foreign = build_bundle(tmp_path / "other", signed["key"], "0.2.0", arch=other)
+    assert f"the bundle is for {other}; this box is {HOST_ARCH}" in _refused(box, foreign)
 
 
 def test_no_trusted_key_refuses_everything(signed: dict[str, Path], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -20,9 +21,11 @@ import zipfile
 from pathlib import Path
 
 from agentbox.update import keys as release_keys
+from agentbox.update.install import ARCHES
 from agentbox.update.service import ServiceState
 
 ROOT = Path(__file__).resolve().parent.parent
+HOST_ARCH = ARCHES.get(platform.machine(), platform.machine())
 EXTRA_STEP = "\n    CREATE TABLE update_test (k TEXT PRIMARY KEY);\n    "
 
 # Entry points of bad releases: small wrappers over the real agentbox, baked into the wheel.
@@ -56,6 +59,9 @@ def _drop_pings_after(n):
 
 
 def main():
+    if sys.argv[1:3] == ["config", "check"] and BEHAVIOUR == "badconfig":
+        print("agentbox: bad configuration: [update] is not known here", file=sys.stderr)
+        return 78
     if sys.argv[1:2] == ["run"]:
         if BEHAVIOUR == "exit78":
             return 78
@@ -129,7 +135,12 @@ def make_key(d: Path, name: str = "release") -> tuple[Path, Path]:
 
 
 def build_bundle(
-    work: Path, key: Path, version: str, behaviour: str = "", extra_step: bool = False
+    work: Path,
+    key: Path,
+    version: str,
+    behaviour: str = "",
+    extra_step: bool = False,
+    arch: str = HOST_ARCH,
 ) -> Path:
     """scripts/build-release over a wheelhouse of one test wheel and pip's wheel."""
     house = work / f"house-{version}"
@@ -139,12 +150,12 @@ def build_bundle(
     shutil.copy(pip_wheel(), house / "tools")
     out = work / "bundles"
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-release"), "--arch", "amd64", "--key", str(key),
+        [str(ROOT / "scripts" / "build-release"), "--arch", arch, "--key", str(key),
          "--wheelhouse", str(house), "--out", str(out)],
         capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    return out / f"agentbox-{version}-amd64.bundle"
+    return out / f"agentbox-{version}-{arch}.bundle"
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, str]]:

@@ -40,6 +40,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         made[version] = build_bundle(work / version, key, version)
     for version, behaviour in BAD.items():
         made[version] = build_bundle(work / version, key, version, behaviour)
+    made["0.2.9"] = build_bundle(work / "0.2.9", key, "0.2.9", "badconfig")
     made["0.3.0"] = build_bundle(work / "0.3.0", key, "0.3.0", "noready", extra_step=True)
     return made
 
@@ -170,6 +171,20 @@ def test_bad_update_rolls_back_by_itself_and_loses_no_task(
     # Still serving after the rollback: new work runs on the old release.
     rig.submit(["later"])
     rig.all_succeeded([*ids, "later"])
+
+
+def test_release_whose_config_check_fails_is_never_switched_to(
+    rig: Rig, bundles: dict[str, Path]
+) -> None:
+    starts = len(rig.service.versions)
+    outcome = rig.update(bundles["0.2.9"])
+    assert outcome.state == "failed" and outcome.code == flow.NOT_INSTALLED, outcome
+    assert "config check failed: agentbox: bad configuration" in str(outcome.error)
+    assert Tree(rig.root).current() == "0.1.0"
+    assert len(rig.service.versions) == starts  # the running daemon was never touched
+    assert rig.service.state().active == "active"
+    last = record.read(rig.root)
+    assert last is not None and last["state"] == "failed"
 
 
 def test_rollback_across_a_migration_the_old_release_cannot_open(
