@@ -166,6 +166,7 @@ def test_bad_update_rolls_back_by_itself_and_loses_no_task(
     rig.submit(ids)
     outcome = rig.update(bundles[version])
     _rolled_back(rig, outcome, version, why)
+    assert not (rig.root / "releases" / version).exists(), "the failed release was kept"
     assert rig.service.versions[-2:] == [version, "0.1.0"] or why.startswith("its watchdog")
     rig.all_succeeded(ids)
     # Still serving after the rollback: new work runs on the old release.

@@ -237,4 +237,7 @@ def _roll_back(
     log.error("update %s -> %s rolled back: %s", old, new, error)
     say(f"release {old} is serving again")
     record.write(box.root, "rolled_back", old, new, error)
-    return Outcome(ROLLED_BACK, "rolled_back", old, new, error, plan.notes)
+    # A failed release is not kept: on a small card each one is a few hundred MB.
+    removed = tree.prune()
+    notes = [f"pruned {', '.join(removed)}"] if removed else []
+    return Outcome(ROLLED_BACK, "rolled_back", old, new, error, plan.notes + notes)
