@@ -168,13 +168,15 @@ def preset_lines(kind: str) -> list[str]:
     return [m.group(1) for m in re.finditer(rf"^{kind}\s+(\S+)$", text, re.M)]
 
 
-def customize(base: Path, work: Path, v: Variant, model: Path, mosquitto: bool) -> Path:
+def customize(
+    base: Path, work: Path, v: Variant, model: Path, mosquitto: bool, release_keys: list[Path]
+) -> Path:
     """A copy of the base root made into the box, with its file systems and boot directory."""
     root = work / "root"
     shutil.rmtree(root, ignore_errors=True)
     sh("cp", "-a", str(base), str(root))
     (root / ".built").unlink()
-    provision(root, work, v, model, mosquitto)
+    provision(root, work, v, model, mosquitto, release_keys)
     (root / "etc/fstab").write_text(
         f"LABEL={ROOT_LABEL} / ext4 rw,errors=remount-ro 0 1\n"
         f"PARTLABEL=agentbox-efi /boot/efi vfat umask=0077,nofail 0 2\n"
@@ -183,7 +185,9 @@ def customize(base: Path, work: Path, v: Variant, model: Path, mosquitto: bool) 
     return root
 
 
-def provision(root: Path, work: Path, v: Variant, model: Path, mosquitto: bool) -> None:
+def provision(
+    root: Path, work: Path, v: Variant, model: Path, mosquitto: bool, release_keys: list[Path]
+) -> None:
     """Make a Debian root into the box: overlay, units, release, model, users, first boot.
 
     Every variant's root goes through here, the Raspberry Pi layer's too (--into-root)."""
@@ -199,6 +203,16 @@ def provision(root: Path, work: Path, v: Variant, model: Path, mosquitto: bool) 
     house = work / "wheelhouse"
     agentbox_whl = image_wheels.wheelhouse(target, CACHE, REPO, house)
     install_release(root, house, agentbox_whl, release)
+    # The image's own release: complete, from no bundle (docs/updates.md).
+    marker = root / f"opt/agentbox/releases/{release}/release.json"
+    marker.write_text(json.dumps({"version": release, "source": "image"}) + "\n")
+    # The operator's release-signing keys: without one, the box refuses every update bundle.
+    keys_dir = root / "usr/share/agentbox/release-keys"
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    for key in release_keys:
+        dest = keys_dir / (key.name if key.name.endswith(".pub") else key.name + ".pub")
+        shutil.copy(key, dest)
+        dest.chmod(0o644)
     opt = root / "opt/agentbox"
     (opt / "current").symlink_to(f"releases/{release}")
     shutil.copy(REPO / "README.md", opt / "README.md")
@@ -311,7 +325,11 @@ def disk_image(esp: Path, rootfs: Path, v: Variant, out: Path) -> None:
 
 
 def build(
-    arch: str, out_dir: Path, model: Path | None, mosquitto: bool = True
+    arch: str,
+    out_dir: Path,
+    model: Path | None,
+    mosquitto: bool = True,
+    release_keys: list[Path] | None = None,
 ) -> dict[str, object]:
     """Build the image for arch into out_dir; the summary (paths, sizes, seconds)."""
     v = VARIANTS[arch]
@@ -323,7 +341,7 @@ def build(
     work.mkdir(parents=True, exist_ok=True)
     base = base_root(v, mosquitto)
     t_base = time.monotonic() - t0
-    root = customize(base, work, v, model, mosquitto)
+    root = customize(base, work, v, model, mosquitto, release_keys or [])
     esp = work / "esp.img"
     esp_image(root, v, esp)
     rootfs = work / "root.img"
@@ -362,6 +380,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "out")
     ap.add_argument("--no-mosquitto", action="store_true", help="leave out the local broker")
     ap.add_argument(
+        "--release-key", type=Path, action="append", default=[], metavar="FILE.pub",
+        help="a public key whose signed release bundles the box accepts (repeat)",
+    )  # fmt: skip
+    ap.add_argument(
         "--into-root", type=Path, metavar="DIR", help="only make an existing root into the box"
     )
     args = ap.parse_args()
@@ -371,13 +393,19 @@ def main() -> int:
     if args.model is not None and not args.model.is_file():
         print(f"build-image: --model {args.model}: no such file", file=sys.stderr)
         return 2
+    for key in args.release_key:
+        if not key.is_file() or b"PUBLIC KEY" not in key.read_bytes():
+            print(f"build-image: --release-key {key}: not a public key file (PEM)", file=sys.stderr)
+            return 2
+    if not args.release_key:
+        log("no --release-key: this image will refuse every update bundle (docs/updates.md)")
     if args.into_root is not None:
         v = VARIANTS[args.arch]
         model = args.model or image_wheels.bundled_model(CACHE)
         with tempfile.TemporaryDirectory() as work:
-            provision(args.into_root, Path(work), v, model, mosquitto=not args.no_mosquitto)
+            provision(args.into_root, Path(work), v, model, not args.no_mosquitto, args.release_key)
         return 0
-    summary = build(args.arch, args.out, args.model, mosquitto=not args.no_mosquitto)
+    summary = build(args.arch, args.out, args.model, not args.no_mosquitto, args.release_key)
     print(json.dumps(summary, indent=2))
     return 0
 
