@@ -4,6 +4,7 @@ traceback; a damaged console settings file falls back to its last good copy inst
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,18 @@ def test_without_a_good_copy_the_console_file_is_ignored_loudly(
     conf.write_text("[budget]\nmonthly_usd = -9.0\n")
     with pytest.raises(ConfigError, match=r"agentbox.toml: budget.monthly_usd"):
         config.load(str(conf))
+
+
+def test_a_store_from_a_newer_release_exits_78_with_what_to_do(short_tmp: Path) -> None:
+    """After a rollback past a migration the old release cannot read: exit 78, no traceback."""
+    state = short_tmp / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / "agentbox.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    conf = short_tmp / "agentbox.toml"
+    conf.write_text(NO_MQTT)
+    proc = agentbox(["run"], state, conf)
+    assert proc.returncode == 78, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "newer than this agentbox" in proc.stderr and "docs/updates.md" in proc.stderr

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentbox.tasks.migrations import migrate
+from agentbox.tasks.migrations import SchemaTooNew, migrate
 
 log = logging.getLogger("agentbox.store")
 T = TypeVar("T")
@@ -88,6 +88,12 @@ class Writer:
             versions = migrate(conn)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the task store: {exc}") from None
+        except SchemaTooNew as exc:
+            # A rollback past a non-additive migration: a clear exit 78, not a restart loop.
+            raise StoreError(
+                f"{self.path}: {exc}: start the release that wrote it, or restore the copy"
+                " `agentbox update` kept (docs/updates.md)"
+            ) from None
         self._conn = conn
         return versions
 
