@@ -37,6 +37,7 @@ from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store, TaskRow
 from agentbox.tasks.writer import StoreError
+from agentbox.update import record as update_record
 
 log = logging.getLogger("agentbox.daemon")
 STATUS_EVERY_S = 5.0
@@ -229,6 +230,7 @@ class Daemon:
             "mqtt": parts.get("mqtt", self._mqtt_status),
             "schedules": await parts.aget("schedules", self.planner.summary),
             "network": parts.get("network", addresses),
+            "update": parts.get("update", self._last_update),
             "errors": logs.RECENT.last(),
             "config_warnings": self.loaded.warnings,
         }
@@ -253,7 +255,12 @@ class Daemon:
             + (["agent"] if settings.providers else [])
             + (["pool"] if settings.mqtt.pool else []),
             "tools": sorted(TOOL_NAMES),
+            "update": self._last_update(),
         }
+
+    def _last_update(self) -> dict[str, Any] | None:
+        """The last `agentbox update`'s outcome (docs/updates.md), None if there never was one."""
+        return update_record.read(Path(self.loaded.settings.update.root))
 
     async def _health_counters(self) -> dict[str, Any]:
         """The daemon's own part of a health report."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +33,17 @@ def test_status_doctor_and_network_answer_when_interfaces_cannot_be_listed(daemo
     log = d.log()
     assert "Traceback" not in log
     assert log.count("network unavailable") == 1, log
+
+
+def test_status_tells_the_last_update(daemons: Any, short_tmp: Path) -> None:
+    """What `agentbox update` recorded reaches `status --json` and its one line."""
+    root = short_tmp / "opt"
+    root.mkdir()
+    d = daemons(NO_MQTT, env={"AGENTBOX_UPDATE__ROOT": str(root)}).start()
+    assert d.json("status")["update"] is None
+    record = {"state": "rolled_back", "from": "0.1.0", "to": "0.2.0", "error": "no READY in 90 s",
+              "at": 1764633600}  # fmt: skip
+    (root / "update.json").write_text(json.dumps(record))
+    assert d.json("status")["update"] == record
+    line = next(ln for ln in d.cli("status").stdout.splitlines() if ln.startswith("last update"))
+    assert "0.1.0 -> 0.2.0 rolled_back" in line and "no READY in 90 s" in line

@@ -19,6 +19,7 @@ from agentbox.cli.common import (
     local_time,
     print_json,
 )
+from agentbox.cli.update import update_line
 from agentbox.config import EX_CONFIG
 from agentbox.control_client import socket_path
 
@@ -61,6 +62,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"spend: today ${spend['today_usd']:.4f} of ${spend['daily_cap_usd']:.2f},"
             f" month ${spend['month_usd']:.4f} of ${spend['monthly_cap_usd']:.2f}"
         )
+    if status.get("update"):
+        print(update_line(status["update"]))
     for part, reason in (status.get("unavailable") or {}).items():
         print(f"{part}: unavailable ({reason})")
     for warning in status.get("config_warnings") or []:
