@@ -16,8 +16,8 @@ from typing import Any
 
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+
+from tests.mqtt_peer import publish_properties
 
 
 def _varint(n: int) -> bytes:
@@ -40,13 +40,7 @@ def publish_packet(
     dup: bool = False,
 ) -> bytes:
     """One PUBLISH packet, v5 properties included."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if response_topic:
-        props.ResponseTopic = response_topic
-    if correlation is not None:
-        props.CorrelationData = correlation
-    if user:
-        props.UserProperty = user
+    props = publish_properties(response_topic, correlation, user)
     name = topic.encode()
     body = struct.pack("!H", len(name)) + name
     if qos:

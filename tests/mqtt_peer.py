@@ -119,15 +119,11 @@ class Peer:
         qos: int = 1,
         wait: bool = True,
     ) -> mqtt.MQTTMessageInfo:
-        props = None
-        if response_topic or user:
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if response_topic:
-                props.ResponseTopic = response_topic
-            if correlation is not None:
-                props.CorrelationData = correlation
-            if user:
-                props.UserProperty = user
+        props = (
+            publish_properties(response_topic, correlation, user)
+            if response_topic or user
+            else None
+        )
         data = json.dumps(payload) if isinstance(payload, dict) else payload
         info = self.client.publish(topic, data, qos=qos, properties=props)
         if wait:
@@ -141,3 +137,17 @@ class Peer:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def publish_properties(
+    response_topic: str | None, correlation: bytes | None, user: list[tuple[str, str]] | None
+) -> Properties:
+    """A PUBLISH's v5 request properties: where to answer, what to echo, user properties."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if response_topic:
+        props.ResponseTopic = response_topic
+    if correlation is not None:
+        props.CorrelationData = correlation
+    if user:
+        props.UserProperty = user
+    return props

@@ -57,6 +57,12 @@ def box_config(port: int, device: str, mqtt: str = "", rest: str = "") -> str:
     return f"[device]\nid = '{device}'\n[mqtt]\nhost = '127.0.0.1'\nport = {port}\n{mqtt}{rest}"
 
 
+def signed_box(daemons: Any, port: int, cloud: str) -> Any:
+    """box1 on the broker at port, requiring signatures with SECRET."""
+    config = box_config(port, "box1", "require_signature = true\n", cloud)
+    return start_box(daemons, config, "box1", SECRET)
+
+
 def start_box(daemons: Any, config: str, name: str, secret: str | None = None, **kw: Any) -> Any:
     d = daemons(config, name=name, **kw)
     if secret:
@@ -162,8 +168,7 @@ def test_a_flood_of_junk_keeps_memory_and_the_log_flat(
 def test_signatures_bind_topic_and_box_and_are_not_replayed(
     daemons: Any, broker: Broker, peers: list[Peer], cloud: str
 ) -> None:
-    config = box_config(broker.port, "box1", "require_signature = true\n", cloud)
-    d = start_box(daemons, config, "box1", SECRET)
+    d = signed_box(daemons, broker.port, cloud)
     peer = Peer(broker.port)
     peers.append(peer)
     peer.subscribe("s/#")
@@ -324,8 +329,7 @@ def test_qos2_past_the_receive_maximum_is_refused_before_paho_keeps_it(
 def test_requests_past_the_receive_maximum_get_one_final_busy_answer(
     daemons: Any, rude: RudeBroker, cloud: str
 ) -> None:
-    config = box_config(rude.port, "box1", "require_signature = true\n", cloud)
-    d = start_box(daemons, config, "box1", SECRET)
+    d = signed_box(daemons, rude.port, cloud)
     n = WINDOW + 16
     _, packets = held_gets(rude, WINDOW)
     prompt = "x" * (intake.OVERFLOW_PACKET + 1)  # past the window, and too large to hold
@@ -389,8 +393,7 @@ def test_a_redelivery_past_the_receive_maximum_of_a_known_task_is_not_answered_b
 def test_a_burst_larger_than_the_window_is_answered_in_full_once(
     daemons: Any, broker: Broker, peers: list[Peer], cloud: str
 ) -> None:
-    config = box_config(broker.port, "box1", "require_signature = true\n", cloud)
-    d = start_box(daemons, config, "box1", SECRET)
+    d = signed_box(daemons, broker.port, cloud)
     peer = Peer(broker.port)
     peers.append(peer)
     peer.subscribe("burst/#")
