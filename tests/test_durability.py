@@ -57,7 +57,7 @@ def test_kill9_with_queued_and_running_tasks_then_restart(daemons: Any) -> None:
     assert "recovered after an unclean stop: 1 task(s) requeued" in d.log()
     wait_for(
         lambda: all(t["state"] in FINAL for t in d.json("tasks", "list")),
-        180,
+        600,  # local generations: a minute alone, much longer beside a QEMU guest
         interval=0.5,
         what="all tasks final",
     )
