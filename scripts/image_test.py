@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import build_image
+import image_update
 from box_test import (
     Report,
     check_cli,
@@ -79,14 +80,20 @@ class SshGuest:
         self.vm, self.work, self.port, self.key = vm, work, port, key
         self.known_hosts = work / "known_hosts"
 
-    def _ssh(self, *extra: str) -> list[str]:
+    def _opts(self) -> list[str]:
         return [
-            "ssh", "-i", str(self.key), "-p", str(self.port),
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+            "-i", str(self.key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
             "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR",
-            *extra, "root@127.0.0.1",
         ]  # fmt: skip
+
+    def _ssh(self, *extra: str) -> list[str]:
+        return ["ssh", "-p", str(self.port), *self._opts(), *extra, "root@127.0.0.1"]
+
+    def copy_in(self, src: Path, dest: str, timeout: float = 900) -> None:
+        """src onto the guest at dest, by scp as the owner would."""
+        subprocess.run(["scp", "-q", "-P", str(self.port), *self._opts(), str(src),
+                        f"root@127.0.0.1:{dest}"], check=True, timeout=timeout)  # fmt: skip
 
     def run(self, cmd: str, timeout: float = 120) -> tuple[int, str]:
         """cmd in the guest's root shell: (exit status, stdout+stderr); -1 when timed out."""
@@ -296,7 +303,7 @@ def boot_figures(g: SshGuest, rep: Report, arch: str, tag: str) -> None:
         rep.figures[f"{arch}{tag}_kernel_to_ready_s"] = round(int(show) / 1e6, 1)
 
 
-def test_variant(arch: str, out: Path, rep: Report, reboot: bool) -> None:
+def test_variant(arch: str, out: Path, rep: Report, reboot: bool, update: bool) -> None:
     m = MACHINES[arch]
     extra = dict(m["packages"])
     if "firmware_pkg" in m and not Path(m["firmware"][0]).exists():
@@ -308,7 +315,8 @@ def test_variant(arch: str, out: Path, rep: Report, reboot: bool) -> None:
         )
     work = out / arch
     work.mkdir(parents=True, exist_ok=True)
-    summary = build_image.build(arch, out / "images", None)
+    key = image_update.release_key(work) if update else None
+    summary = build_image.build(arch, out / "images", None, release_keys=key and [key[1]])
     for k in (
         "total_s",
         "image_bytes",
@@ -318,7 +326,8 @@ def test_variant(arch: str, out: Path, rep: Report, reboot: bool) -> None:
     ):
         rep.figures[f"{arch}_build_{k}"] = summary[k]
     check_image_root(rep, Path(str(summary["root"])), arch)
-    disk, key = flash(Path(str(summary["image"])), work)
+    bundles = image_update.make_bundles(arch, key[0], work) if key else None
+    disk, owner = flash(Path(str(summary["image"])), work)
     vars_copy = work / "efivars.fd"
     shutil.copy(m["firmware"][1], vars_copy)
     port = free_port()
@@ -333,7 +342,7 @@ def test_variant(arch: str, out: Path, rep: Report, reboot: bool) -> None:
     t0 = time.monotonic()
     vm.start()
     drain_serial(vm, work / "serial.log")
-    g = SshGuest(vm, work, port, key)
+    g = SshGuest(vm, work, port, owner)
     try:
         rep.figures[f"{arch}_power_on_to_ssh_s"] = round(g.wait(m["boot_limit"]), 1)
         _, state = sh(g, "systemctl is-system-running --wait", m["boot_limit"])
@@ -350,6 +359,9 @@ def test_variant(arch: str, out: Path, rep: Report, reboot: bool) -> None:
         check_answer(g, rep, arch, m["answer_limit"])
         check_journal(g, rep, tag)
         save_journal(g, work, "journal-boot1.txt")
+        if bundles is not None:
+            image_update.check_update(g, rep, arch, bundles)
+            save_journal(g, work, "journal-update.txt")
         if reboot:
             _, before = sh(g, "cat /etc/machine-id; hostname")
             g.run("systemctl reboot", 30)
@@ -374,6 +386,9 @@ def main() -> int:
     ap.add_argument("--arch", choices=[*MACHINES, "all"], default="all")
     ap.add_argument("--out", default="out/image-test")
     ap.add_argument("--no-reboot", action="store_true", help="skip the second boot")
+    ap.add_argument(
+        "--update", action="store_true", help="also run the update flow once (docs/updates.md)"
+    )
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +396,7 @@ def main() -> int:
     arches = list(MACHINES) if args.arch == "all" else [args.arch]
     for arch in arches:
         try:
-            test_variant(arch, out, rep, reboot=not args.no_reboot)
+            test_variant(arch, out, rep, reboot=not args.no_reboot, update=args.update)
         except (RuntimeError, TimeoutError, subprocess.CalledProcessError, OSError) as exc:
             rep.check(f"{arch} image test ran to the end", False, f"{type(exc).__name__}: {exc}")
     passed = sum(r["ok"] for r in rep.results)
