@@ -17,7 +17,7 @@ import uvloop
 
 from agentbox import STARTED, __version__, config, keys, logs
 from agentbox.admin import Admin
-from agentbox.agent.tools import NAMES as TOOL_NAMES
+from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlError, socket_path

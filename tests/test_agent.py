@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from agentbox.agent.tools import CATALOG, NAMES, Context, calculator, clock, host_allowed
+from agentbox.agent.names import NAMES
+from agentbox.agent.tools import CATALOG, Context, calculator, clock, host_allowed
 from agentbox.config import AgentConfig, ProviderConfig, Settings
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.providers.transport import HttpClient

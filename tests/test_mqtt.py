@@ -14,7 +14,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agentbox.agent.tools import NAMES as TOOL_NAMES
+from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.control_client import ControlClient, ControlError
 from tests.conftest import free_port, wait_for
 from tests.fakes import FakeProvider, openai_stream, tool_calls

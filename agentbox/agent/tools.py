@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 from agentbox.agent import addresses, arith
+from agentbox.agent.names import NAMES
 from agentbox.agent.pagetext import readable
 from agentbox.config import AgentConfig
 from agentbox.providers.base import Tool
@@ -274,4 +275,5 @@ CATALOG: dict[str, AgentTool] = {
         ),
     )
 }
-NAMES = frozenset(CATALOG)
+if frozenset(CATALOG) != NAMES:  # one list of names: agent/names.py
+    raise RuntimeError(f"agent/names.py and the tool catalogue differ: {sorted(CATALOG)}")

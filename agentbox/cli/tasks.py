@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentbox.agent.tools import NAMES as TOOL_NAMES
+from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.cli.common import (
     EX_FAILED,
     EX_USAGE,

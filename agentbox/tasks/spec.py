@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentbox import jsonstrict
-from agentbox.agent.tools import NAMES as TOOL_NAMES
+from agentbox.agent.names import NAMES as TOOL_NAMES
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
