@@ -122,15 +122,20 @@ def _json(out: str) -> Any:
         return None
 
 
-def update(g: Guest, path: str, extra: str, log: str) -> tuple[int, Any, float]:
-    """`agentbox update` in the guest with a short probation: (exit, its JSON, seconds)."""
+def update(g: Guest, path: str, extra: str, log: str) -> tuple[int, Any, str, float]:
+    """`agentbox update` in the guest with a short probation: (exit, its JSON, its state and
+    the last lines of its progress log in one detail line, seconds)."""
     t0 = time.monotonic()
     rc, out = g.run(
         f"AGENTBOX_UPDATE__PROBATION_S={PROBATION_S} agentbox update {shlex.quote(path)} {extra}"
         f" --json 2>{log}",
         1800,
     )
-    return rc, _json(out), round(time.monotonic() - t0, 1)
+    secs = round(time.monotonic() - t0, 1)
+    got = _json(out)
+    _, progress = sh(g, f"tail -n 4 {log}")
+    state = got.get("state") if isinstance(got, dict) else None
+    return rc, state, f"exit {rc}, {got}: {tail(progress)}", secs
 
 
 def serving(g: Guest) -> tuple[str, str]:
@@ -193,12 +198,10 @@ def check_update(g: Guest, rep: Report, arch: str, bundles: dict[str, dict[str, 
     rep.figures[f"{arch}_update_bundle_bytes"] = bundles["good"]["bytes"]
     ids = submit_tasks(g, rep, arch)
 
-    rc, got, secs = update(g, "/root/bad.bundle", "", "/root/update-bad.log")
+    rc, state, detail, secs = update(g, "/root/bad.bundle", "", "/root/update-bad.log")
     rep.figures[f"{arch}_rollback_s"] = secs
-    state = got.get("state") if isinstance(got, dict) else None
-    _, log = sh(g, "tail -n 4 /root/update-bad.log")
     rep.check(f"{arch} update: a release that exits 78 is rolled back (exit 1)",
-              rc == 1 and state == "rolled_back", f"exit {rc}, {got}: {tail(log)}")  # fmt: skip
+              rc == 1 and state == "rolled_back", detail)  # fmt: skip
     version, active = serving(g)
     rep.check(f"{arch} update: after the rollback the old release serves, READY",
               version == old and active == "active", f"version {version}, {active}")  # fmt: skip
@@ -207,12 +210,12 @@ def check_update(g: Guest, rep: Report, arch: str, bundles: dict[str, dict[str, 
               f"{installed}, current {cur}, last {last}")  # fmt: skip
 
     sha = shlex.quote(str(bundles["good"]["sha256"]))
-    rc, got, secs = update(g, "/root/good.bundle", f"--sha256 {sha}", "/root/update-good.log")
+    rc, state, detail, secs = update(
+        g, "/root/good.bundle", f"--sha256 {sha}", "/root/update-good.log"
+    )
     rep.figures[f"{arch}_update_s"] = secs
-    state = got.get("state") if isinstance(got, dict) else None
-    _, log = sh(g, "tail -n 4 /root/update-good.log")
     rep.check(f"{arch} update: the good bundle is switched to (exit 0)",
-              rc == 0 and state == "succeeded", f"exit {rc}, {got}: {tail(log)}")  # fmt: skip
+              rc == 0 and state == "succeeded", detail)  # fmt: skip
     version, active = serving(g)
     rep.check(f"{arch} update: status shows the new release {new}, READY",
               version == new and active == "active", f"version {version}, {active}")  # fmt: skip
@@ -228,11 +231,10 @@ def check_update(g: Guest, rep: Report, arch: str, bundles: dict[str, dict[str, 
         ' f.seek(n); b = f.read(1); f.seek(n); f.write(bytes([b[0] ^ 1]))"'
     )
     sh(g, flip)
-    rc, got, _ = update(g, "/root/tampered.bundle", "", "/root/update-tampered.log")
-    _, log = sh(g, "tail -n 2 /root/update-tampered.log")
+    rc, _, detail, _ = update(g, "/root/tampered.bundle", "", "/root/update-tampered.log")
     after = releases(g)[:3]
     ok = rc == 65 and after == (installed, cur, prev)
     rep.check(f"{arch} update: a tampered bundle is refused (exit 65), nothing changed", ok,
-              f"exit {rc}, {got}: {tail(log)}")  # fmt: skip
+              detail)  # fmt: skip
     tasks_finished(g, rep, arch, ids)
     g.run("rm -f /root/good.bundle /root/bad.bundle /root/tampered.bundle")
