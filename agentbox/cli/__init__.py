@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agentbox import __version__
-from agentbox.cli import jobs, system, tasks, update
+from agentbox.cli import jobs, schema, system, tasks, update
 from agentbox.cli.common import EX_FAILED, CliError, Parser
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_parsers(sub)
     system.add_parsers(sub)
     update.add_parsers(sub)
+    schema.add_parsers(sub)
     return p
 
 

@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     step_limit = "step_limit"  # an agent task used its steps without a final answer
     missed_run = "missed_run"  # a scheduled run whose time passed while the box could not run it
     internal = "internal"
+    busy = "busy"  # refused at intake while the box holds all it may: not run, send it again
 
 
 class Message(BaseModel):
