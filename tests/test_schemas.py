@@ -151,9 +151,10 @@ def test_what_a_real_box_sends_over_mqtt_matches_the_schemas(
             schemas.validate(kind, body)
             seen[kind] = seen.get(kind, 0) + 1
     assert seen.keys() >= {"status", "info", "health", "event", "result"}, seen
-    states = {b["state"] for t, b, _, _ in peer.messages if t.endswith("/status")}
+    bodies: list[tuple[str, Any]] = [(t, b) for t, b, _, _ in peer.messages]
+    states = {b["state"] for t, b in bodies if t.endswith("/status")}
     assert states == {"online", "offline", "stopped"}
-    events = {b["event"] for t, b, _, _ in peer.messages if t.endswith("/event")}
+    events = {b["event"] for t, b in bodies if t.endswith("/event")}
     assert events >= {"accepted", "running", "progress", "result"}
 
 
