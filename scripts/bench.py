@@ -6,7 +6,10 @@
   against the baseline in the same run: the same 1,000 rows committed one per transaction
   (SQLite WAL, synchronous=FULL), which is what a store without group commit pays.
 - latency: one task at a time through the daemon to an instant fake provider, against the
-  same chat completion sent straight to that fake (the baseline): the difference is ours.
+  same chat completion sent straight to that fake by a lean raw-socket client (the baseline;
+  an httpx client too): the difference is ours.
+- spread-out latency: one task every 60 ms for a minute (p50/p99), against one bare durable
+  SQLite commit every 60 ms (the store's floor on this disk).
 - local tokens/s: our worker against bare llama-cpp-python, same model, threads and prompt.
 """
 
@@ -123,8 +126,39 @@ def percentiles(xs: list[float]) -> dict[str, float]:
     }
 
 
+def raw_request(url: str) -> bytes:
+    """The chat completion as HTTP/1.1 bytes, keep-alive: what the lean floor client sends."""
+    host = url.removeprefix("http://")
+    body = json.dumps(CHAT).encode()
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def raw_latency(url: str) -> list[float]:
+    """The floor: a lean client on a raw keep-alive socket that reads the chunked stream to
+    its end. httpx's own ~1 ms per call would hide part of what agentbox adds."""
+    host, port = url.removeprefix("http://").split(":")
+    request = raw_request(url)
+    out = []
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = sock.makefile("rb")
+        for _ in range(LATENCY_N):
+            t0 = time.perf_counter()
+            sock.sendall(request)
+            while reader.readline() != b"\r\n":  # status line and headers
+                pass
+            while size := int(reader.readline(), 16):  # chunks, up to the last (size 0)
+                reader.read(size + 2)
+            reader.readline()
+            out.append(time.perf_counter() - t0)
+    return out
+
+
 def direct_latency(url: str) -> list[float]:
-    """A client calling the (fake) provider itself: the floor agentbox adds to."""
+    """A client calling the (fake) provider itself with httpx: the floor as most clients see it."""
     out = []
     with httpx.Client() as client:
         for _ in range(LATENCY_N):
@@ -152,6 +186,63 @@ async def daemon_latency(path: Path) -> list[float]:
         assert msg["type"] == "reply" and msg["task"]["state"] == "succeeded", msg
         out.append(time.perf_counter() - t0)
     writer.close()
+    return out
+
+
+SPREAD_GAP_S = 0.06
+SPREAD_N = 1000  # one minute
+
+
+async def spread_latency(path: Path) -> list[float]:
+    """One task every 60 ms for a minute, each timed from its submit to its result: unlike
+    tasks sent back to back, these meet the disk's periodic fsync stalls."""
+    conns = [await asyncio.open_unix_connection(str(path), limit=1 << 22) for _ in range(16)]
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for c in conns:
+        idle.put_nowait(c)
+    out: list[float] = []
+
+    async def one(i: int) -> None:
+        reader, writer = await idle.get()
+        spec = {"id": f"spread-{i}", "prompt": "hello", "tier": "cloud", "max_tokens": 16}
+        t0 = time.perf_counter()
+        writer.write(json.dumps({"op": "submit", "spec": spec, "wait": True}).encode() + b"\n")
+        await writer.drain()
+        while (msg := json.loads(await reader.readline()))["type"] == "event":
+            pass
+        out.append(time.perf_counter() - t0)
+        assert msg["task"]["state"] == "succeeded", msg
+        idle.put_nowait((reader, writer))
+
+    start = time.perf_counter()
+    running = []
+    for i in range(SPREAD_N):
+        await asyncio.sleep(max(0.0, start + i * SPREAD_GAP_S - time.perf_counter()))
+        running.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*running)
+    for _, writer in conns:
+        writer.close()
+    return out
+
+
+def baseline_spread_commits(path: Path) -> list[float]:
+    """The store's floor for the spread-out run: one bare synchronous=FULL commit (WAL) every
+    60 ms for a minute, the rows a task's accept, claim and result write."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    out = []
+    start = time.perf_counter()
+    for i in range(SPREAD_N):
+        time.sleep(max(0.0, start + i * SPREAD_GAP_S - time.perf_counter()))
+        t0 = time.perf_counter()
+        conn.execute("BEGIN")
+        for _ in range(3):
+            conn.execute("INSERT INTO t (body) VALUES (?)", ("x" * 600,))
+        conn.execute("COMMIT")
+        out.append(time.perf_counter() - t0)
+    conn.close()
     return out
 
 
@@ -225,8 +316,11 @@ def main() -> None:
     sock = tmp / "s4" / "control.sock"
     seq = asyncio.run(submit_all(sock, 1, "seq"))
     conc = asyncio.run(submit_all(sock, 16, "conc"))
+    raw = raw_latency(fake_url)
     direct = direct_latency(fake_url)
     through = asyncio.run(daemon_latency(sock))
+    spread = asyncio.run(spread_latency(sock))
+    spread_base = baseline_spread_commits(tmp / "spread-baseline.db")
     proc.terminate()
     proc.wait(60)
     fake.terminate()
@@ -250,12 +344,19 @@ def main() -> None:
         "baseline_sqlite_commit_per_task_full": {"s": round(base, 3), "per_s": round(N / base)},
         "concurrent16_vs_baseline": round(base / conc, 2),
         "latency_one_at_a_time": {
-            "direct_call_to_fake_provider": percentiles(direct),
+            "raw_socket_call_to_fake_provider": percentiles(raw),
+            "httpx_call_to_fake_provider": percentiles(direct),
             "through_agentbox": percentiles(through),
-            "added_p50_ms": round(
+            "added_p50_ms": round((statistics.median(through) - statistics.median(raw)) * 1000, 2),
+            "added_p50_ms_over_httpx": round(
                 (statistics.median(through) - statistics.median(direct)) * 1000, 2
             ),
             "target_added_p50_ms": 2,
+        },
+        "latency_spread_one_every_60ms": {
+            "tasks": SPREAD_N,
+            "through_agentbox": percentiles(spread),
+            "baseline_bare_full_commit": percentiles(spread_base),
         },
         "local_tokens_per_s": local,
         "mqtt": mqtt,
