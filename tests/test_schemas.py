@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +67,24 @@ SPECS: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=[json.dumps(s)[:40] for s in SPECS])
-def test_a_spec_the_schema_accepts_the_box_accepts_and_the_reverse(spec: Any) -> None:
+def schema_and_box_agree(name: str, document: Any, parse: Callable[[Any], object]) -> None:
+    """A document the schema accepts, the box accepts, and the reverse."""
     try:
-        schemas.validate("task-spec", spec)
+        schemas.validate(name, document)
         schema_ok = True
     except jsonschema.ValidationError:
         schema_ok = False
     try:
-        parse_spec(spec)
+        parse(document)
         box_ok = True
     except SpecError:
         box_ok = False
-    assert schema_ok == box_ok, (schema_ok, box_ok)
+    assert schema_ok == box_ok, {"schema accepts": schema_ok, "box accepts": box_ok}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[json.dumps(s)[:40] for s in SPECS])
+def test_a_spec_the_schema_accepts_the_box_accepts_and_the_reverse(spec: Any) -> None:
+    schema_and_box_agree("task-spec", spec, parse_spec)
 
 
 @pytest.mark.parametrize(
@@ -93,17 +99,7 @@ def test_a_spec_the_schema_accepts_the_box_accepts_and_the_reverse(spec: Any) ->
     ],
 )
 def test_a_schedule_the_schema_accepts_the_box_accepts(schedule: dict[str, Any]) -> None:
-    try:
-        schemas.validate("schedule", schedule)
-        schema_ok = True
-    except jsonschema.ValidationError:
-        schema_ok = False
-    try:
-        parse_schedule(schedule)
-        box_ok = True
-    except SpecError:
-        box_ok = False
-    assert schema_ok == box_ok
+    schema_and_box_agree("schedule", schedule, parse_schedule)
 
 
 def test_what_a_real_box_sends_over_mqtt_matches_the_schemas(
