@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from agentbox import config, keys, netcheck
 from agentbox.config import ConfigError, MqttConfig
-from agentbox.control import Op
 from agentbox.health import Parts, addresses
 from agentbox.mqtt.connect import check_broker
 from agentbox.routing.pool import test_key
+from agentbox.vocabulary import Op
 
 if TYPE_CHECKING:
     from agentbox.daemon import Daemon

@@ -19,12 +19,10 @@ from typing import Any
 
 from agentbox.control_client import ControlError, encode_line
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import ErrorCode, SpecError, State, parse_spec
+from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import TaskRow
 from agentbox.tasks.writer import StoreError
-
-# A named request of the control socket (and, for schedules, of MQTT): request -> reply fields.
-Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+from agentbox.vocabulary import ErrorCode, Op, SpecError, State
 
 log = logging.getLogger("agentbox.control")
 ENVELOPE_BYTES = 16 * 1024  # a request line may hold a spec of max_payload_bytes plus this

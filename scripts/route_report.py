@@ -7,7 +7,7 @@ from collections import Counter
 
 from agentbox.config import ProviderConfig, Settings
 from agentbox.routing.router import Router
-from agentbox.tasks.spec import TaskSpec
+from agentbox.vocabulary import TaskSpec
 
 LIGHT = [
     "Say hello in five words.",

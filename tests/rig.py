@@ -18,8 +18,8 @@ from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, ProviderRunner
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
-from agentbox.tasks.spec import TaskSpec
 from agentbox.tasks.store import Store
+from agentbox.vocabulary import TaskSpec
 
 
 @dataclass

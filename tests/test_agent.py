@@ -21,8 +21,9 @@ from agentbox.providers.transport import HttpClient
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
 from agentbox.tasks.notes import NoteStore
-from agentbox.tasks.spec import ErrorCode, SpecError, TaskSpec, parse_spec
+from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store
+from agentbox.vocabulary import ErrorCode, SpecError, TaskSpec
 from tests.conftest import Daemon
 from tests.fakes import (
     FakeProvider,

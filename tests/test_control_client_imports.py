@@ -21,3 +21,12 @@ def test_the_control_client_imports_none_of_the_servers_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["agentbox", "agentbox.control_client"]
+
+
+def test_the_shared_vocabulary_is_a_leaf() -> None:
+    probe = (
+        "import sys, agentbox.vocabulary; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('agentbox'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["agentbox", "agentbox.vocabulary"]

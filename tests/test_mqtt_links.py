@@ -19,8 +19,8 @@ from agentbox.mqtt.bridge import Bridge, IntakeStalled
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.routing.router import Router
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import TaskSpec
 from agentbox.tasks.store import Store, TaskRow
+from agentbox.vocabulary import TaskSpec
 from tests.conftest import NotifyListener
 from tests.mqtt_peer import Broker, Peer
 

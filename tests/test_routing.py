@@ -17,7 +17,7 @@ from agentbox.routing.budget import Budget, BudgetExceeded
 from agentbox.routing.heuristics import assess
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
-from agentbox.tasks.spec import SpecError, TaskSpec
+from agentbox.vocabulary import SpecError, TaskSpec
 from tests.conftest import free_port
 from tests.fakes import FakeProvider, error, openai_stream
 

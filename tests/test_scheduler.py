@@ -20,9 +20,9 @@ from agentbox.routing.runner import Outcome, Progress
 from agentbox.tasks import store as store_module
 from agentbox.tasks.scheduler import Scheduler, backoff
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import SpecError, State, TaskSpec
 from agentbox.tasks.store import Event, Store
 from agentbox.tasks.writer import StoreError
+from agentbox.vocabulary import SpecError, State, TaskSpec
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from agentbox.tasks.planner import GRACE_S, _missed
 from agentbox.tasks.schedules import Schedule, parse_schedule
-from agentbox.tasks.spec import SpecError
+from agentbox.vocabulary import SpecError
 from tests.conftest import wait_for
 
 NO_MQTT = "[mqtt]\nenabled = false\n"

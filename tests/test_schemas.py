@@ -15,7 +15,8 @@ import pytest
 from agentbox import schemas
 from agentbox.schemas import models
 from agentbox.tasks.schedules import parse_schedule
-from agentbox.tasks.spec import ErrorCode, SpecError, State, parse_spec
+from agentbox.tasks.spec import parse_spec
+from agentbox.vocabulary import ErrorCode, SpecError, State
 from tests.conftest import wait_for
 from tests.fakes import FakeProvider, openai_stream, tool_calls
 from tests.mqtt_peer import Broker, Peer

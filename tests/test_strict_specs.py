@@ -14,7 +14,8 @@ from agentbox.config import BudgetConfig
 from agentbox.providers.base import Completion
 from agentbox.routing.runner import check_output
 from agentbox.tasks.schedules import parse_schedule
-from agentbox.tasks.spec import ErrorCode, SpecError, parse_spec
+from agentbox.tasks.spec import parse_spec
+from agentbox.vocabulary import ErrorCode, SpecError
 from tests.conftest import Daemon, wait_for
 from tests.mqtt_peer import Broker, Peer
 

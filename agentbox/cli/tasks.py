@@ -169,7 +169,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_route(args: argparse.Namespace) -> int:
     """Dry run of the router on this machine's config: spends nothing, needs no daemon."""
     from agentbox.routing.router import Router  # noqa: PLC0415
-    from agentbox.tasks.spec import SpecError, parse_spec  # noqa: PLC0415
+    from agentbox.tasks.spec import parse_spec  # noqa: PLC0415
+    from agentbox.vocabulary import SpecError  # noqa: PLC0415
 
     loaded = load_config(args)
     try:

@@ -32,7 +32,6 @@ from paho.mqtt.packettypes import PacketTypes
 
 from agentbox import keys
 from agentbox.config import MqttConfig
-from agentbox.control import Op
 from agentbox.health import Health
 from agentbox.mqtt import intake
 from agentbox.mqtt.connect import client_for, describe_error, properties
@@ -44,9 +43,9 @@ from agentbox.mqtt.refusals import Refusals
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import ErrorCode, SpecError
 from agentbox.tasks.store import Event, Store
 from agentbox.tasks.writer import StoreError
+from agentbox.vocabulary import ErrorCode, Op, SpecError
 
 log = logging.getLogger("agentbox.mqtt")
 SESSION_EXPIRY_S = 7 * 86400

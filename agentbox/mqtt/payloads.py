@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from agentbox.tasks.spec import ID_PATTERN, ErrorCode, SpecError
+from agentbox.vocabulary import ID_PATTERN, ErrorCode, SpecError
 
 MAX_DEPTH = 32
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from agentbox.mqtt import intake
 from agentbox.mqtt.payloads import decode, id_of, rejected
-from agentbox.tasks.spec import ErrorCode, SpecError
 from agentbox.tasks.writer import StoreError
+from agentbox.vocabulary import ErrorCode, SpecError
 
 if TYPE_CHECKING:  # the bridge imports this module
     from agentbox.mqtt.bridge import Bridge, Link

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from typing import Any
 
-from agentbox.tasks.spec import ErrorCode, SpecError
+from agentbox.vocabulary import ErrorCode, SpecError
 
 WINDOW_S = 300  # a signed request's `ts` may be this far from the box's clock
 # Signed requests remembered at once. Only holders of the secret can fill it (signatures are

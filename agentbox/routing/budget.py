@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from agentbox.config import BudgetConfig
 from agentbox.providers.base import Completion
+from agentbox.vocabulary import UsageEntry
 
 
 def day_month(at: float) -> tuple[str, str]:
@@ -30,50 +31,32 @@ def _day_month_of_minute(minute: int) -> tuple[str, str]:
     return time.strftime("%Y-%m-%d", t), time.strftime("%Y-%m", t)
 
 
-@dataclass(frozen=True)
-class UsageEntry:
-    """One billed call, as the ledger keeps it."""
-
-    at: float
-    task_id: str
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cache_write_tokens: int
-    cost_usd: float
-    estimated: bool
-    call: str = ""  # the call's id: its in-flight row is settled in place by it
-    in_flight: bool = False  # written before the request left: its worst case, until settled
-
-    @classmethod
-    def of(
-        cls,
-        c: Completion,
-        *,
-        at: float,
-        task_id: str,
-        provider: str,
-        cost: float,
-        estimated: bool,
-        call: str = "",
-        in_flight: bool = False,
-    ) -> UsageEntry:
-        return cls(
-            at,
-            task_id,
-            provider,
-            c.model,
-            c.input_tokens,
-            c.output_tokens,
-            c.cached_tokens,
-            c.cache_write_tokens,
-            cost,
-            estimated,
-            call,
-            in_flight,
-        )
+def usage_entry(
+    c: Completion,
+    *,
+    at: float,
+    task_id: str,
+    provider: str,
+    cost: float,
+    estimated: bool,
+    call: str = "",
+    in_flight: bool = False,
+) -> UsageEntry:
+    """The ledger row of a completed call."""
+    return UsageEntry(
+        at,
+        task_id,
+        provider,
+        c.model,
+        c.input_tokens,
+        c.output_tokens,
+        c.cached_tokens,
+        c.cache_write_tokens,
+        cost,
+        estimated,
+        call,
+        in_flight,
+    )
 
 
 class Ledger(Protocol):
@@ -165,7 +148,7 @@ class Budget:
             self.today += cost
         if month == self.month:
             self.this_month += cost
-        return UsageEntry.of(
+        return usage_entry(
             completion,
             at=at,
             task_id=task_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from agentbox.tasks.spec import TaskSpec
+from agentbox.vocabulary import TaskSpec
 
 # Word stems that ask for reasoning the small local model does badly, and ones that ask for
 # the short, mechanical work it does well. Tune them here; README lists them.

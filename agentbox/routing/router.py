@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from agentbox.config import Settings
 from agentbox.routing.heuristics import HEAVY_MODEL_AT, THRESHOLDS, assess
-from agentbox.tasks.spec import ErrorCode, Route, SpecError, TaskSpec
+from agentbox.vocabulary import ErrorCode, Route, SpecError, TaskSpec
 
 LOCAL = "local"
 CLOUD = "cloud"

@@ -23,9 +23,9 @@ from agentbox.providers.base import Completion, Failure, Provider, ProviderError
 from agentbox.providers.prices import PriceTable
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
-from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, UsageEntry
+from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
-from agentbox.tasks.spec import Route, TaskSpec
+from agentbox.vocabulary import Route, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.runner")
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -350,7 +350,7 @@ class ProviderRunner:
     ) -> None:
         """Write the call down at its worst case before it leaves the box: a crash or a full
         disk after it was sent must not lose what it may have cost."""
-        row = UsageEntry.of(
+        row = usage_entry(
             worst_call,
             at=time.time(),
             task_id=task_id,

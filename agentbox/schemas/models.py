@@ -8,7 +8,7 @@ from typing import Any
 
 from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.tasks.schedules import Schedule
-from agentbox.tasks.spec import TaskSpec
+from agentbox.vocabulary import TaskSpec
 
 BASE = "https://agentbox.invalid/schemas/"
 

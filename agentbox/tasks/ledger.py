@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from agentbox.routing.budget import UsageEntry
 from agentbox.tasks.store import Store
 from agentbox.tasks.usage import insert_usage, withdraw_call
+from agentbox.vocabulary import UsageEntry
 
 
 class StoreLedger:

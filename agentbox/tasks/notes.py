@@ -11,9 +11,8 @@ import time
 from typing import Any
 
 from agentbox.agent.tools import MAX_NOTES, Note
-from agentbox.control import Op
-from agentbox.tasks.spec import ErrorCode, SpecError
 from agentbox.tasks.writer import Writer
+from agentbox.vocabulary import ErrorCode, Op, SpecError
 
 
 class NoteStore:

@@ -10,10 +10,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from agentbox.control import Op
 from agentbox.tasks.schedules import Schedule, ScheduleStore, entry, parse_schedule
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import ErrorCode, SpecError, State, parse_spec
+from agentbox.tasks.spec import parse_spec
+from agentbox.vocabulary import ErrorCode, Op, SpecError, State
 
 log = logging.getLogger("agentbox.schedules")
 

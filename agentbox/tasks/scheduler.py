@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.runner import Outcome, Progress
-from agentbox.tasks.spec import ErrorCode, State, TaskSpec
 from agentbox.tasks.store import Store, TaskRow
 from agentbox.tasks.writer import StoreError
+from agentbox.vocabulary import ErrorCode, State, TaskSpec
 
 log = logging.getLogger("agentbox.scheduler")
 MAX_BACKOFF_S = 300.0

@@ -16,8 +16,9 @@ from typing import Any, Literal
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentbox.tasks.spec import ErrorCode, SpecError, parse_spec
+from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.writer import Writer
+from agentbox.vocabulary import ErrorCode, SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,39}$"  # + "." + due time fits a task id
 MAX_SCHEDULES = 200

@@ -10,8 +10,9 @@ from typing import Any
 
 from agentbox.routing.router import Decision, Router
 from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
-from agentbox.tasks.spec import ErrorCode, SpecError, State, TaskSpec, parse_spec
+from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store, TaskRow
+from agentbox.vocabulary import ErrorCode, SpecError, State, TaskSpec
 
 log = logging.getLogger("agentbox.tasks")
 # While the disk fails, MQTT intake waits for it (its unacknowledged message waits with it);

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import jsonstrict
-from agentbox.routing.budget import UsageEntry
-from agentbox.tasks.spec import FINAL_STATES, ErrorCode, State, TaskSpec
 from agentbox.tasks.usage import insert_usage, settle_orphans
 from agentbox.tasks.writer import Writer
+from agentbox.vocabulary import FINAL_STATES, ErrorCode, State, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.store")
 PRUNE_BATCH = 500  # finished tasks deleted per transaction

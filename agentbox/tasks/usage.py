@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from agentbox.routing.budget import UsageEntry, day_month
+from agentbox.routing.budget import day_month
+from agentbox.vocabulary import UsageEntry
 
 
 def insert_usage(c: sqlite3.Connection, entry: UsageEntry) -> None:
