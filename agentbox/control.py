@@ -195,20 +195,17 @@ class ControlServer:
         return {"type": "reply", "tasks": [_brief(r) for r in rows]}
 
     async def _op_submit(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        spec = req["spec"]
-        if isinstance(spec, dict):
+        raw = req["spec"]
+        if isinstance(raw, dict):
             # Encoded again so that the intake's payload limit applies as it does to text.
-            spec = json.dumps(spec, separators=(",", ":"))
+            raw = json.dumps(raw, separators=(",", ":"))
+        # Parsed once, here, and given its id first: a waiter watches the task before it is
+        # submitted, so that no event can slip between the commit and the watch.
+        spec = parse_spec(raw, self.service.max_payload_bytes).with_id()
         if not req.get("wait"):
             row, created = await self.service.submit(spec, "local")
             return {"type": "reply", "created": created, "task": row.body()}
-        # Give the task its id first and watch it before submitting, so that no event can
-        # slip between the commit and the watch.
-        parsed = parse_spec(spec, self.service.max_payload_bytes)
-        if parsed.id is None:
-            parsed = parsed.with_id()
-            spec = json.dumps({**json.loads(spec), "id": parsed.id}, separators=(",", ":"))
-        key = str(parsed.id)
+        key = str(spec.id)
         queue = self.service.watch(key)
         try:
             row, created = await self.service.submit(spec, "local")

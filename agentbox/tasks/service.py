@@ -49,14 +49,18 @@ class TaskService:
         return self._router().decide(spec, background=source in BACKGROUND_SOURCES)
 
     async def submit(
-        self, raw: bytes | str | dict[str, Any], source: str, reply: dict[str, Any] | None = None
+        self,
+        raw: bytes | str | dict[str, Any] | TaskSpec,
+        source: str,
+        reply: dict[str, Any] | None = None,
     ) -> tuple[TaskRow, bool]:
-        """Validate and commit one task; raises SpecError for input refused at intake."""
+        """Validate (unless already parsed) and commit one task; SpecError if refused."""
         if not self.accepting:
             raise SpecError(
                 ErrorCode.provider_unavailable, "the daemon is stopping; submit again shortly"
             )
-        spec: TaskSpec = parse_spec(raw, self.max_payload_bytes).with_id()
+        parsed = raw if isinstance(raw, TaskSpec) else parse_spec(raw, self.max_payload_bytes)
+        spec = parsed.with_id()
         try:
             decision = self.route(spec, source)
         except SpecError as exc:
