@@ -157,6 +157,21 @@ class UpdateConfig(Section):
     probation_s: float = Field(default=120.0, gt=0, le=86400)
 
 
+class FleetConfig(Section):
+    """`agentbox fleet`: when a box's report is worth an alert (README "Watching the fleet")."""
+
+    health_interval_s: int = Field(default=60, ge=1, le=86400)  # for boxes that do not say
+    stale_intervals: float = Field(default=3.0, ge=1, le=100)  # no health this long: offline
+    stopped_after_s: float = Field(default=600.0, ge=0)  # a restart is not an alert
+    temp_c: float = Field(default=80.0, ge=0, le=200)
+    disk_free_mb: int = Field(default=500, ge=0)
+    mem_percent: float = Field(default=90.0, ge=0, le=100)
+    budget_warn_percent: float = Field(default=80.0, ge=0, le=100)
+    failure_rate: float = Field(default=0.25, ge=0, le=1)  # of the last hour's finished tasks
+    failure_min_tasks: int = Field(default=4, ge=1)  # fewer finished tasks prove nothing
+    fail_on: Literal["info", "warning", "critical"] = "warning"
+
+
 class ProviderConfig(Section):
     kind: Literal["openai", "anthropic", "gemini"]
     base_url: str = ""
@@ -194,6 +209,7 @@ class Settings(BaseSettings):
     tasks: TasksConfig = Field(default_factory=TasksConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 

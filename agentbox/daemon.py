@@ -279,7 +279,7 @@ class Daemon:
                 n: {"state": p["state"], "retry_in_s": p["retry_in_s"]}
                 for n, p in self.pool.status().items()
             },
-            "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s")},
+            "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s", "load_error")},
         }
 
     async def _status_line(self) -> str:

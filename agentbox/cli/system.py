@@ -176,11 +176,21 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_fleet(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from agentbox.fleet.monitor import watch  # noqa: PLC0415
+    from agentbox.fleet import monitor  # noqa: PLC0415 (aiomqtt loads only here)
 
     if args.wait <= 0:
         raise CliError("--wait must be more than 0 seconds", EX_USAGE)
-    return asyncio.run(watch(load_config(args), args.once, args.json, args.wait))
+    loaded = load_config(args)
+    fail_on = args.fail_on or loaded.settings.fleet.fail_on
+    if not (args.once or args.json) and sys.stdout.isatty():
+        from agentbox.fleet.view import FleetView  # noqa: PLC0415 (textual loads only here)
+
+        fleet = monitor.new_fleet(loaded)
+        FleetView(fleet, lambda f, say: monitor.feed(loaded, f, say)).run()
+        return 0
+    return asyncio.run(
+        monitor.watch(loaded, once=args.once, as_json=args.json, wait_s=args.wait, fail_on=fail_on)
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -239,14 +249,23 @@ def add_parsers(sub: Any) -> None:
     con = sub.add_parser("console", help="the front panel for tty1 (keys, status)")
     con.set_defaults(fn=cmd_console)
 
-    f = sub.add_parser("fleet", help="every box on the broker: state, load, queue, spend")
+    f = sub.add_parser(
+        "fleet", help="every box on the broker: state, load, spend, alerts (live on a terminal)"
+    )
     f.add_argument("--once", action="store_true", help="print once and exit (else refresh)")
     f.add_argument("--json", action="store_true")
     f.add_argument(
         "--wait", type=float, default=2.0, help="seconds to listen before printing (default 2)"
     )
+    f.add_argument(
+        "--fail-on",
+        choices=("info", "warning", "critical"),
+        help="with --once: exit 1 on an alert this severe or worse (default [fleet] fail_on)",
+    )
     f.add_argument("--config", help="TOML file whose [mqtt] section says which broker")
     f.set_defaults(fn=cmd_fleet)
+    # `fleet` alone watches; its subcommands (each sets its own fn) register on this.
+    f.add_subparsers(dest="fleet_cmd", metavar="COMMAND", parser_class=Parser)
 
     d = sub.add_parser("doctor", help="check config, state, keys, broker, model and disk")
     d.add_argument("--config")

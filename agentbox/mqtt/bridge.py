@@ -283,6 +283,7 @@ class Bridge:
         while True:
             snap = await health.snapshot()
             snap["mqtt_session"] = self.session
+            snap["health_interval_s"] = interval  # the fleet monitor's measure of "stale"
             notable = Health.notable(snap)
             now = time.monotonic()
             if notable != last_notable or now - last_sent >= interval:

@@ -75,6 +75,7 @@ class LocalProvider:
         self.loaded = False
         self.tokens_per_s: float | None = None
         self.load_s: float | None = None
+        self.load_error: str | None = None  # why the last start failed; None once one worked
         self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
@@ -145,7 +146,12 @@ class LocalProvider:
                 await self._reap(self._proc)
             self._stale = False
             if self._proc is None or self._proc.returncode is not None:
-                self._proc = await self._start()
+                try:
+                    self._proc = await self._start()
+                except ProviderError as exc:
+                    self.load_error = str(exc)[:200]
+                    raise
+                self.load_error = None
             proc = self._proc
             assert proc.stdin is not None
             rid = next(self._ids)
@@ -195,6 +201,7 @@ class LocalProvider:
             "tokens_per_s": self.tokens_per_s,
             "threads": self.threads,
             "restarts": max(self.starts - 1, 0),
+            "load_error": self.load_error,
         }
 
     async def close(self) -> None:
