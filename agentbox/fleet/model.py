@@ -86,6 +86,7 @@ class Box:
                 if as_dict(p).get("state") != "ok"
             ),
             "alerts": [a.to_dict() for a in self.alerts],
+            "health_interval_s": h.get("health_interval_s"),
             "health_age_s": round(now - ts, 1) if isinstance(ts, int | float) else None,
             "seen_s_ago": round(now - self.seen, 1) if self.seen else None,
             "last_seen": round(self.seen, 3) if self.seen else None,
