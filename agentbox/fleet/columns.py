@@ -66,7 +66,9 @@ def _done(v: dict[str, Any]) -> Cell:
 
 
 COLUMNS = (
-    Column("name", "name", 8, lambda v: Cell(v["name"] or v["device_id"], v["name"] or "")),
+    Column(
+        "name", "name", 8, lambda v: Cell(v["name"] or v["device_id"], v["name"] or v["device_id"])
+    ),
     Column("state", "state", 7, _state),
     Column("alerts", "alerts", 10, _alerts),
     Column("seen", "seen", 8, lambda v: Cell(text.seen(v["last_seen"]), v["last_seen"] or 0)),

@@ -182,6 +182,7 @@ class Fleet:
         drift = alerts.version(box.device_id, box.version, majority)
         if drift:
             active.append(drift)
+        active.sort(key=lambda a: -alerts.RANK[a.severity])  # the worst first, for the row
         if active != box.alerts:
             old = {a.code for a in box.alerts}
             box.history.extend((now, a) for a in active if a.code not in old)

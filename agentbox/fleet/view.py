@@ -62,8 +62,8 @@ class Detail(Screen[None]):
 
     def show(self) -> None:
         box = self.fleet.boxes.get(self.device_id)
-        body = describe(box, time.time()) if box else f"{self.device_id}: no longer known"
-        self.query_one("#detail-text", Static).update(body)
+        for shown in self.query("#detail-text").results(Static):  # none until composed
+            shown.update(describe(box, time.time()) if box else f"{self.device_id}: not known")
 
 
 class FleetView(App[None]):
@@ -76,6 +76,7 @@ class FleetView(App[None]):
         Binding("r", "reverse", "Reverse"),
         Binding("enter", "detail", "Details", show=True),
         Binding("q", "quit", "Quit"),
+        Binding("escape", "table", show=False),
     ]
 
     def __init__(
@@ -91,7 +92,7 @@ class FleetView(App[None]):
         self.feed = feed
         self.refresh_s = refresh_s
         self.clock = clock
-        self.broker = "connecting"
+        self.broker = "connecting" if feed else "not listening"
         self.sort_by = "name"
         self.reverse = False
         self.filter = Filter()
@@ -196,6 +197,9 @@ class FleetView(App[None]):
             self.rebuild()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_table()
+
+    def action_table(self) -> None:
         self.query_one("#boxes", DataTable).focus()
 
     def action_sort(self) -> None:
