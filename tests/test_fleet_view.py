@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
-from agentbox.config import Loaded, Settings
+from agentbox.config import Loaded, MqttConfig, Settings
 from agentbox.console.look import LINUX
 from agentbox.fleet import monitor
 from agentbox.fleet.model import Fleet
+from agentbox.fleet.table import BoxTable
 from agentbox.fleet.view import Detail, FleetView
 from tests.mqtt_peer import Broker, Peer
 from tests.test_fleet_alerts import T0, healthy
@@ -45,8 +46,8 @@ def reports(t: float) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def rows(app: FleetView) -> list[str]:
-    table = app.query_one("#boxes", DataTable)
-    return [" ".join(str(c) for c in table.get_row_at(i)) for i in range(table.row_count)]
+    table = app.query_one(BoxTable)
+    return [table.row_text(i) for i in range(len(table.order))]
 
 
 async def until(pilot: Any, check: Any, what: str, timeout: float = 15.0) -> None:
@@ -69,7 +70,7 @@ async def test_live_view_filters_sorts_and_shows_a_box(broker: Broker, peers: li
             sent = publisher.client.publish(f"{P}/{box}/{kind}", json.dumps(body), 1, retain=True)
             sent.wait_for_publish(10)
     loaded = Loaded(
-        settings=Settings(mqtt={"host": "127.0.0.1", "port": broker.port}),
+        settings=Settings(mqtt=MqttConfig(host="127.0.0.1", port=broker.port)),
         path=None,
         state_dir=Path("/nonexistent"),
         device_id="monitor",
@@ -111,10 +112,8 @@ async def test_live_view_filters_sorts_and_shows_a_box(broker: Broker, peers: li
         assert rows(app)[0].split()[0] in ("bravo", "charlie")
 
         # Enter opens the box under the cursor; the detail shows providers and scoreboard.
-        table = app.query_one("#boxes", DataTable)
         index = [r.split()[0] for r in rows(app)].index("alpha")
-        table.move_cursor(row=index)
-        await pilot.press("enter")
+        await pilot.press("home", *["down"] * index, "enter")
         assert isinstance(app.screen, Detail)
         text = str(app.screen.query_one("#detail-text", Static).render())
         assert "alpha (a1)" in text and "openai" in text and "temp_high" in text

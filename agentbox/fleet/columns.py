@@ -84,7 +84,7 @@ COLUMNS = (
     ),
     Column(
         "queue",
-        "queue",
+        "jobs",  # queued/running
         4,
         lambda v: Cell(text.pair(v["queued"], v["running"]), _num(v["queued"]), right=True),
     ),

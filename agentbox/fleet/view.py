@@ -1,7 +1,8 @@
 """The live fleet view: a Textual app, keyboard only, 80x25 and up, in the console's look.
 
-Messages only touch the model; the table is brought up to date at most once per `refresh_s`
-with the boxes that changed, so a busy broker costs a redraw per tick, not one per message.
+Messages only touch the model; once per `refresh_s` the boxes that changed get their place in
+the order, and the lines on screen are drawn again: a busy broker costs one redraw per tick,
+not one per message, and boxes off screen cost no formatting at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.scrollbar import ScrollBar
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from agentbox.console.look import LINUX, LINUX_CSS, LINUX_THEME, FullCellScrollBar, detect
 from agentbox.fleet import columns
@@ -24,6 +25,7 @@ from agentbox.fleet.alerts import SEVERITIES
 from agentbox.fleet.columns import COLUMNS, Filter
 from agentbox.fleet.detail import describe
 from agentbox.fleet.model import Fleet
+from agentbox.fleet.table import BoxTable
 
 CSS = (
     """
@@ -31,12 +33,13 @@ CSS = (
 #filter { height: 1; border: none; padding: 0; }
 App.-linux #filter { border: none; }
 App.-linux #filter:focus { border: none; background: ansi_blue; }
-#boxes { height: 1fr; scrollbar-size-vertical: 1; }
+#boxes { height: 1fr; }
 #detail { height: 1fr; }
 """
     + LINUX_CSS
 )
 LAGS = 100_000  # lag samples kept for `scripts/bench-fleet`
+SWEEP_S = 2.0  # how often the clock-bound alerts of every box are checked
 
 
 class Detail(Screen[None]):
@@ -96,8 +99,10 @@ class FleetView(App[None]):
         self.sort_by = "name"
         self.reverse = False
         self.filter = Filter()
-        self.shown: dict[str, list[columns.Cell]] = {}  # rows in the table, with their cells
+        self.keys: dict[str, tuple[Any, str]] = {}  # the rows shown, with their sort keys
+        self.swept = 0.0
         self.lags: deque[float] = deque(maxlen=LAGS)  # report ts to the row being redrawn
+        self.last_tick = 0.0
         self.look = look or detect()
         ScrollBar.renderer = FullCellScrollBar
         if self.look == LINUX:
@@ -108,14 +113,11 @@ class FleetView(App[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="head")
         yield Input(placeholder="/ filter: name, state:offline, alert:critical", id="filter")
-        table: DataTable[Any] = DataTable(id="boxes", cursor_type="row", cell_padding=0)
-        for c in COLUMNS:
-            table.add_column(c.label, width=c.width + 1, key=c.key)
-        yield table
+        yield BoxTable(self._cells, id="boxes")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#boxes", DataTable).focus()
+        self.query_one(BoxTable).focus()
         self.tick()
         self.set_interval(self.refresh_s, self.tick)
         if self.feed is not None:
@@ -124,51 +126,49 @@ class FleetView(App[None]):
     def _broker_says(self, line: str) -> None:
         self.broker = line
 
+    def _cells(self, device: str) -> list[columns.Cell]:
+        return columns.cells(self.fleet.boxes[device].view(self.clock()))
+
     # ---- keeping the table current ------------------------------------------------------
 
     def tick(self) -> None:
         now = self.clock()
-        self.fleet.sweep(now)
-        dirty = self.fleet.pop_dirty()
-        table = self.query_one("#boxes", DataTable)
-        changed = False
-        for device in dirty:
-            changed |= self._apply(table, device, now)
-        if changed and self.sort_by:
-            table.sort(self.sort_by, key=columns.sort_key, reverse=self.reverse)
+        if now - self.swept >= SWEEP_S:
+            self.fleet.sweep(now)
+            self.swept = now
+        moved = False
+        for device in self.fleet.pop_dirty():
+            moved |= self._place(device, now)
+        self.last_tick = now
+        table = self.query_one(BoxTable)
+        if moved:
+            table.show(self._ordered())
+        else:
+            table.refresh()  # figures in rows on screen may have changed
         self._head()
         if isinstance(self.screen, Detail):
             self.screen.show()
 
-    def _apply(self, table: DataTable[Any], device: str, now: float) -> bool:
-        """Bring one box's row up to date; True when rows came, went or may have moved."""
+    def _place(self, device: str, now: float) -> bool:
+        """Note one changed box's sort key; True when rows came, went or may have moved."""
         box = self.fleet.boxes.get(device)
-        ts = box.health.get("ts") if box else None
-        if isinstance(ts, int | float) and box is not None and box.health_at >= now - 60:
-            self.lags.append(now - ts)
         if box is None or not self.filter.matches(box):
-            if self.shown.pop(device, None) is not None:
-                table.remove_row(device)
-                return True
+            return self.keys.pop(device, None) is not None
+        ts = box.health.get("ts")
+        if isinstance(ts, int | float) and box.health_at > self.last_tick:
+            self.lags.append(now - ts)  # a report new since the last tick
+        key = (columns.sort_key(self.sort_column.cell(box.view(now))), device)
+        if self.keys.get(device) == key:
             return False
-        new = columns.cells(box.view(now))
-        old = self.shown.get(device)
-        self.shown[device] = new
-        if old is None:
-            table.add_row(*new, key=device)
-            return True
-        moved = False
-        for key, a, b in zip(columns.KEYS, old, new, strict=True):
-            if a.plain != b.plain or a.style != b.style:
-                table.update_cell(device, key, b)
-                moved |= key == self.sort_by
-        return moved
+        self.keys[device] = key
+        return True
+
+    def _ordered(self) -> list[str]:
+        return sorted(self.keys, key=self.keys.__getitem__, reverse=self.reverse)
 
     def rebuild(self) -> None:
-        """Every row again: after the filter changed."""
-        table = self.query_one("#boxes", DataTable)
-        table.clear()
-        self.shown.clear()
+        """Every box placed again: after the filter or the sort column changed."""
+        self.keys.clear()
         self.fleet.dirty |= set(self.fleet.boxes)
         self.tick()
 
@@ -180,7 +180,7 @@ class FleetView(App[None]):
         count = {s: sum(a.severity == s for a in active) for s in SEVERITIES}
         parts = [f"{n} {s}" for s, n in sorted(states.items())] or ["no boxes yet"]
         alerts = f"{count['critical']} critical, {count['warning']} warning"
-        shown = f"{len(self.shown)} shown" if self.filter else f"{len(self.fleet.boxes)} boxes"
+        shown = f"{len(self.keys)} shown" if self.filter else f"{len(self.fleet.boxes)} boxes"
         sort = f"{self.sort_by}{' desc' if self.reverse else ''}"
         line = f"{shown}: {', '.join(parts)} | {alerts} | by {sort} | {self.broker}"
         self.query_one("#head", Static).update(line)
@@ -200,28 +200,23 @@ class FleetView(App[None]):
         self.action_table()
 
     def action_table(self) -> None:
-        self.query_one("#boxes", DataTable).focus()
+        self.query_one(BoxTable).focus()
 
     def action_sort(self) -> None:
         keys = columns.KEYS
         self.sort_by = keys[(keys.index(self.sort_by) + 1) % len(keys)]
-        self._resort()
+        self.rebuild()
 
     def action_reverse(self) -> None:
         self.reverse = not self.reverse
-        self._resort()
-
-    def _resort(self) -> None:
-        table = self.query_one("#boxes", DataTable)
-        table.sort(self.sort_by, key=columns.sort_key, reverse=self.reverse)
+        self.query_one(BoxTable).show(self._ordered())
         self._head()
 
-    def action_detail(self) -> None:
-        table = self.query_one("#boxes", DataTable)
-        if isinstance(self.screen, Detail) or not table.row_count:
-            return
-        row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        self.push_screen(Detail(self.fleet, str(row.value)))
+    @property
+    def sort_column(self) -> columns.Column:
+        return COLUMNS[columns.KEYS.index(self.sort_by)]
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.push_screen(Detail(self.fleet, str(event.row_key.value)))
+    def action_detail(self) -> None:
+        device = self.query_one(BoxTable).current()
+        if device is not None and not isinstance(self.screen, Detail):
+            self.push_screen(Detail(self.fleet, device))
