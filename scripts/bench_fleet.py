@@ -81,8 +81,9 @@ def probe_view(port: int, warmup: float, seconds: float, out: Path, full: bool) 
         def tick(self) -> None:
             t0 = time.perf_counter()
             if full:  # every box placed again, every tick
-                self.fleet.dirty |= set(self.fleet.boxes)
-                self.keys.clear()
+                with self.fleet.lock:
+                    self.fleet.dirty |= set(self.fleet.boxes)
+                    self.keys.clear()
             super().tick()
             self.ticks.append(time.perf_counter() - t0)
 
@@ -111,7 +112,7 @@ def probe_view(port: int, warmup: float, seconds: float, out: Path, full: bool) 
 
     loaded = _loaded(port)
     fleet = monitor.new_fleet(loaded)
-    Probe(fleet, lambda f, say: monitor.feed(loaded, f, say)).run(headless=True, size=(80, 25))
+    Probe(fleet, monitor.Feeder(loaded, fleet)).run(headless=True, size=(80, 25))
 
 
 async def probe_bare(port: int, warmup: float, seconds: float) -> dict[str, Any]:

@@ -76,7 +76,7 @@ async def test_live_view_filters_sorts_and_shows_a_box(broker: Broker, peers: li
         device_id="monitor",
     )
     fleet = monitor.new_fleet(loaded)
-    app = FleetView(fleet, lambda f, say: monitor.feed(loaded, f, say), refresh_s=0.2)
+    app = FleetView(fleet, monitor.Feeder(loaded, fleet), refresh_s=0.2)
     async with app.run_test(size=(80, 25)) as pilot:
         # Status and info are retained; this health is new.
         await until(pilot, lambda: len(rows(app)) == 4, "four retained boxes")

@@ -186,7 +186,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         from agentbox.fleet.view import FleetView  # noqa: PLC0415 (textual loads only here)
 
         fleet = monitor.new_fleet(loaded)
-        FleetView(fleet, lambda f, say: monitor.feed(loaded, f, say)).run()
+        FleetView(fleet, monitor.Feeder(loaded, fleet)).run()
         return 0
     return asyncio.run(
         monitor.watch(loaded, once=args.once, as_json=args.json, wait_s=args.wait, fail_on=fail_on)

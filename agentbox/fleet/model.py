@@ -8,6 +8,7 @@ boxes only, so the cost per message stays the same at 5,000 boxes as at 5.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -108,6 +109,9 @@ class Fleet:
         self.dirty: set[str] = set()
         self.versions: Counter[str] = Counter()
         self.messages = 0
+        # Held around every change and every read that spans boxes when a feed thread is
+        # taking messages (the live view); cheap when nothing else holds it.
+        self.lock = threading.RLock()
 
     def subscriptions(self) -> list[str]:
         return [f"{self.prefix}/+/{kind}" for kind in KINDS]

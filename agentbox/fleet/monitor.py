@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import TextIO
 
@@ -42,7 +43,8 @@ async def _read(client: aiomqtt.Client, fleet: Fleet) -> None:
         await client.subscribe(topic, qos=1)
     async for message in client.messages:
         payload = message.payload if isinstance(message.payload, bytes) else b""
-        fleet.take(str(message.topic), payload)
+        with fleet.lock:
+            fleet.take(str(message.topic), payload)
 
 
 async def feed(loaded: Loaded, fleet: Fleet, say: Callable[[str], None]) -> None:
@@ -56,6 +58,41 @@ async def feed(loaded: Loaded, fleet: Fleet, say: Callable[[str], None]) -> None
         except aiomqtt.MqttError as exc:
             say(f"{describe_error(conf, exc)}; retrying in {RETRY_S:g} s")
         await asyncio.sleep(RETRY_S)
+
+
+class Feeder:
+    """`feed` on a thread of its own: reading the broker never waits for the screen.
+
+    aiomqtt reads one packet per turn of the event loop, and a Textual app's loop turns slowly
+    while it draws: on the app's loop, 5,000 boxes' reports queued up for seconds.
+    """
+
+    def __init__(self, loaded: Loaded, fleet: Fleet) -> None:
+        self.loaded = loaded
+        self.fleet = fleet
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, say: Callable[[str], None]) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            self._task = loop.create_task(feed(self.loaded, self.fleet, say))
+            ready.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._task)
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fleet-feed", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+            self._thread.join(5)
 
 
 async def watch(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -25,6 +25,7 @@ from agentbox.fleet.alerts import SEVERITIES
 from agentbox.fleet.columns import COLUMNS, Filter
 from agentbox.fleet.detail import describe
 from agentbox.fleet.model import Fleet
+from agentbox.fleet.monitor import Feeder
 from agentbox.fleet.table import BoxTable
 
 CSS = (
@@ -64,9 +65,11 @@ class Detail(Screen[None]):
         self.show()
 
     def show(self) -> None:
-        box = self.fleet.boxes.get(self.device_id)
+        with self.fleet.lock:
+            box = self.fleet.boxes.get(self.device_id)
+            body = describe(box, time.time()) if box else f"{self.device_id}: not known"
         for shown in self.query("#detail-text").results(Static):  # none until composed
-            shown.update(describe(box, time.time()) if box else f"{self.device_id}: not known")
+            shown.update(body)
 
 
 class FleetView(App[None]):
@@ -85,17 +88,17 @@ class FleetView(App[None]):
     def __init__(
         self,
         fleet: Fleet,
-        feed: Callable[[Fleet, Callable[[str], None]], Awaitable[None]] | None = None,
+        feeder: Feeder | None = None,
         refresh_s: float = 1.0,
         look: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.fleet = fleet
-        self.feed = feed
+        self.feeder = feeder
         self.refresh_s = refresh_s
         self.clock = clock
-        self.broker = "connecting" if feed else "not listening"
+        self.broker = "connecting" if feeder else "not listening"
         self.sort_by = "name"
         self.reverse = False
         self.filter = Filter()
@@ -120,18 +123,27 @@ class FleetView(App[None]):
         self.query_one(BoxTable).focus()
         self.tick()
         self.set_interval(self.refresh_s, self.tick)
-        if self.feed is not None:
-            self.run_worker(self.feed(self.fleet, self._broker_says), exclusive=True)
+        if self.feeder is not None:
+            self.feeder.start(self._broker_says)
+
+    def on_unmount(self) -> None:
+        if self.feeder is not None:
+            self.feeder.stop()
 
     def _broker_says(self, line: str) -> None:
-        self.broker = line
+        self.broker = line  # from the feed's thread: shown at the next tick
 
     def _cells(self, device: str) -> list[columns.Cell]:
-        return columns.cells(self.fleet.boxes[device].view(self.clock()))
+        with self.fleet.lock:
+            return columns.cells(self.fleet.boxes[device].view(self.clock()))
 
     # ---- keeping the table current ------------------------------------------------------
 
     def tick(self) -> None:
+        with self.fleet.lock:
+            self._tick()
+
+    def _tick(self) -> None:
         now = self.clock()
         if now - self.swept >= SWEEP_S:
             self.fleet.sweep(now)
@@ -168,9 +180,10 @@ class FleetView(App[None]):
 
     def rebuild(self) -> None:
         """Every box placed again: after the filter or the sort column changed."""
-        self.keys.clear()
-        self.fleet.dirty |= set(self.fleet.boxes)
-        self.tick()
+        with self.fleet.lock:
+            self.keys.clear()
+            self.fleet.dirty |= set(self.fleet.boxes)
+            self._tick()
 
     def _head(self) -> None:
         states: dict[str, int] = {}
@@ -209,8 +222,9 @@ class FleetView(App[None]):
 
     def action_reverse(self) -> None:
         self.reverse = not self.reverse
-        self.query_one(BoxTable).show(self._ordered())
-        self._head()
+        with self.fleet.lock:
+            self.query_one(BoxTable).show(self._ordered())
+            self._head()
 
     @property
     def sort_column(self) -> columns.Column:
