@@ -14,6 +14,7 @@ from textual.widgets import Static
 from agentbox.config import Loaded, MqttConfig, Settings
 from agentbox.console.look import LINUX
 from agentbox.fleet import monitor
+from agentbox.fleet.columns import fit
 from agentbox.fleet.model import Fleet
 from agentbox.fleet.table import BoxTable
 from agentbox.fleet.view import Detail, FleetView
@@ -150,3 +151,11 @@ def test_fleet_snapshot_80x25(snap_compare: Any, utc: None) -> None:
 def test_fleet_filtered_snapshot_80x25(snap_compare: Any, utc: None) -> None:
     press = ["slash", *"alert:any", "enter"]
     assert snap_compare(canned_view(), terminal_size=(80, 25), press=press)
+
+
+def test_long_names_are_cut_in_the_middle_so_that_boxes_stay_apart() -> None:
+    assert [fit(n, 8) for n in ("kitchen-box1", "kitchen-box2", "alpha")] == [
+        "kitc~ox1",
+        "kitc~ox2",
+        "alpha",
+    ]

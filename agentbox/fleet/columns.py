@@ -51,6 +51,11 @@ def _alerts(v: dict[str, Any]) -> Cell:
     return Cell(text.summary(found), (worst, len(found)), style=style)
 
 
+def fit(name: str, width: int) -> str:
+    """A long name cut in the middle, so that kitchen-box1 and kitchen-box2 stay apart."""
+    return name if len(name) <= width else name[: width - 4] + "~" + name[-3:]
+
+
 def _state(v: dict[str, Any]) -> Cell:
     return Cell(v["state"], v["state"], style=STATE_STYLE.get(v["state"], ""))
 
@@ -67,7 +72,10 @@ def _done(v: dict[str, Any]) -> Cell:
 
 COLUMNS = (
     Column(
-        "name", "name", 8, lambda v: Cell(v["name"] or v["device_id"], v["name"] or v["device_id"])
+        "name",
+        "name",
+        8,
+        lambda v: Cell(fit(v["name"] or v["device_id"], 8), v["name"] or v["device_id"]),
     ),
     Column("state", "state", 7, _state),
     Column("alerts", "alerts", 10, _alerts),
