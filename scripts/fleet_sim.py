@@ -61,7 +61,7 @@ def health(box: SimBox, interval: float, rng: random.Random) -> dict[str, object
     today = cap * (1.05 if box.over_budget else rng.uniform(0, 0.5))
     return {
         "ts": round(time.time(), 3),
-        "uptime_s": 3600 + box.sent * interval,
+        "uptime_s": int(3600 + box.sent * interval),
         "version": box.version,
         "cpu_percent": round(rng.uniform(1, 60), 1),
         "load_1m": round(rng.uniform(0, 2), 2),
@@ -92,7 +92,7 @@ def health(box: SimBox, interval: float, rng: random.Random) -> dict[str, object
             "load_error": None,
         },
         "mqtt_session": 3,
-        "health_interval_s": interval,
+        "health_interval_s": max(1, round(interval)),
     }
 
 
