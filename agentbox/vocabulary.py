@@ -80,8 +80,6 @@ class TaskSpec(BaseModel):
     def _check(self) -> TaskSpec:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
-        if self.tools and self.kind != "agent":
-            raise ValueError("tools are for agent tasks: add kind 'agent'")
         if self.reply_to is not None and any(c in self.reply_to for c in "#+\0"):
             raise ValueError("reply_to must be a topic name without wildcards")
         return self

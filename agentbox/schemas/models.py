@@ -36,6 +36,9 @@ def task_spec() -> dict[str, Any]:
         ),
         **{k: v for k, v in body.items() if k != "title"},
         "oneOf": _exactly_one("prompt", "messages"),
+        # Tools are for agent tasks.
+        "if": {"required": ["tools"], "properties": {"tools": {"minItems": 1}}},
+        "then": {"required": ["kind"], "properties": {"kind": {"const": "agent"}}},
     }
 
 

@@ -49,9 +49,9 @@ def parse_spec(raw: bytes | str | dict[str, Any], max_bytes: int = 262144) -> Ta
     unknown = [t for t in spec.tools if t not in TOOL_NAMES]
     if unknown:
         known = ", ".join(sorted(TOOL_NAMES))
-        raise SpecError(
-            ErrorCode.invalid_request,
-            f"tools: unknown tool {unknown[0]!r} (this box has: {known})",
-            task_id,
-        )
-    return spec
+        problem = f"unknown tool {unknown[0]!r} (this box has: {known})"
+    elif spec.tools and spec.kind != "agent":
+        problem = "tools are for agent tasks: add kind 'agent'"
+    else:
+        return spec
+    raise SpecError(ErrorCode.invalid_request, f"tools: {problem}", task_id)
