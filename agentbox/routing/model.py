@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agentbox.routing.features import WIDTH, Features
+from agentbox.routing.features import BUCKETS, WIDTH, Features
 
 MODEL_FILE = Path(__file__).with_name("model.json")
 MODES = ("cost", "balanced", "quality")
@@ -37,12 +37,25 @@ class LinearModel:
             z += sum(delta.get(i, 0.0) * v for i, v in f.values.items())
         return z
 
-    def why(self, f: Features, delta: dict[int, float] | None = None, top: int = 5) -> list[str]:
-        """The features that pushed hardest, each as "name +0.42" (toward heavy) or "-"."""
-        delta = delta or {}
-        parts = [((self.weights[i] + delta.get(i, 0.0)) * v, i) for i, v in f.values.items()]
+    def explain(
+        self, f: Features, delta: dict[int, float] | None = None, top: int = 5
+    ) -> tuple[float, list[str]]:
+        """The logit and the features that pushed hardest, each as "'name' +0.42" (toward
+        heavy) or "-" (toward light). The n-grams all have one value, so their sum and their
+        ranking run in C (sum, sorted): this is the router's hot path."""
+        w = self.weights
+        if delta:
+            w = list(w)
+            for i, d in delta.items():
+                w[i] += d
+        weight = w.__getitem__
+        named = [(w[i] * v, i) for i, v in f.values.items() if i >= BUCKETS]
+        z = self.bias + f.scale * sum(map(weight, f.grams)) + sum(c for c, _ in named)
+        ranked = sorted(f.grams, key=weight)
+        ends = ranked[:top] + ranked[-top:] if len(ranked) > 2 * top else ranked
+        parts = named + [(w[i] * f.scale, i) for i in ends]
         parts.sort(key=lambda p: -abs(p[0]))
-        return [f"{f.names[i]!r} {c:+.2f}" for c, i in parts[:top] if abs(c) >= 0.01]
+        return z, [f"{f.names[i]!r} {c:+.2f}" for c, i in parts[:top] if abs(c) >= 0.01]
 
     def to_json(self) -> dict[str, Any]:
         return {

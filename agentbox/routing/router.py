@@ -72,10 +72,10 @@ class Router:
 
     def _assess(self, spec: TaskSpec, f: Features) -> Assessment:
         delta = self.learning.state.delta if self.learning is not None else None
-        z = self.model.logit(f, delta)
+        z, why = self.model.explain(f, delta)
         fixed = adjustments(spec)
         z += sum(d for d, _ in fixed)
-        parts = [f"{why} {d:+.2f}" for d, why in fixed] + self.model.why(f, delta)
+        parts = [f"{reason} {d:+.2f}" for d, reason in fixed] + why
         return Assessment(round(sigmoid(z), 3), round(self.threshold(), 3), parts)
 
     def learn(self, spec: TaskSpec, heavy: bool, kind: str) -> None:
