@@ -38,6 +38,7 @@ from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.service import TaskService
+from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store, TaskRow
 from agentbox.tasks.writer import StoreError
 from agentbox.update import record as update_record
@@ -152,7 +153,7 @@ class Daemon:
         self.control.ops.update(Admin(self).ops())
         self.control.ops.update(self.planner.ops())
         self.control.ops.update(self.notes.ops())
-        self.control.ops.update(routing_ops(lambda: self.router, self.learning))
+        self.control.ops.update(routing_ops(lambda: self.router, self.learning, parse_spec))
         self._stop = asyncio.Event()
         self._last_status = ""
 

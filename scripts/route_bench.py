@@ -12,7 +12,7 @@ from pathlib import Path
 from agentbox.config import ProviderConfig, Settings
 from agentbox.routing.router import Router
 from agentbox.routing.training import load_corpus
-from agentbox.tasks.spec import TaskSpec
+from agentbox.vocabulary import TaskSpec
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"
 ROUNDS = 5

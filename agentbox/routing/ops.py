@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agentbox.control import Op
 from agentbox.routing.learned import BoxLearning
 from agentbox.routing.router import Decision, Router
-from agentbox.tasks.spec import ErrorCode, SpecError, parse_spec
+from agentbox.vocabulary import ErrorCode, Op, SpecError, TaskSpec
 
 
 def route_view(decision: Decision, learning: BoxLearning | None) -> dict[str, Any]:
@@ -24,12 +23,16 @@ def route_view(decision: Decision, learning: BoxLearning | None) -> dict[str, An
     }
 
 
-def routing_ops(router: Callable[[], Router], learning: BoxLearning) -> dict[str, Op]:
+def routing_ops(
+    router: Callable[[], Router], learning: BoxLearning, parse: Callable[[dict[str, Any]], TaskSpec]
+) -> dict[str, Op]:
+    """`parse` is the intake's spec parser (routing does not import the task modules)."""
+
     async def route(req: dict[str, Any]) -> dict[str, Any]:
         spec = req.get("spec")
         if not isinstance(spec, dict):
             raise SpecError(ErrorCode.invalid_request, "'spec' must be a task spec object")
-        parsed = parse_spec(spec).with_id()
+        parsed = parse(spec).with_id()
         return {"route": route_view(router().decide(parsed), learning)}
 
     async def reset(req: dict[str, Any]) -> dict[str, Any]:
