@@ -26,6 +26,9 @@ from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.budget import Budget
+from agentbox.routing.learned import BoxLearning
+from agentbox.routing.model import shipped
+from agentbox.routing.ops import routing_ops
 from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
@@ -35,6 +38,7 @@ from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.service import TaskService
+from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store, TaskRow
 from agentbox.tasks.writer import StoreError
 from agentbox.update import record as update_record
@@ -109,7 +113,8 @@ class Daemon:
         self.local = self.pool.local
         self.prices = PriceTable(settings.prices)
         self.budget = Budget(settings.budget, StoreLedger(self.store))
-        self.router = Router(settings, self.pool.available, self.budget.exhausted)
+        self.learning = BoxLearning(shipped(), self.store)
+        self.router = self._router(settings)
         self.notes = NoteStore(self.store)
         runner = ProviderRunner(
             self.pool.providers,
@@ -119,6 +124,7 @@ class Daemon:
             lambda: self.loaded.settings,
             http=self.pool.client,
             notes=self.notes,
+            escalated=lambda spec: self.router.learn(spec, True, "escalated"),
         )
         self.service = TaskService(
             self.store,
@@ -147,8 +153,12 @@ class Daemon:
         self.control.ops.update(Admin(self).ops())
         self.control.ops.update(self.planner.ops())
         self.control.ops.update(self.notes.ops())
+        self.control.ops.update(routing_ops(lambda: self.router, self.learning, parse_spec))
         self._stop = asyncio.Event()
         self._last_status = ""
+
+    def _router(self, settings: config.Settings) -> Router:
+        return Router(settings, self.pool.available, self.budget.exhausted, self.learning)
 
     def _task_changed(self, row: TaskRow, event: str, info: dict[str, Any] | None) -> None:
         """Every change reaches local watchers; progress also goes out on MQTT (the other
@@ -229,6 +239,7 @@ class Daemon:
             "spend": parts.get("spend", self.budget.snapshot),
             "mqtt": parts.get("mqtt", self._mqtt_status),
             "schedules": await parts.aget("schedules", self.planner.summary),
+            "routing": parts.get("routing", self._routing_status),
             "network": parts.get("network", addresses),
             "update": parts.get("update", self._last_update),
             "errors": logs.RECENT.last(),
@@ -236,6 +247,14 @@ class Daemon:
         }
         report["unavailable"] = parts.unavailable
         return report
+
+    def _routing_status(self) -> dict[str, Any]:
+        mode = self.loaded.settings.routing.mode
+        return {
+            "mode": mode,
+            "threshold": round(self.learning.threshold(mode), 4),
+            "learned": self.learning.state.summary(),
+        }
 
     def info(self) -> dict[str, Any]:
         """The retained `info` message: what this box is and can do (never a key)."""
@@ -335,7 +354,7 @@ class Daemon:
         self.pool.configure(settings)
         self.prices = PriceTable(settings.prices)
         self.budget.conf = settings.budget
-        self.router = Router(settings, self.pool.available, self.budget.exhausted)
+        self.router = self._router(settings)
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
         self.scheduler.retry_base_s = settings.tasks.retry_base_s
         self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
@@ -411,6 +430,7 @@ class Daemon:
         self._refresh_secrets()
         report = await self.store.open()
         await self.budget.load()
+        await self.learning.load()
         if report.schema_from != report.schema_to:
             log.info("store schema migrated from v%d to v%d", report.schema_from, report.schema_to)
         if report.requeued or report.ended:
@@ -451,6 +471,7 @@ class Daemon:
         finally:
             await self.control.close()
             await self.pool.close()
+            await self.learning.flush()
             await self.store.close()
         log.info("stopped cleanly")
         return 0

@@ -14,7 +14,9 @@ from agentbox.providers.base import Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, COOLDOWN, OK
 from agentbox.routing.budget import Budget, BudgetExceeded
-from agentbox.routing.heuristics import assess
+from agentbox.routing.features import WIDTH
+from agentbox.routing.learned import BoxLearning
+from agentbox.routing.model import LinearModel
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
 from agentbox.vocabulary import SpecError, TaskSpec
@@ -257,14 +259,17 @@ ROUTES = [
 def test_auto_routing_in_balanced_mode(prompt: str, tier: str) -> None:
     settings = Settings(providers={"c": {"kind": "openai", "model": "gpt-4o-mini"}})  # type: ignore[dict-item]
     decision = Router(settings).decide(TaskSpec(prompt=prompt))
-    assert decision.route.tier == tier, (assess(TaskSpec(prompt=prompt)), decision.route.reason)
+    assert decision.route.tier == tier, (decision.score, decision.features, decision.route.reason)
 
 
 def test_modes_move_the_threshold_and_pins_win() -> None:
+    # A model that scores every prompt 0.5, with thresholds around it: the mode decides.
+    flat = LinearModel([0.0] * WIDTH, 0.0, {"cost": 0.7, "balanced": 0.4, "quality": 0.2})
     spec = TaskSpec(prompt="Summarize the following report and compare it with last year.")
-    for mode, tier in (("cost", "local"), ("quality", "cloud")):
+    for mode, tier in (("cost", "local"), ("balanced", "cloud"), ("quality", "cloud")):
         s = Settings(routing={"mode": mode}, providers={"c": {"kind": "openai", "model": "m"}})  # type: ignore[arg-type,dict-item]
-        assert Router(s).decide(spec).route.tier == tier
+        decision = Router(s, learning=BoxLearning(flat)).decide(spec)
+        assert decision.route.tier == tier and decision.score == 0.5
     s = Settings(providers={"c": {"kind": "openai", "model": "m", "heavy_model": "big"}})  # type: ignore[dict-item]
     assert Router(s).decide(TaskSpec(prompt="hi", tier="cloud")).route.model == "m"
     assert (

@@ -56,6 +56,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         wait = f", retry in {p['retry_in_s']} s" if p["retry_in_s"] else ""
         key = "" if p["key"] else ", no key"
         print(f"provider {name} ({p['kind']}, {p['model']}): {p['state']}{wait}{key}")
+    routing = status.get("routing")
+    if routing is not None:
+        learned = routing["learned"]
+        print(
+            f"routing: {routing['mode']}, threshold {routing['threshold']:.2f};"
+            f" learned from {learned['examples']} example(s) on this box"
+            f" ({learned['escalated']} escalated, {learned['pinned_cloud']} pinned cloud,"
+            f" {learned['pinned_local']} pinned local)"
+        )
     spend = status.get("spend")
     if spend is not None:
         print(

@@ -11,6 +11,7 @@ from typing import Any
 from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.cli.common import (
     EX_FAILED,
+    EX_UNAVAILABLE,
     EX_USAGE,
     CliError,
     Parser,
@@ -167,18 +168,38 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    """Dry run of the router on this machine's config: spends nothing, needs no daemon."""
+    """Where the router would send a task and why; spends nothing. Asks the running daemon
+    (its router knows what this box learned), else decides here from the config."""
+    from agentbox.routing.ops import route_view  # noqa: PLC0415
     from agentbox.routing.router import Router  # noqa: PLC0415
     from agentbox.tasks.spec import parse_spec  # noqa: PLC0415
     from agentbox.vocabulary import SpecError  # noqa: PLC0415
 
-    loaded = load_config(args)
+    if args.reset:
+        with connect(args) as client:
+            try:
+                forgot = client.call("route_reset")["forgot"]
+            except ControlError as exc:
+                raise CliError(exc.message) from None
+        if args.json:
+            print_json(forgot)
+        else:
+            print(f"forgot what this box learned: {forgot['examples']} example(s)")
+        return 0
+    spec = spec_from_args(args)
     try:
-        spec = parse_spec(spec_from_args(args)).with_id()
-        decision = Router(loaded.settings).decide(spec)
-    except SpecError as exc:
-        raise CliError(f"{exc.code.value}: {exc.message}") from None
-    route = {**decision.route.model_dump(), "score": decision.score}
+        with connect(args) as client:
+            route = client.call("route", spec=spec)["route"]
+    except ControlError as exc:
+        raise CliError(f"{exc.code}: {exc.message}") from None
+    except CliError as exc:
+        if exc.code != EX_UNAVAILABLE:
+            raise
+        try:  # no daemon: a dry run on this machine's config, without what the box learned
+            decision = Router(load_config(args).settings).decide(parse_spec(spec).with_id())
+        except SpecError as err:
+            raise CliError(f"{err.code.value}: {err.message}") from None
+        route = route_view(decision, None)
     if args.json:
         print_json(route)
     else:
@@ -225,6 +246,7 @@ def add_parsers(sub: Any) -> None:
     spec_arguments(r)
     r.add_argument("--json", action="store_true")
     r.add_argument("--config")
+    r.add_argument("--reset", action="store_true", help="forget what this box learned")
     r.set_defaults(fn=cmd_route)
 
     t = sub.add_parser("tasks", help="list, inspect and cancel tasks")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from agentbox.config import Settings
-from agentbox.routing.heuristics import HEAVY_MODEL_AT, THRESHOLDS, assess
+from agentbox.routing.features import Features, featurize
+from agentbox.routing.heuristics import adjustments
+from agentbox.routing.learned import BoxLearning
+from agentbox.routing.model import LinearModel, shipped, sigmoid
 from agentbox.vocabulary import ErrorCode, Route, SpecError, TaskSpec
 
 LOCAL = "local"
@@ -17,31 +20,85 @@ CLOUD = "cloud"
 class Decision:
     lane: str
     route: Route
-    score: float | None = None
+    score: float | None = None  # p(heavy) from the model, for `auto` tasks
+    threshold: float | None = None  # of the mode, with what this box learned
+    features: list[str] = field(default_factory=list)  # what weighed most, strongest first
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The model's view of a task: p(heavy), the mode's threshold, and why."""
+
+    score: float
+    threshold: float
+    features: list[str]
+
+    def onto(self, d: Decision) -> Decision:
+        return replace(d, score=self.score, threshold=self.threshold, features=self.features)
+
+    def reason(self) -> str:
+        side = "heavy" if self.score >= self.threshold else "light"
+        sign = ">=" if side == "heavy" else "<"
+        why = ", ".join(self.features[:3]) or "no strong feature"
+        return f"{side} ({self.score:.2f} {sign} {self.threshold:.2f}): {why}"
 
 
 class Router:
-    """Pins win; `auto` scores the task and compares with the threshold of routing.mode."""
+    """Pins win; `auto` scores the task with the trained model (plus what this box learned)
+    and compares p(heavy) with the threshold of routing.mode."""
 
     def __init__(
         self,
         settings: Settings,
         available: Callable[[str], bool] = lambda _: True,
         spendable: Callable[[], str] = lambda: "",
+        learning: BoxLearning | None = None,
     ) -> None:
         self.settings = settings
         self.available = available
         # "" while the caps allow spending, else the reason they do not
         self.spendable = spendable
+        self.learning = learning
+        self.model: LinearModel = learning.model if learning is not None else shipped()
 
-    def _local(self, reason: str, model: str = "", score: float | None = None) -> Decision:
+    def threshold(self) -> float:
+        mode = self.settings.routing.mode
+        if self.learning is not None:
+            return self.learning.threshold(mode)
+        return self.model.thresholds[mode]
+
+    def assess(self, spec: TaskSpec) -> Assessment:
+        return self._assess(spec, featurize(spec.text()))
+
+    def _assess(self, spec: TaskSpec, f: Features) -> Assessment:
+        delta = self.learning.state.delta if self.learning is not None else None
+        z, why = self.model.explain(f, delta)
+        fixed = adjustments(spec)
+        z += sum(d for d, _ in fixed)
+        parts = [f"{reason} {d:+.2f}" for d, reason in fixed] + why
+        return Assessment(round(sigmoid(z), 3), round(self.threshold(), 3), parts)
+
+    def learn(self, spec: TaskSpec, heavy: bool, kind: str) -> None:
+        """A labeled example from this box's own work (no-op without on-box learning)."""
+        if self.learning is not None:
+            shift = sum(d for d, _ in adjustments(spec))
+            f = featurize(spec.text())
+            self.learning.observe(f, heavy, kind, self.settings.routing.mode, shift)
+
+    def learn_pin(self, spec: TaskSpec, background: bool) -> None:
+        """A tier a user pinned on a task is their label for that kind of prompt."""
+        pinned = spec.tier in (LOCAL, CLOUD) and not spec.model and spec.kind != "agent"
+        if pinned and not background:
+            self.learn(spec, spec.tier == CLOUD, f"pinned_{spec.tier}")
+
+    def _local(self, reason: str, model: str = "") -> Decision:
         if not self.settings.local.enabled:
             raise SpecError(
                 ErrorCode.provider_unavailable,
                 "the local model is disabled (local.enabled = false)",
             )
         route = Route(tier="local", provider=LOCAL, model=model or "default", reason=reason)
-        return Decision(LOCAL, route, score)
+        return Decision(LOCAL, route)
 
     def _cloud(
         self,
@@ -49,7 +106,6 @@ class Router:
         provider: str | None = None,
         model: str = "",
         heavy: bool = False,
-        score: float | None = None,
     ) -> Decision:
         capped = self.spendable()
         if capped:
@@ -67,7 +123,7 @@ class Router:
         if not model:
             model = conf.heavy_model if heavy and conf.heavy_model else conf.model
         route = Route(tier="cloud", provider=provider, model=model, reason=reason)
-        return Decision(CLOUD, route, score)
+        return Decision(CLOUD, route)
 
     def cloud_reachable(self) -> bool:
         return any(self.available(n) for n in self.settings.cloud_order())
@@ -92,25 +148,22 @@ class Router:
         if background and spec.kind != "agent":
             return self._local("background work stays on the local model")
         mode = self.settings.routing.mode
-        a = assess(spec)
-        why = ", ".join(a.reasons)
-        heavy = a.score >= HEAVY_MODEL_AT and mode != "cost"
+        a = self.assess(spec)
+        why = f"{a.reason()} for {mode}"
+        heavy = a.score >= self.model.heavy_model_at and mode != "cost"
         if spec.kind == "agent":
-            return self._cloud(f"agent task (tools need a cloud model): {why}", heavy=heavy)
+            cloud = self._cloud(f"agent task (tools need a cloud model): {why}", heavy=heavy)
+            return a.onto(cloud)
         if not self.settings.local.enabled:
-            return self._cloud(f"local model disabled; {why}", score=a.score)
-        if a.score < THRESHOLDS[mode] or not self.settings.providers:
-            return self._local(
-                f"light ({a.score} < {THRESHOLDS[mode]} for {mode}): {why}", score=a.score
-            )
+            return a.onto(self._cloud(f"local model disabled; {why}"))
+        if a.score < a.threshold or not self.settings.providers:
+            return a.onto(self._local(why))
         if not self.cloud_reachable() and self.settings.routing.offline == "local":
-            return self._local(f"offline: no cloud provider reachable; {why}", score=a.score)
+            return a.onto(self._local(f"offline: no cloud provider reachable; {why}"))
         capped = self.spendable()
         if capped:
-            return self._local(f"budget: {capped}; {why}", score=a.score)
-        return self._cloud(
-            f"heavy ({a.score} >= {THRESHOLDS[mode]} for {mode}): {why}", heavy=heavy, score=a.score
-        )
+            return a.onto(self._local(f"budget: {capped}; {why}"))
+        return a.onto(self._cloud(why, heavy=heavy))
 
     def _check_agent(self, spec: TaskSpec, background: bool) -> None:
         """Agent tasks call tools, which the local model cannot: they run on a cloud model."""

@@ -139,9 +139,11 @@ class ProviderRunner:
         *,
         http: HttpClient,
         notes: Notes,
+        escalated: Callable[[TaskSpec], None] = lambda _: None,
     ) -> None:
         self.http = http  # what agent tools fetch with
         self.notes = notes  # what they remember
+        self.escalated = escalated  # an `auto` task the local model could not answer well
         self.providers = providers
         self.breakers = breakers
         self.budget = budget
@@ -188,6 +190,8 @@ class ProviderRunner:
         local = route.model_copy(update={"model": c.model})
         if problem is None and doubt is None:
             return self._outcome(spec, local, [c], 0.0, data=data)
+        if escalate:
+            self.escalated(spec)  # a labeled example for this box: that kind of prompt is heavy
         if escalate and settings.providers:
             order = settings.cloud_order()
             name = next((n for n in order if self.breakers[n].available()), order[0])

@@ -91,6 +91,7 @@ class TaskService:
         if created:
             self.accepted += 1
             self.notify(row, "accepted", None)
+            self._router().learn_pin(spec, background=source in BACKGROUND_SOURCES)
         if scheduler is not None:
             if start and created:
                 scheduler.start_now(row)

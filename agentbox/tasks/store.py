@@ -556,6 +556,30 @@ class Store(Writer):
 
         return await self.write(op, durable=True)
 
+    async def get_meta(self, key: str) -> str | None:
+        """A value of the meta key/value table, None when the key is not there."""
+
+        def op(c: sqlite3.Connection) -> str | None:
+            found = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return None if found is None else str(found[0])
+
+        return await self.read(op)
+
+    async def set_meta(self, key: str, value: str | None) -> None:
+        """Set a meta value durably; None deletes the key."""
+
+        def op(c: sqlite3.Connection) -> None:
+            if value is None:
+                c.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                c.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+        await self.write(op, durable=True)
+
 
 def _error(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"error": {"code": code.value, "message": message}}

@@ -1,0 +1,99 @@
+"""The learned router: its shipped model file, its features, and cross-validation that never
+scores a prompt with a model that saw it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from agentbox.config import Settings
+from agentbox.routing import training
+from agentbox.routing.features import Features, featurize, stable_hash
+from agentbox.routing.learned import MAX_OFFSET, MAX_WEIGHT, BoxLearning
+from agentbox.routing.model import MODEL_FILE, LinearModel, ModelError, shipped
+from agentbox.routing.router import Router
+from agentbox.routing.training import Row, evaluate, held_out
+from agentbox.vocabulary import TaskSpec
+
+CLOUDY = Settings(providers={"c": {"kind": "openai", "model": "m"}})  # type: ignore[dict-item]
+
+
+def test_the_router_loads_its_model_file_and_decides_the_same_twice() -> None:
+    data = json.loads(MODEL_FILE.read_text())
+    from_file = LinearModel.from_json(data)
+    assert from_file.info["rows"] >= 600 and len(from_file.info["sources"]) >= 3
+    spec = TaskSpec(prompt="Design a billing system for 40 shops and write its SQL schema.")
+    router = Router(CLOUDY)
+    assert router.model is shipped()
+    first, second = router.decide(spec), router.decide(spec)
+    assert first == second and first.score is not None and first.features
+    # the score is the file's model, not something computed elsewhere
+    z = from_file.logit(featurize(spec.text()))
+    assert first.score == round(1 / (1 + pow(2.718281828459045, -z)), 3)
+    # the reason names the features that weighed most
+    assert first.features[0].split(" ")[0].strip("'") in first.route.reason
+
+
+def test_a_model_file_of_another_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="another kind"):
+        LinearModel.from_json({"kind": "knn", "width": 3})
+
+
+def test_hashing_is_the_same_in_every_process() -> None:
+    """A salted str hash would give each process its own buckets and a useless model."""
+    assert stable_hash("w:hello") == 1163  # crc32("w:hello") % 8192
+    assert featurize("Say hello.").values == featurize("Say hello.").values
+
+
+class Lookup(LinearModel):
+    """Scores the rows it was trained on at +-20 (p ~ 1 or 0), anything else at 0 (p = 0.5):
+    any prediction other than 0.5 is a row the model saw."""
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        super().__init__([], 0.0)
+        self.seen = {frozenset(r.features.values.items()): r.heavy for r in rows}
+
+    def logit(self, f: Features, delta: dict[int, float] | None = None) -> float:
+        heavy = self.seen.get(frozenset(f.values.items()))
+        return 0.0 if heavy is None else (20.0 if heavy else -20.0)
+
+
+def test_cross_validation_never_scores_a_row_with_a_model_that_saw_it() -> None:
+    rows = [
+        Row(f"{topic} question number {i} from {source}", i % 2 == 0, source)
+        for source, topic in (("alpha", "gardening"), ("beta", "plumbing"), ("gamma", "taxes"))
+        for i in range(6)
+    ]
+    fits: list[set[str]] = []
+
+    def fitter(train: Sequence[Row]) -> LinearModel:
+        fits.append({r.source for r in train})
+        return Lookup(train)
+
+    assert held_out(rows, fitter) == [0.5] * len(rows)
+    fits.clear()
+    entries = evaluate(rows, fitter)
+    assert len(entries) == len(rows) and all(e["p"] == 0.5 for e in entries)
+    # every fit left at least one source out; the outer ones (2 sources) and the inner (1)
+    assert all(len(f) < 3 for f in fits) and {len(f) for f in fits} == {1, 2}
+    # and the lookup model itself would have given a seen row away
+    assert training.predict(Lookup(rows), rows[:1]) != [0.5]
+
+
+def test_learning_is_bounded_and_a_pinned_local_tier_moves_its_kind_local() -> None:
+    learning = BoxLearning(shipped())
+    router = Router(CLOUDY, learning=learning)
+    heavy = "Write a detailed essay about the {} of the printing press."
+    assert router.decide(TaskSpec(prompt=heavy.format("history"))).route.tier == "cloud"
+    for topic in ("origins", "effects", "economics", "politics", "religion", "science") * 5:
+        router.learn_pin(TaskSpec(prompt=heavy.format(topic), tier="local"), background=False)
+    assert router.decide(TaskSpec(prompt=heavy.format("history"))).route.tier == "local"
+    state = learning.state
+    assert state.counts["pinned_local"] == 30 and 0 < state.offset <= MAX_OFFSET
+    assert all(abs(d) <= MAX_WEIGHT for d in state.delta.values())
+    # a schedule's pinned tier is not a user's label for a prompt each time it runs
+    router.learn_pin(TaskSpec(prompt="hi", tier="cloud"), background=True)
+    assert state.counts["pinned_cloud"] == 0
