@@ -54,7 +54,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"schedules: {schedules['count']}, next {nxt['name']} at {local_time(nxt['at'])}")
     for name, p in (status.get("providers") or {}).items():
         wait = f", retry in {p['retry_in_s']} s" if p["retry_in_s"] else ""
-        key = "" if p["key"] else ", no key"
+        key = "" if p["key"] or p.get("auth") == "none" else ", no key"
         print(f"provider {name} ({p['kind']}, {p['model']}): {p['state']}{wait}{key}")
     spend = status.get("spend")
     if spend is not None:

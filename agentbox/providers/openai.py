@@ -19,8 +19,9 @@ class OpenAIProvider(http.HttpProvider):
     models_path: ClassVar[str] = "/models"
 
     def _headers(self) -> dict[str, str]:
-        key = self._key()
-        # Local OpenAI-compatible servers (llama-server, Ollama, vLLM) often need no key.
+        # Local OpenAI-compatible servers (llama-server, Ollama, vLLM) often need no key; one
+        # that says so gets none, even when a key of that name is stored.
+        key = self._key() if self.conf.auth == "key" else None
         return {"authorization": f"Bearer {key}"} if key else {}
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> ProviderError:

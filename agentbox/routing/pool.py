@@ -67,6 +67,7 @@ class ProviderPool:
                 "kind": conf.kind,
                 "model": conf.model,
                 "key": source or None,
+                "auth": conf.auth,
                 **self.breakers[name].status(),
             }
         return out
@@ -92,6 +93,7 @@ async def test_key(
         if own:
             await http_client.aclose()
     listed = f"{len(models)} models"
+    works = "the server answers" if conf.auth == "none" else "key works"
     if conf.model and models and conf.model not in models:
-        return True, f"key works ({listed}), but model {conf.model!r} is not among them"
-    return True, f"key works ({listed})"
+        return True, f"{works} ({listed}), but model {conf.model!r} is not among them"
+    return True, f"{works} ({listed})"
