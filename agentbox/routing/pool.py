@@ -41,7 +41,9 @@ class ProviderPool:
             old_key = self.keys.get(name, (None, ""))[0]
             self.keys[name] = keys.resolve(self.keystore, name, conf.kind)
             if name not in self.providers or self.confs.get(name) != conf:
-                self.providers[name] = registry.build(name, conf, self._key_of(name), self.client)
+                self.providers[name] = registry.build(
+                    name, conf, self._key_of(name), self.client, local=self.local
+                )
                 self.confs[name] = conf
             breaker = self.breakers.setdefault(name, Breaker(name))
             if self.keys[name][0] != old_key:
