@@ -90,7 +90,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raw = getpass.getpass(f"key for {args.name} (input hidden): ")
             else:
                 raw = sys.stdin.read()
-            store.set(args.name, raw)
+            try:
+                store.set(args.name, raw)
+            except keys.KeyError_ as exc:  # a bad name or something that cannot be a key
+                raise CliError(str(exc), EX_USAGE) from None
+            except OSError as exc:
+                raise CliError(f"cannot save key {args.name}: {exc.strerror}") from None
             info = keys.describe(store, args.name, kinds.get(args.name))
             print(f"saved key {args.name} (…{info.last4 or '****'}) in {store.dir}")
             if args.name not in kinds and args.name != keys.BROKER_KEY:
@@ -102,7 +107,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.keys_cmd == "test":
             return _test_key(args, loaded, store)
         if args.keys_cmd == "delete":
-            if not store.delete(args.name):
+            try:
+                deleted = store.delete(args.name)
+            except keys.KeyError_ as exc:
+                raise CliError(str(exc), EX_USAGE) from None
+            if not deleted:
                 raise CliError(f"no stored key named {args.name!r}")
             print(f"deleted key {args.name}")
             return 0
@@ -225,13 +234,13 @@ def add_parsers(sub: Any) -> None:
     k = sub.add_parser("keys", help="the key store")
     ksub = k.add_subparsers(dest="keys_cmd", required=True, parser_class=Parser)
     ks = ksub.add_parser("set", help="store a key read from stdin or a hidden prompt")
-    ks.add_argument("name")
-    kd = ksub.add_parser("delete")
-    kd.add_argument("name")
+    ks.add_argument("name", help="provider name (or mqtt, mqtt-hmac)")
+    kd = ksub.add_parser("delete", help="remove a key from the key store")
+    kd.add_argument("name", help="provider name (or mqtt, mqtt-hmac)")
     kl = ksub.add_parser("list", help="key names and where each comes from; never the key")
     kl.add_argument("--json", action="store_true")
     kt = ksub.add_parser("test", help="check a provider's key with its model listing")
-    kt.add_argument("name")
+    kt.add_argument("name", help="a [providers.NAME] section")
     kt.add_argument("--json", action="store_true")
     for kp in (ks, kd, kl, kt):
         kp.add_argument("--config")
