@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -118,10 +119,20 @@ def _tokenize(llm: Any, text: str, special: bool) -> list[int]:
 
 def _render(llm: Any, messages: list[dict[str, Any]]) -> str | None:
     """The chat through the model's GGUF chat template (None when it has none)."""
+    formatter = _formatter(llm)
+    if formatter is None or not messages:
+        return None
+    chat: Any = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    return str(formatter(messages=chat).prompt)
+
+
+@functools.lru_cache(maxsize=1)
+def _formatter(llm: Any) -> Any:
+    """The model's chat template, compiled once (each compile costs about 10 ms)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: PLC0415
 
     template = llm.metadata.get("tokenizer.chat_template")
-    if not template or not messages:
+    if not template:
         return None
 
     def text(token: int) -> str:
@@ -129,9 +140,7 @@ def _render(llm: Any, messages: list[dict[str, Any]]) -> str | None:
             "" if token == -1 else llm.detokenize([token], special=True).decode("utf-8", "replace")
         )
 
-    formatter = Jinja2ChatFormatter(template, text(llm.token_eos()), text(llm.token_bos()))
-    chat: Any = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-    return str(formatter(messages=chat).prompt)
+    return Jinja2ChatFormatter(template, text(llm.token_eos()), text(llm.token_bos()))
 
 
 def _die_with_parent() -> None:
