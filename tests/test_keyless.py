@@ -134,6 +134,8 @@ def test_keyless_server_end_to_end(daemons: Any, fake: FakeProvider) -> None:
     server = checks["server lan"]
     assert server["ok"] and "takes no key" in server["detail"] and "1 models" in server["detail"]
     assert "pricing" not in checks
+    tested = d.cli("keys", "test", "lan").stdout
+    assert tested.strip() == "lan: the server answers (1 models)"
     assert d.stop() == 0
 
 

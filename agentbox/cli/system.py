@@ -144,7 +144,9 @@ def _test_key(args: argparse.Namespace, loaded: config.Loaded, store: keys.KeySt
     if args.json:
         print_json({"provider": args.name, "ok": ok, "message": message, "key": source or None})
     else:
-        print(f"{args.name}: {message}" + ("" if source else " (no key set)"))
+        print(
+            f"{args.name}: {message}" + ("" if source or conf.auth == "none" else " (no key set)")
+        )
     return 0 if ok else EX_FAILED
 
 
