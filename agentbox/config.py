@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -180,6 +187,21 @@ class ProviderConfig(Section):
     # How an openai-kind server takes a JSON Schema: OpenAI's "json_schema", the older
     # "json_object" + schema (llama-cpp-python's server), or "none" (validate ours only).
     response_format: Literal["json_schema", "json_object", "none"] = "json_schema"
+    # "none": an OpenAI-compatible server that takes no key (llama.cpp, Ollama, vLLM on the
+    # LAN); nothing is sent as a key and doctor checks that the server answers instead.
+    auth: Literal["key", "none"] = "key"
+    # What this server charges, USD per million tokens (0 for a free one); outranks the
+    # price table for every model the provider serves.
+    price_in: float | None = Field(default=None, ge=0)
+    price_out: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ProviderConfig:
+        if self.auth == "none" and self.kind != "openai":
+            raise ValueError("auth = 'none' is for OpenAI-compatible servers (kind = 'openai')")
+        if (self.price_in is None) != (self.price_out is None):
+            raise ValueError("set both price_in and price_out (USD per million tokens)")
+        return self
 
 
 class PriceConfig(Section):

@@ -111,7 +111,7 @@ class Daemon:
         self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled)
         self.pool = ProviderPool(settings, self.keystore)
         self.local = self.pool.local
-        self.prices = PriceTable(settings.prices)
+        self.prices = PriceTable(settings.prices, settings.providers)
         self.budget = Budget(settings.budget, StoreLedger(self.store))
         self.learning = BoxLearning(shipped(), self.store)
         self.router = self._router(settings)
@@ -243,7 +243,7 @@ class Daemon:
             "network": parts.get("network", addresses),
             "update": parts.get("update", self._last_update),
             "errors": logs.RECENT.last(),
-            "config_warnings": self.loaded.warnings,
+            "config_warnings": [*self.loaded.warnings, *self.prices.warnings()],
         }
         report["unavailable"] = parts.unavailable
         return report
@@ -352,7 +352,7 @@ class Daemon:
         self.loaded = new
         settings = new.settings
         self.pool.configure(settings)
-        self.prices = PriceTable(settings.prices)
+        self.prices = PriceTable(settings.prices, settings.providers)
         self.budget.conf = settings.budget
         self.router = self._router(settings)
         self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
@@ -479,7 +479,8 @@ class Daemon:
 
 def warn_config(loaded: config.Loaded) -> None:
     """Say loudly what the configuration fell back on (also kept for `status`)."""
-    for warning in loaded.warnings:
+    settings = loaded.settings
+    for warning in [*loaded.warnings, *PriceTable(settings.prices, settings.providers).warnings()]:
         log.error("configuration: %s", warning)
 
 

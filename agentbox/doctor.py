@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agentbox import keys
-from agentbox.config import Loaded
+from agentbox.config import Loaded, ProviderConfig
 from agentbox.control_client import ControlClient, ControlError, socket_path
 from agentbox.providers.base import ProviderError
 from agentbox.providers.local import resolve_model
+from agentbox.providers.prices import PriceTable
 
 MIN_FREE_MB = 500
 
@@ -56,16 +57,46 @@ def check_keys(loaded: Loaded) -> list[Check]:
         hint = "chmod 700 the directory and 600 each file" if problems else ""
         out.append(Check("key store modes", not problems, detail, hint))
     for name, prov in loaded.settings.providers.items():
+        if prov.auth == "none":
+            out.append(check_keyless(name, prov))
+            continue
         info = keys.describe(store, name, prov.kind)
+        hint = f"agentbox keys set {name}"
+        if prov.kind == "openai":
+            hint += f", or auth = 'none' in [providers.{name}] for a server that takes no key"
         out.append(
             Check(
                 f"key {name}",
                 bool(info.source),
                 info.source or "no key",
-                "" if info.source else f"agentbox keys set {name}",
+                "" if info.source else hint,
             )
         )
     return out
+
+
+def check_keyless(name: str, conf: ProviderConfig) -> Check:
+    """A provider that takes no key passes when its server answers the model listing."""
+    import asyncio  # noqa: PLC0415
+
+    from agentbox.routing.pool import test_key  # noqa: PLC0415 (loads the providers)
+
+    ok, message = asyncio.run(test_key(name, conf, None))
+    return Check(
+        f"server {name}",
+        ok,
+        f"takes no key (auth = 'none'): {message}",
+        "" if ok else f"start the server or fix providers.{name}.base_url",
+    )
+
+
+def check_prices(loaded: Loaded) -> list[Check]:
+    """Loud when a keyless provider would be billed at the dearest price."""
+    settings = loaded.settings
+    return [
+        Check("pricing", False, w, "phantom spend would fill the daily cap")
+        for w in PriceTable(settings.prices, settings.providers).warnings()
+    ]
 
 
 def check_disk(loaded: Loaded) -> Check:
@@ -112,7 +143,8 @@ def check_daemon(loaded: Loaded) -> list[Check]:
     for part, reason in (status.get("unavailable") or {}).items():
         out.append(Check(f"daemon report: {part}", False, reason, "journalctl -u agentbox -e"))
     hints = {
-        "auth_failed": "the key was rejected: agentbox keys set {name}, then agentbox reload",
+        "auth_failed": "the key was rejected (or the server wants one):"
+        " agentbox keys set {name}, then agentbox reload",
         "quota_exhausted": "the provider's quota or spend limit is used up; it is retried later",
     }
     for name, p in (status.get("providers") or {}).items():
@@ -163,6 +195,7 @@ def run_checks(loaded: Loaded, config_detail: str) -> list[Check]:
         Check("config", True, config_detail),
         check_state_dir(loaded),
         *check_keys(loaded),
+        *check_prices(loaded),
         check_disk(loaded),
         *check_daemon(loaded),
         check_broker(loaded),

@@ -153,6 +153,8 @@ class Daemon:
             [sys.executable, "-m", "agentbox", *args],
             env=self.env,
             input=input,
+            # no input: an empty stdin, never the test runner's (a piped stdin is a prompt)
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -56,7 +56,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[Any]:
             pool.providers,
             pool.breakers,
             budget,
-            lambda: PriceTable(settings.prices),
+            lambda: PriceTable(settings.prices, settings.providers),
             lambda: settings,
             http=pool.client,
             notes=NoteStore(store),

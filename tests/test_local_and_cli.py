@@ -76,7 +76,7 @@ def test_spec_from_stdin_and_clear_rejections(daemons: Any) -> None:
     bad = d.cli(
         "submit", "--spec", "-", input=json.dumps({"prompt": "x", "colour": "red"}), check=False
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 2  # the daemon refused the input: a usage error
     assert bad.stderr.strip() == "agentbox: rejected (invalid_request): colour: unknown field"
     notjson = d.cli("submit", "--spec", "-", input="{nope", check=False)
     assert notjson.returncode == 2 and "not JSON" in notjson.stderr

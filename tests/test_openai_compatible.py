@@ -12,7 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agentbox.providers.local import bundled_model
+from agentbox.config import ProviderConfig
+from agentbox.providers import http, registry
+from agentbox.providers.base import Request
+from agentbox.providers.local import LocalProvider, bundled_model
+from agentbox.providers.transport import HttpClient
 from tests.conftest import NO_MQTT, free_port, wait_for
 
 
@@ -127,3 +131,62 @@ def test_route_dry_run_spends_nothing(daemons: Any, llama_server: str) -> None:
     assert heavy["tier"] == "cloud" and heavy["provider"] == "llama"
     text = d.cli("route", "Say hello.").stdout
     assert text.startswith("local") and "light" in text
+
+
+def real_prompt_tokens(base: str, prompt: str) -> int:
+    """The server's own count: its non-streaming answer carries usage."""
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}], "max_tokens": 1}
+    reply = httpx.post(f"{base}/chat/completions", json=body, timeout=120).json()
+    return int(reply["usage"]["prompt_tokens"])
+
+
+async def test_no_usage_counted_by_the_servers_tokenizer_and_the_local_template(
+    llama_server: str,
+) -> None:
+    """llama-cpp-python's server streams no usage but has /extras/tokenize: the output is
+    counted there exactly; the input is exact once the local model (the same model here)
+    renders the chat with its own template, which adds a system prompt the client never sent."""
+    prompt = "Say hello."
+    real = real_prompt_tokens(llama_server, prompt)
+    conf = ProviderConfig(kind="openai", base_url=llama_server, model="smollm2", auth="none")
+    local = LocalProvider("", 1, 1024)
+    request = Request([{"role": "user", "content": prompt}], 16)
+    async with HttpClient(2) as client:
+        alone = registry.build("llama", conf, lambda: None, client)
+        c = await alone.complete(request)
+        assert alone.tokenizer.kind == "llama-cpp-python"  # type: ignore[attr-defined]
+        assert c.estimated and c.output_tokens == count(llama_server, c.text)
+        guessed = http.prompt_estimate(request.messages)
+        assert abs(c.input_tokens - real) < abs(guessed - real)  # ChatML framing, counted
+
+        await local.complete(Request([{"role": "user", "content": "hi"}], 2))  # worker up
+        helped = registry.build("llama", conf, lambda: None, client, local=local)
+        c = await helped.complete(request)
+        assert c.input_tokens == real, (c.input_tokens, real, guessed)
+        assert c.output_tokens == count(llama_server, c.text)
+    await local.close()
+
+
+def count(base: str, text: str) -> int:
+    root = base.removesuffix("/v1")
+    return int(httpx.post(f"{root}/extras/tokenize/count", json={"input": text}).json()["count"])
+
+
+def test_daemon_counts_a_keyless_server_close_to_its_real_usage(
+    daemons: Any, llama_server: str
+) -> None:
+    """The issue's case: a keyless server without usage was counted 9 against 34 real input
+    tokens. With the local model up, the daemon's count is the server's own."""
+    conf = config(llama_server).replace("enabled = false", "enabled = true") + "auth = 'none'\n"
+    d = daemons(conf).start()
+    real = real_prompt_tokens(llama_server, "Say hello.")
+    local = d.json("submit", "--wait", "--tier", "local", "--max-tokens", "2", "Say hello.")
+    assert local["state"] == "succeeded", local
+    assert local["usage"]["input_tokens"] == real  # the local model counts the same prompt alike
+    task = d.json("submit", "--wait", "--tier", "cloud", "--max-tokens", "16", "Say hello.")
+    assert task["state"] == "succeeded", task
+    usage = task["usage"]
+    assert usage["input_tokens"] == real
+    assert usage["output_tokens"] == count(llama_server, task["output"])
+    assert usage["cost_usd"] == 0  # keyless on loopback: free
+    assert d.stop() == 0

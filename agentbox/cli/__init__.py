@@ -7,13 +7,14 @@ import sys
 
 from agentbox import __version__
 from agentbox.cli import jobs, schema, system, tasks, update
-from agentbox.cli.common import EX_FAILED, CliError, Parser
+from agentbox.cli.common import EX_FAILED, EX_INTERRUPTED, CliError, Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="agentbox", description="Runs AI tasks on this box: local model, cloud, MQTT.")
     p.add_argument("--version", action="version", version=f"agentbox {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    # Not required: a bare `agentbox` prints the command list (see main).
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", title="commands", parser_class=Parser)
     tasks.add_parsers(sub)
     jobs.add_parsers(sub)
     system.add_parsers(sub)
@@ -23,14 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help()
+        return 0
     try:
         code: int = args.fn(args)
     except CliError as exc:
         print(f"agentbox: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
     except BrokenPipeError:
         return EX_FAILED
     return code

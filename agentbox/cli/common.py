@@ -15,6 +15,7 @@ from agentbox.control_client import ControlClient, ControlError, socket_path
 EX_USAGE = 2
 EX_UNAVAILABLE = 69
 EX_FAILED = 1
+EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class CliError(Exception):
@@ -41,13 +42,22 @@ def connect(args: argparse.Namespace, timeout: float | None = 10.0) -> ControlCl
         raise CliError(exc.message, EX_UNAVAILABLE) from None
 
 
+# What the daemon says when the request itself is wrong: a usage error, like argparse's.
+BAD_INPUT = frozenset({"invalid_request", "payload_too_large"})
+
+
+def refused(exc: ControlError, message: str | None = None) -> CliError:
+    """A daemon's refusal as a CLI error: exit 2 when the input was wrong, else 1."""
+    return CliError(message or exc.message, EX_USAGE if exc.code in BAD_INPUT else EX_FAILED)
+
+
 def call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
     """One request to the daemon; its errors become CLI errors."""
     with connect(args) as client:
         try:
             return client.call(op, **params)
         except ControlError as exc:
-            raise CliError(exc.message) from None
+            raise refused(exc) from None
 
 
 def print_list(

@@ -66,7 +66,7 @@ def add_parsers(sub: Any) -> None:
     sc = sub.add_parser("schedules", help="recurring jobs: list, set, delete")
     scsub = sc.add_subparsers(dest="sched_cmd", required=True, parser_class=Parser)
     scl = scsub.add_parser("list", help="each schedule and its next run")
-    scl.add_argument("--json", action="store_true")
+    scl.add_argument("--json", action="store_true", help="print a JSON array")
     scs = scsub.add_parser(
         "set",
         help="create or replace a schedule (runs stay on the local model"
@@ -84,15 +84,15 @@ def add_parsers(sub: Any) -> None:
     )
     spec_arguments(scs, scheduled=True)
     scs.add_argument("--json", action="store_true", help="print the schedule as JSON")
-    scd = scsub.add_parser("delete")
-    scd.add_argument("name")
+    scd = scsub.add_parser("delete", help="delete a schedule (its finished runs stay)")
+    scd.add_argument("name", help="the schedule's name")
     sc.set_defaults(fn=cmd_schedules)
 
     n = sub.add_parser("notes", help="what agent tasks remembered: list, show, delete")
     nsub = n.add_subparsers(dest="notes_cmd", required=True, parser_class=Parser)
     nl = nsub.add_parser("list", help="every note (key, when, which task, first line)")
     nl.add_argument("key", nargs="?", help="show only this note's whole text")
-    nl.add_argument("--json", action="store_true")
-    nd = nsub.add_parser("delete")
-    nd.add_argument("key")
+    nl.add_argument("--json", action="store_true", help="print a JSON array")
+    nd = nsub.add_parser("delete", help="forget one note")
+    nd.add_argument("key", help="the note's key")
     n.set_defaults(fn=cmd_notes)

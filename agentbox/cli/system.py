@@ -54,7 +54,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"schedules: {schedules['count']}, next {nxt['name']} at {local_time(nxt['at'])}")
     for name, p in (status.get("providers") or {}).items():
         wait = f", retry in {p['retry_in_s']} s" if p["retry_in_s"] else ""
-        key = "" if p["key"] else ", no key"
+        key = "" if p["key"] or p.get("auth") == "none" else ", no key"
         print(f"provider {name} ({p['kind']}, {p['model']}): {p['state']}{wait}{key}")
     routing = status.get("routing")
     if routing is not None:
@@ -99,7 +99,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raw = getpass.getpass(f"key for {args.name} (input hidden): ")
             else:
                 raw = sys.stdin.read()
-            store.set(args.name, raw)
+            try:
+                store.set(args.name, raw)
+            except keys.KeyError_ as exc:  # a bad name or something that cannot be a key
+                raise CliError(str(exc), EX_USAGE) from None
+            except OSError as exc:
+                raise CliError(f"cannot save key {args.name}: {exc.strerror}") from None
             info = keys.describe(store, args.name, kinds.get(args.name))
             print(f"saved key {args.name} (…{info.last4 or '****'}) in {store.dir}")
             if args.name not in kinds and args.name != keys.BROKER_KEY:
@@ -111,7 +116,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.keys_cmd == "test":
             return _test_key(args, loaded, store)
         if args.keys_cmd == "delete":
-            if not store.delete(args.name):
+            try:
+                deleted = store.delete(args.name)
+            except keys.KeyError_ as exc:
+                raise CliError(str(exc), EX_USAGE) from None
+            if not deleted:
                 raise CliError(f"no stored key named {args.name!r}")
             print(f"deleted key {args.name}")
             return 0
@@ -144,7 +153,9 @@ def _test_key(args: argparse.Namespace, loaded: config.Loaded, store: keys.KeySt
     if args.json:
         print_json({"provider": args.name, "ok": ok, "message": message, "key": source or None})
     else:
-        print(f"{args.name}: {message}" + ("" if source else " (no key set)"))
+        print(
+            f"{args.name}: {message}" + ("" if source or conf.auth == "none" else " (no key set)")
+        )
     return 0 if ok else EX_FAILED
 
 
@@ -234,13 +245,13 @@ def add_parsers(sub: Any) -> None:
     k = sub.add_parser("keys", help="the key store")
     ksub = k.add_subparsers(dest="keys_cmd", required=True, parser_class=Parser)
     ks = ksub.add_parser("set", help="store a key read from stdin or a hidden prompt")
-    ks.add_argument("name")
-    kd = ksub.add_parser("delete")
-    kd.add_argument("name")
+    ks.add_argument("name", help="provider name (or mqtt, mqtt-hmac)")
+    kd = ksub.add_parser("delete", help="remove a key from the key store")
+    kd.add_argument("name", help="provider name (or mqtt, mqtt-hmac)")
     kl = ksub.add_parser("list", help="key names and where each comes from; never the key")
     kl.add_argument("--json", action="store_true")
     kt = ksub.add_parser("test", help="check a provider's key with its model listing")
-    kt.add_argument("name")
+    kt.add_argument("name", help="a [providers.NAME] section")
     kt.add_argument("--json", action="store_true")
     for kp in (ks, kd, kl, kt):
         kp.add_argument("--config")

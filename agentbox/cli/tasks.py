@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.cli.common import (
+    BAD_INPUT,
     EX_FAILED,
+    EX_INTERRUPTED,
     EX_UNAVAILABLE,
     EX_USAGE,
     CliError,
@@ -19,29 +22,56 @@ from agentbox.cli.common import (
     load_config,
     print_json,
     print_list,
+    refused,
 )
 from agentbox.control_client import ControlError
 
+# Final states that mean the task did not do its work.
+FINAL_FAILED = frozenset({"failed", "rejected", "expired", "cancelled"})
+FINAL_STATES = FINAL_FAILED | {"succeeded"}
+
+
+def _prompt(args: argparse.Namespace) -> str | None:
+    """The prompt argument; `-`, or no prompt and a piped stdin, reads it from stdin."""
+    if getattr(args, "sched_cmd", None):
+        return str(args.prompt) if args.prompt else None
+    if args.prompt == "-" or (args.prompt is None and not args.spec and not sys.stdin.isatty()):
+        if args.spec == "-":
+            raise CliError("stdin cannot be both the prompt and the --spec", EX_USAGE)
+        try:
+            text = sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the prompt from stdin: {exc}", EX_USAGE) from None
+        return text if text.strip() else None
+    return str(args.prompt) if args.prompt else None
+
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    prompt = "--prompt TEXT" if getattr(args, "sched_cmd", None) else "a PROMPT"
+    prompt = "--prompt TEXT" if getattr(args, "sched_cmd", None) else "a PROMPT ('-' for stdin)"
+    text = _prompt(args)
     if args.spec:
         try:
-            text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
-            spec = json.loads(text)
+            raw = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            spec = json.loads(raw)
         except OSError as exc:
             raise CliError(f"cannot read {args.spec}: {exc.strerror}", EX_USAGE) from None
         except ValueError as exc:
             raise CliError(f"{args.spec}: not JSON: {exc}", EX_USAGE) from None
         if not isinstance(spec, dict):
             raise CliError(f"{args.spec}: a task spec is a JSON object", EX_USAGE)
-        if args.prompt:
+        if text:
             raise CliError(f"give either {prompt} or --spec, not both", EX_USAGE)
     else:
-        if not args.prompt:
+        if not text:
             raise CliError(f"nothing to submit: give {prompt} or --spec FILE", EX_USAGE)
-        spec = {"prompt": args.prompt}
-    for key in ("id", "tier", "kind", "tools", "max_tokens", "priority", "deadline_s"):
+        spec = {"prompt": text}
+    if args.model is not None and "/" not in args.model:
+        raise CliError(
+            f"--model {args.model}: give PROVIDER/MODEL, e.g. openai/gpt-4o-mini"
+            " (PROVIDER is a [providers.NAME] section, or local)",
+            EX_USAGE,
+        )
+    for key in ("id", "tier", "kind", "model", "tools", "max_tokens", "priority", "deadline_s"):
         value = getattr(args, key)
         if value is not None:
             spec[key] = value
@@ -110,6 +140,8 @@ def _progress(event: dict[str, Any]) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.wait and not spec.get("id"):
+        spec["id"] = uuid.uuid4().hex[:24]  # so that Ctrl-C can name the task it leaves running
     with connect(args, timeout=None if args.wait else 30) as client:
         try:
             reply: dict[str, Any] = {}
@@ -118,8 +150,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     _progress(msg)
                 reply = msg
         except ControlError as exc:
-            if sys.stderr.isatty():
-                sys.stderr.write("\r\x1b[2K")
             if args.json:
                 print_json(
                     {
@@ -128,10 +158,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
                         "error": {"code": exc.code, "message": exc.message},
                     }
                 )
-            raise CliError(f"rejected ({exc.code}): {exc.message}") from None
+            raise refused(exc, f"rejected ({exc.code}): {exc.message}") from None
+        except KeyboardInterrupt:
+            _clear_line()
+            task_id = spec["id"]
+            print(
+                f"agentbox: stopped waiting; task {task_id} keeps running"
+                f" (agentbox tasks get {task_id}; agentbox tasks cancel {task_id})",
+                file=sys.stderr,
+            )
+            return EX_INTERRUPTED
         finally:
-            if args.wait and sys.stderr.isatty():
-                sys.stderr.write("\r\x1b[2K")
+            if args.wait:
+                _clear_line()
     task = reply["task"]
     if args.json:
         print_json(task)
@@ -141,7 +180,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(task["output"])
     else:
         _show_task(task)
-    return 0 if task["state"] not in ("failed", "rejected", "expired", "cancelled") else EX_FAILED
+    return 0 if task["state"] not in FINAL_FAILED else EX_FAILED
+
+
+def _clear_line() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
 
 
 def _task_line(t: dict[str, Any]) -> str:
@@ -156,14 +201,32 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                 tasks = client.call("list", state=args.state, limit=args.limit)["tasks"]
                 print_list(tasks, args.json, "no tasks", _task_line)
                 return 0
-            op = "get" if args.tasks_cmd == "get" else "cancel"
-            task = client.call(op, id=args.id)["task"]
+            task = client.call(args.tasks_cmd, id=args.id)["task"]
         except ControlError as exc:
-            raise CliError(exc.message) from None
+            if args.json and args.tasks_cmd != "list":
+                print_json({"id": args.id, "error": {"code": exc.code, "message": exc.message}})
+            raise refused(exc) from None
     if args.json:
         print_json(task)
-    else:
+    if args.tasks_cmd == "cancel":
+        return _cancelled(task, quiet=args.json)
+    if not args.json:
         _show_task(task)
+    return 0
+
+
+def _cancelled(task: dict[str, Any], quiet: bool) -> int:
+    """What a cancel did: 0 when the task is (or will shortly be) cancelled, 1 when it had
+    already finished otherwise, so there was nothing left to cancel."""
+    state, task_id = task["state"], task["id"]
+    if state in FINAL_STATES and state != "cancelled":
+        raise CliError(f"task {task_id} already finished ({state}): nothing to cancel")
+    if not quiet:
+        print(
+            f"cancelling {task_id}: it stops at its next step"
+            if state == "running"
+            else f"cancelled {task_id}"
+        )
     return 0
 
 
@@ -191,14 +254,15 @@ def cmd_route(args: argparse.Namespace) -> int:
         with connect(args) as client:
             route = client.call("route", spec=spec)["route"]
     except ControlError as exc:
-        raise CliError(f"{exc.code}: {exc.message}") from None
+        raise refused(exc, f"{exc.code}: {exc.message}") from None
     except CliError as exc:
         if exc.code != EX_UNAVAILABLE:
             raise
         try:  # no daemon: a dry run on this machine's config, without what the box learned
             decision = Router(load_config(args).settings).decide(parse_spec(spec).with_id())
         except SpecError as err:
-            raise CliError(f"{err.code.value}: {err.message}") from None
+            code = EX_USAGE if err.code.value in BAD_INPUT else EX_FAILED
+            raise CliError(f"{err.code.value}: {err.message}", code) from None
         route = route_view(decision, None)
     if args.json:
         print_json(route)
@@ -215,11 +279,17 @@ def spec_arguments(p: argparse.ArgumentParser, scheduled: bool = False) -> None:
         p.add_argument("--prompt", help="the prompt text of each run")
         p.set_defaults(id=None)
     else:
-        p.add_argument("prompt", nargs="?", help="the prompt text")
+        p.add_argument("prompt", nargs="?", help="the prompt text; '-' or a pipe: read from stdin")
         p.add_argument("--id", help="idempotency key: resubmitting it never runs the task twice")
     p.add_argument("--spec", help="a whole task spec as a JSON file ('-' for stdin)")
-    p.add_argument("--tier", choices=["auto", "local", "cloud"])
-    p.add_argument("--kind", choices=["complete", "agent"])
+    p.add_argument("--tier", choices=["auto", "local", "cloud"], help="where it may run")
+    p.add_argument(
+        "-m",
+        "--model",
+        metavar="PROVIDER/MODEL",
+        help="pin one model, e.g. openai/gpt-4o (no failover to another provider)",
+    )
+    p.add_argument("--kind", choices=["complete", "agent"], help="agent: it may call tools")
     p.add_argument(
         "--tool",
         dest="tools",
@@ -228,7 +298,7 @@ def spec_arguments(p: argparse.ArgumentParser, scheduled: bool = False) -> None:
         help="a tool an agent task may call (repeat; default: all): "
         + ", ".join(sorted(TOOL_NAMES)),
     )
-    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.add_argument("--max-tokens", dest="max_tokens", type=int, help="most tokens of output")
     p.add_argument("--priority", type=int, help="0 (lowest) to 9 (highest), default 5")
     p.add_argument("--deadline", dest="deadline_s", type=float, help="seconds until it expires")
     p.add_argument("--schema", help="JSON Schema file the output must satisfy")
@@ -244,19 +314,22 @@ def add_parsers(sub: Any) -> None:
 
     r = sub.add_parser("route", help="dry run: where the router would send a task, and why")
     spec_arguments(r)
-    r.add_argument("--json", action="store_true")
-    r.add_argument("--config")
+    r.add_argument("--json", action="store_true", help="print the route as JSON")
+    r.add_argument("--config", help="TOML file (default $AGENTBOX_CONFIG or the system file)")
     r.add_argument("--reset", action="store_true", help="forget what this box learned")
     r.set_defaults(fn=cmd_route)
 
     t = sub.add_parser("tasks", help="list, inspect and cancel tasks")
     tsub = t.add_subparsers(dest="tasks_cmd", required=True, parser_class=Parser)
-    tl = tsub.add_parser("list")
-    tl.add_argument("--state")
-    tl.add_argument("--limit", type=int, default=50)
-    tl.add_argument("--json", action="store_true")
-    for name in ("get", "cancel"):
-        tc = tsub.add_parser(name)
-        tc.add_argument("id")
-        tc.add_argument("--json", action="store_true")
+    tl = tsub.add_parser("list", help="recent tasks, newest first")
+    tl.add_argument("--state", help="only tasks in this state (queued, running, succeeded, ...)")
+    tl.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    tl.add_argument("--json", action="store_true", help="print a JSON array of tasks")
+    for name, what in (
+        ("get", "one task: state, route, usage, output (exit 1 if unknown)"),
+        ("cancel", "cancel a queued or running task (exit 1 if it had already finished)"),
+    ):
+        tc = tsub.add_parser(name, help=what)
+        tc.add_argument("id", help="the task id")
+        tc.add_argument("--json", action="store_true", help="print the task as JSON")
     t.set_defaults(fn=cmd_tasks)

@@ -96,6 +96,22 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What the local model counts: the chat as its template renders it, that prompt's
+    tokens, and the tokens of each text asked about."""
+
+    prompt: str | None
+    prompt_tokens: int | None
+    text_tokens: list[int]
+
+
+class LocalCounter(Protocol):
+    async def count(self, messages: list[dict[str, Any]], texts: list[str]) -> Counted | None:
+        """Counts from the local model, or None when it cannot count right now."""
+        ...
+
+
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 

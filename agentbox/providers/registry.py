@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from agentbox.config import ProviderConfig
 from agentbox.providers.anthropic import AnthropicProvider
-from agentbox.providers.base import CloudProvider
+from agentbox.providers.base import CloudProvider, LocalCounter
 from agentbox.providers.gemini import GeminiProvider
 from agentbox.providers.openai import OpenAIProvider
 from agentbox.providers.transport import HttpClient
@@ -19,7 +19,15 @@ KINDS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiPro
 
 
 def build(
-    name: str, conf: ProviderConfig, key: Callable[[], str | None], client: HttpClient
+    name: str,
+    conf: ProviderConfig,
+    key: Callable[[], str | None],
+    client: HttpClient,
+    local: LocalCounter | None = None,
 ) -> CloudProvider:
-    provider: CloudProvider = KINDS[conf.kind](name, conf, key, client)
-    return provider
+    """`local` counts tokens for an OpenAI-compatible server that reports none."""
+    provider = KINDS[conf.kind](name, conf, key, client)
+    if isinstance(provider, OpenAIProvider):
+        provider.local = local
+    built: CloudProvider = provider
+    return built

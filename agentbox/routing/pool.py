@@ -41,7 +41,9 @@ class ProviderPool:
             old_key = self.keys.get(name, (None, ""))[0]
             self.keys[name] = keys.resolve(self.keystore, name, conf.kind)
             if name not in self.providers or self.confs.get(name) != conf:
-                self.providers[name] = registry.build(name, conf, self._key_of(name), self.client)
+                self.providers[name] = registry.build(
+                    name, conf, self._key_of(name), self.client, local=self.local
+                )
                 self.confs[name] = conf
             breaker = self.breakers.setdefault(name, Breaker(name))
             if self.keys[name][0] != old_key:
@@ -67,6 +69,7 @@ class ProviderPool:
                 "kind": conf.kind,
                 "model": conf.model,
                 "key": source or None,
+                "auth": conf.auth,
                 **self.breakers[name].status(),
             }
         return out
@@ -92,6 +95,7 @@ async def test_key(
         if own:
             await http_client.aclose()
     listed = f"{len(models)} models"
+    works = "the server answers" if conf.auth == "none" else "key works"
     if conf.model and models and conf.model not in models:
-        return True, f"key works ({listed}), but model {conf.model!r} is not among them"
-    return True, f"key works ({listed})"
+        return True, f"{works} ({listed}), but model {conf.model!r} is not among them"
+    return True, f"{works} ({listed})"

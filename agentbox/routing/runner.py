@@ -295,7 +295,7 @@ class ProviderRunner:
         real cost booked after; a call cut short is booked at what it may have cost."""
         prices = self.prices()
         bound = input_bound(request)
-        worst = prices.worst_case(request.model, bound, request.max_tokens)
+        worst = prices.worst_case(request.model, bound, request.max_tokens, provider.name)
         reservation = self.budget.reserve(worst, task_cap)
         name, task_id = provider.name, spec.id or ""
         worst_call = Completion("", request.model, bound, request.max_tokens, estimated=True)
@@ -319,7 +319,7 @@ class ProviderRunner:
                 cut = exc.partial
                 if cut.estimated:  # no usage from the server: its input counted as our bound
                     cut = replace(cut, input_tokens=max(cut.input_tokens, bound))
-                await self.budget.ledger.record(book(cut, prices.cost(cut)[0], True))
+                await self.budget.ledger.record(book(cut, prices.cost(cut, name)[0], True))
             else:  # refused before it started (an error status, no connection): not billed
                 self.budget.release(reservation)
                 await self._withdraw(reservation.call)
@@ -327,7 +327,7 @@ class ProviderRunner:
             raise
         except _Overrun as over:
             c = replace(worst_call, output_tokens=over.output_tokens)
-            await self.budget.ledger.record(book(c, prices.cost(c)[0], True))
+            await self.budget.ledger.record(book(c, prices.cost(c, name)[0], True))
             err = ProviderError(
                 Failure.retryable,
                 f"{name}: stream stopped past max_tokens"
@@ -340,7 +340,7 @@ class ProviderRunner:
             # the whole call. Booked in memory now; the write must outlive this cancelled task.
             self._later(self.budget.ledger.record(book(worst_call, worst, True)))
             raise
-        cost, estimated = prices.cost(c)
+        cost, estimated = prices.cost(c, name)
         if cost > worst:
             log.warning(
                 "task %s: %s billed $%.6f, over its reservation $%.6f", task_id, name, cost, worst
