@@ -115,7 +115,9 @@ class HttpClient:
         origin = target(call.url).origin
         proxy = self._proxy(origin)
         headers = {"user-agent": "agentbox", **call.headers}
-        data = request_bytes(call.method, call.url, headers, call.content, proxy)
+        # Only plain http is spoken to the proxy itself; https goes to the server in a tunnel.
+        forward = proxy if origin[0] == "http" else None
+        data = request_bytes(call.method, call.url, headers, call.content, forward)
         await self._slots.acquire(t.pool)
         try:
             conn = self._reuse(origin)
