@@ -142,9 +142,7 @@ async def test_429_honours_retry_after_and_retry_after_ms(
     assert (await fail(provider)).retry_after == 60  # capped
 
 
-async def test_anthropic_529_overloaded_is_retryable(
-    fake: FakeProvider, client: Transport
-) -> None:
+async def test_anthropic_529_overloaded_is_retryable(fake: FakeProvider, client: Transport) -> None:
     fake.push(
         error(
             529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
