@@ -64,6 +64,21 @@ async def _splice(
     await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
 
 
+class _Served:
+    """A server of ours on its own loop; subclasses write `_handle`."""
+
+    def __init__(self) -> None:
+        self._loop = _Loop()
+        self._loop.serve(self._handle)
+        self.url = f"http://127.0.0.1:{self._loop.port}"
+
+    def close(self) -> None:
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class Seen:
     method: str
@@ -71,7 +86,7 @@ class Seen:
     proxy_authorization: str | None
 
 
-class ConnectProxy:
+class ConnectProxy(_Served):
     """A tiny HTTP proxy: CONNECT tunnels and absolute-form requests (one per connection, sent
     on with `connection: close`). `hosts` maps names to addresses (the proxy resolves, as a
     real one does); with `user`/`password` set, anything else gets 407."""
@@ -84,12 +99,7 @@ class ConnectProxy:
             "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode() if user else None
         )
         self.seen: list[Seen] = []
-        self._loop = _Loop()
-        self._loop.serve(self._handle)
-        self.url = f"http://127.0.0.1:{self._loop.port}"
-
-    def close(self) -> None:
-        self._loop.close()
+        super().__init__()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -129,7 +139,7 @@ class ConnectProxy:
         await _splice((reader, writer), up)
 
 
-class IdleCloser:
+class IdleCloser(_Served):
     """A relay to `port` that, like a server whose idle timer fires just as a request comes,
     drops a connection without answering when the client speaks on it again after it sat
     `idle_s` quiet (nothing on the wire tells the client beforehand)."""
@@ -140,12 +150,7 @@ class IdleCloser:
         self.dropped = 0
         self.connections = 0
         self.refuse_new = False  # a server gone: new connections closed before any answer
-        self._loop = _Loop()
-        self._loop.serve(self._handle)
-        self.url = f"http://127.0.0.1:{self._loop.port}"
-
-    def close(self) -> None:
-        self._loop.close()
+        super().__init__()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1

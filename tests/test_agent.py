@@ -17,9 +17,9 @@ from agentbox.agent.names import NAMES
 from agentbox.agent.tools import (
     CATALOG,
     Context,
+    FetchClient,
     calculator,
     clock,
-    fetch_client,
     host_allowed,
 )
 from agentbox.config import AgentConfig, ProviderConfig, Settings
@@ -283,7 +283,7 @@ def test_agent_tasks_route_to_the_cloud_only() -> None:
 
 
 def ctx(**conf: Any) -> Context:
-    return Context(AgentConfig(**conf), fetch_client(), NoteStore(Store(Path("/nonexistent"))), "t")
+    return Context(AgentConfig(**conf), FetchClient(), NoteStore(Store(Path("/nonexistent"))), "t")
 
 
 @pytest.mark.parametrize(

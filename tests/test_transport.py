@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from agentbox.providers import http
-from agentbox.providers.seam import request, stream
+from agentbox.providers.seam import Reply, Transport, stream
 from agentbox.providers.transport import HIGH_WATER, HttpClient, Response
 
 pytestmark = pytest.mark.asyncio
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def request(c: Transport, method: str, url: str, **kw: Any) -> Reply:
+    """A whole response, body read."""
+    async with stream(c, method, url, **kw) as reply:
+        await reply.aread()
+        return reply
+
+
 # request number -> bytes to send (pieces: sent apart, so they arrive apart; None: close)
 Script = Callable[[int], bytes | list[bytes] | None]
 

@@ -61,11 +61,11 @@ class Notes(Protocol):
 
 @dataclass(frozen=True)
 class Context:
-    """What tools may use: the agent settings, the fetch tool's HTTP client (`fetch_client`),
+    """What tools may use: the agent settings, the fetch tool's HTTP client (FetchClient),
     the box's notes and the id of the task calling."""
 
     conf: AgentConfig
-    http: httpx.AsyncClient
+    http: FetchClient
     notes: Notes
     task_id: str
 
@@ -120,16 +120,29 @@ async def calculator(args: dict[str, Any], ctx: Context) -> str:
 # ---- fetch -------------------------------------------------------------------------------
 
 
-def fetch_client() -> httpx.AsyncClient:
-    """The fetch tool's own client, apart from the providers' connections: no proxy from the
-    environment, no redirects, no compression (a small gzip body can inflate to a huge one at
-    once), and no kept-alive connection (each is made to the address just checked: `pinned`)."""
-    return httpx.AsyncClient(
-        trust_env=False,
-        follow_redirects=False,
-        headers={"user-agent": "agentbox", "accept-encoding": "identity"},
-        limits=httpx.Limits(max_keepalive_connections=0),
-    )
+class FetchClient:
+    """The fetch tool's own client, apart from the providers' connections, made on first use
+    (its CA bundle costs ~0.2 s and 3 MB at start). No proxy from the environment, no
+    redirects, no compression (a small gzip body can inflate to a huge one at once), and no
+    kept-alive connection (each is made to the address just checked: `pinned`)."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                trust_env=False,
+                follow_redirects=False,
+                headers={"user-agent": "agentbox", "accept-encoding": "identity"},
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def host_allowed(host: str, allow: list[str]) -> bool:
@@ -193,7 +206,7 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
     timeouts = httpx.Timeout(ctx.conf.tool_timeout_s)
     body = bytearray()
     try:
-        async with pinned(ctx.http, parsed, address, timeouts) as response:
+        async with pinned(ctx.http.get(), parsed, address, timeouts) as response:
             kind = response.headers.get("content-type", "")
             location = response.headers.get("location", "")
             async for piece in response.aiter_raw():

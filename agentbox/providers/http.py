@@ -129,7 +129,8 @@ async def get_json(
     name: str,
 ) -> Any:
     try:
-        resp = await seam.request(client, "GET", url, headers=headers, timeouts=LIST_TIMEOUT)
+        async with seam.stream(client, "GET", url, headers=headers, timeouts=LIST_TIMEOUT) as resp:
+            await resp.aread()
     except httpx.HTTPError as exc:
         raise transport_error(exc, name) from None
     try:

@@ -78,23 +78,6 @@ async def stream(
         await reply.aclose()
 
 
-async def request(
-    transport: Transport,
-    method: str,
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    content: bytes = b"",
-    timeouts: httpx.Timeout | None = None,
-) -> Reply:
-    """A whole response, body read."""
-    async with stream(
-        transport, method, url, headers=headers, content=content, timeouts=timeouts
-    ) as reply:
-        await reply.aread()
-        return reply
-
-
 class HttpxTransport:
     """Plain httpx behind the seam, with the same proxy choice as ours: one AsyncClient per
     proxy in use (most often one), none of httpx's own reading of the environment."""

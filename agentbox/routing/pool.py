@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from agentbox import keys, logs
-from agentbox.agent.tools import fetch_client
+from agentbox.agent.tools import FetchClient
 from agentbox.config import ProviderConfig, Settings
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Provider, ProviderError
@@ -30,7 +30,7 @@ class ProviderPool:
         self.client = HttpClient(settings.tasks.cloud_concurrency)
         for problem in self.client.proxy_problems():
             log.error("proxy setting ignored, calls it would carry fail: %s", problem)
-        self.tool_http = fetch_client()
+        self.tool_http = FetchClient()
         local = settings.local
         self.local = LocalProvider(local.model_path, local.threads, local.context)
         self.providers: dict[str, Provider] = {LOCAL: self.local}

@@ -15,11 +15,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import httpx
-
 from agentbox import jsonstrict
 from agentbox.agent.loop import run_agent
-from agentbox.agent.tools import Context, Notes
+from agentbox.agent.tools import Context, FetchClient, Notes
 from agentbox.config import Settings
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
@@ -138,11 +136,11 @@ class ProviderRunner:
         prices: Callable[[], PriceTable],
         settings: Callable[[], Settings],
         *,
-        http: httpx.AsyncClient,
+        http: FetchClient,
         notes: Notes,
         escalated: Callable[[TaskSpec], None] = lambda _: None,
     ) -> None:
-        self.http = http  # what agent tools fetch with (agent.tools.fetch_client)
+        self.http = http  # what agent tools fetch with
         self.notes = notes  # what they remember
         self.escalated = escalated  # an `auto` task the local model could not answer well
         self.providers = providers
