@@ -81,7 +81,7 @@ class Admin:
     async def key_test(self, req: dict[str, Any]) -> dict[str, Any]:
         name, conf = self._provider(req)
         key = req.get("key") or keys.resolve(self.d.keystore, name, conf.kind)[0]
-        ok, message = await test_key(name, conf, key, self.d.pool.client)
+        ok, message = await test_key(name, conf, key)
         return {"ok": ok, "message": message}
 
     def _store_key(self, name: str, value: Any) -> None:

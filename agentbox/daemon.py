@@ -122,7 +122,7 @@ class Daemon:
             self.budget,
             lambda: self.prices,
             lambda: self.loaded.settings,
-            http=self.pool.client,
+            http=self.pool.tool_http,
             notes=self.notes,
             escalated=lambda spec: self.router.learn(spec, True, "escalated"),
         )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+SERVER_NAME = "provider.test"  # also on the server certificate: a name a test proxy resolves
+
 
 def make_pki(where: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made here."""
+    """A CA, a server certificate for 127.0.0.1 (and SERVER_NAME) and a client certificate."""
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
@@ -40,7 +42,9 @@ def make_pki(where: Path) -> None:
             "-out",
             f"{name}.csr",
         )
-        (where / f"{name}.ext").write_text(f"subjectAltName=IP:{cn}\n" if name == "server" else "")
+        (where / f"{name}.ext").write_text(
+            f"subjectAltName=IP:{cn},DNS:{SERVER_NAME}\n" if name == "server" else ""
+        )
         run(
             "x509",
             "-req",

@@ -58,7 +58,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[Any]:
             budget,
             lambda: PriceTable(settings.prices, settings.providers),
             lambda: settings,
-            http=pool.client,
+            http=pool.tool_http,
             notes=NoteStore(store),
         )
         made.append((store, pool))

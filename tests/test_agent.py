@@ -14,10 +14,16 @@ from typing import Any
 import pytest
 
 from agentbox.agent.names import NAMES
-from agentbox.agent.tools import CATALOG, Context, calculator, clock, host_allowed
+from agentbox.agent.tools import (
+    CATALOG,
+    Context,
+    FetchClient,
+    calculator,
+    clock,
+    host_allowed,
+)
 from agentbox.config import AgentConfig, ProviderConfig, Settings
 from agentbox.providers.base import Failure, ProviderError
-from agentbox.providers.transport import HttpClient
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
 from agentbox.tasks.notes import NoteStore
@@ -277,7 +283,7 @@ def test_agent_tasks_route_to_the_cloud_only() -> None:
 
 
 def ctx(**conf: Any) -> Context:
-    return Context(AgentConfig(**conf), HttpClient(), NoteStore(Store(Path("/nonexistent"))), "t")
+    return Context(AgentConfig(**conf), FetchClient(), NoteStore(Store(Path("/nonexistent"))), "t")
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from agentbox.agent import addresses
 from agentbox.agent.pagetext import readable
-from agentbox.agent.tools import Context, calculator, fetch
+from agentbox.agent.tools import Context, FetchClient, calculator, fetch, origin, pinned
 from agentbox.config import AgentConfig
-from agentbox.providers.transport import HttpClient
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.store import Store
 from tests.conftest import NO_MQTT, Daemon
@@ -56,7 +56,7 @@ async def max_gap(work: Awaitable[T]) -> tuple[T, float]:
 
 
 def ctx(**conf: Any) -> Context:
-    return Context(AgentConfig(**conf), HttpClient(), NoteStore(Store(Path("/nonexistent"))), "t")
+    return Context(AgentConfig(**conf), FetchClient(), NoteStore(Store(Path("/nonexistent"))), "t")
 
 
 # ---- item 3: the calculator and the loop --------------------------------------------------
@@ -233,11 +233,12 @@ async def test_an_allowed_name_that_points_inside_is_refused(pages: int) -> None
 
 async def test_fetch_connects_to_the_checked_address(pages: int) -> None:
     # The name is never looked up again: the connection goes to the address given.
-    async with HttpClient() as client:
-        url = f"http://nothing.invalid:{pages}/who"
-        async with client.stream("GET", url, address="127.0.0.1") as response:
-            assert response.status_code == 200
-            assert await response.aread() == f"nothing.invalid:{pages}".encode()
+    client = FetchClient()
+    url, _, _ = origin(f"http://nothing.invalid:{pages}/who")
+    async with pinned(client.get(), url, "127.0.0.1", httpx.Timeout(5.0)) as response:
+        assert response.status_code == 200
+        assert await response.aread() == f"nothing.invalid:{pages}".encode()
+    await client.aclose()
 
 
 def test_fetch_settings_are_checked() -> None:

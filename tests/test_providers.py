@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from agentbox.config import ProviderConfig
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Completion, Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
+from agentbox.providers.proxies import Proxies
+from agentbox.providers.seam import HttpxTransport, Transport
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.pool import test_key as check_key
 from tests.fakes import (
@@ -36,7 +40,21 @@ STREAMS = {
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
 
 
-def make(kind: str, fake: FakeProvider, client: HttpClient, **conf: Any) -> CloudProvider:
+@pytest.fixture(params=["ours", "httpx"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
+    """Every case through both sides of the seam: our transport, and plain httpx standing in."""
+    proxies = Proxies()  # none, whatever the environment running the tests says
+    timeouts = httpx.Timeout(2.0)
+    transport: Transport = (
+        HttpClient(4, timeouts=timeouts, proxies=proxies)
+        if request.param == "ours"
+        else HttpxTransport(timeouts, proxies)
+    )
+    yield transport
+    await transport.aclose()
+
+
+def make(kind: str, fake: FakeProvider, client: Transport, **conf: Any) -> CloudProvider:
     base = f"{fake.url}/v1" if kind == "openai" else fake.url
     pc = ProviderConfig(kind=kind, base_url=base, model=MODELS[kind], **conf)  # type: ignore[arg-type]
     return registry.build(kind, pc, lambda: KEY, client)
@@ -51,7 +69,7 @@ async def fail(provider: CloudProvider, req: Request = REQ) -> ProviderError:
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_streamed_success_maps_text_usage_and_auth(
-    kind: str, fake: FakeProvider, client: HttpClient
+    kind: str, fake: FakeProvider, client: Transport
 ) -> None:
     fake.push(STREAMS[kind]("Hello there, friend."))
     seen: list[dict[str, Any]] = []
@@ -100,7 +118,7 @@ async def test_streamed_success_maps_text_usage_and_auth(
     ],
 )
 async def test_http_errors_are_classified(
-    kind: str, status: int, failure: Failure, fake: FakeProvider, client: HttpClient
+    kind: str, status: int, failure: Failure, fake: FakeProvider, client: Transport
 ) -> None:
     fake.push(error(status, {"error": {"type": "x", "message": f"status {status} here"}}))
     err = await fail(make(kind, fake, client))
@@ -110,7 +128,7 @@ async def test_http_errors_are_classified(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_429_honours_retry_after_and_retry_after_ms(
-    kind: str, fake: FakeProvider, client: HttpClient
+    kind: str, fake: FakeProvider, client: Transport
 ) -> None:
     body = {"error": {"type": "rate_limit_error", "message": "slow down"}}
     fake.push(
@@ -124,9 +142,7 @@ async def test_429_honours_retry_after_and_retry_after_ms(
     assert (await fail(provider)).retry_after == 60  # capped
 
 
-async def test_anthropic_529_overloaded_is_retryable(
-    fake: FakeProvider, client: HttpClient
-) -> None:
+async def test_anthropic_529_overloaded_is_retryable(fake: FakeProvider, client: Transport) -> None:
     fake.push(
         error(
             529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -136,7 +152,7 @@ async def test_anthropic_529_overloaded_is_retryable(
     assert err.failure == Failure.retryable and "overloaded" in err.message
 
 
-async def test_quota_errors_open_until_reset(fake: FakeProvider, client: HttpClient) -> None:
+async def test_quota_errors_open_until_reset(fake: FakeProvider, client: Transport) -> None:
     fake.push(
         error(429, {"error": {"code": "insufficient_quota", "message": "You exceeded your quota"}})
     )
@@ -201,7 +217,7 @@ async def test_quota_errors_open_until_reset(fake: FakeProvider, client: HttpCli
     assert err.failure == Failure.retryable and err.retry_after == 37
 
 
-async def test_gemini_bad_key_400_is_auth(fake: FakeProvider, client: HttpClient) -> None:
+async def test_gemini_bad_key_400_is_auth(fake: FakeProvider, client: Transport) -> None:
     fake.push(
         error(
             400,
@@ -220,7 +236,7 @@ async def test_gemini_bad_key_400_is_auth(fake: FakeProvider, client: HttpClient
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_timeout_and_connection_reset_are_retryable(
-    kind: str, fake: FakeProvider, client: HttpClient
+    kind: str, fake: FakeProvider, client: Transport
 ) -> None:
     fake.push(Reply(delay=3.0, body={}), Reply(reset=True))
     provider = make(kind, fake, client)
@@ -232,7 +248,7 @@ async def test_timeout_and_connection_reset_are_retryable(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_cut_stream_is_retryable_and_still_counts_usage(
-    kind: str, fake: FakeProvider, client: HttpClient
+    kind: str, fake: FakeProvider, client: Transport
 ) -> None:
     reply = STREAMS[kind]("one two three four five six seven eight nine ten")
     reply.cut_after = 5
@@ -245,7 +261,7 @@ async def test_cut_stream_is_retryable_and_still_counts_usage(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_malformed_json_in_stream_is_retryable(
-    kind: str, fake: FakeProvider, client: HttpClient
+    kind: str, fake: FakeProvider, client: Transport
 ) -> None:
     reply = STREAMS[kind]("a b c")
     reply.events.insert(1, b"data: {not json\n\n")
@@ -254,14 +270,14 @@ async def test_malformed_json_in_stream_is_retryable(
     assert err.failure == Failure.retryable and err.partial is not None
 
 
-async def test_error_body_that_is_not_json(fake: FakeProvider, client: HttpClient) -> None:
+async def test_error_body_that_is_not_json(fake: FakeProvider, client: Transport) -> None:
     fake.push(Reply(status=502, body=b"<html>Bad gateway</html>"))
     err = await fail(make("openai", fake, client))
     assert err.failure == Failure.retryable and "502" in err.message
 
 
 async def test_openai_compatible_server_without_usage_is_estimated(
-    fake: FakeProvider, client: HttpClient
+    fake: FakeProvider, client: Transport
 ) -> None:
     fake.push(openai_stream("four little words here", usage=False, model="smollm2"))
     c = await make("openai", fake, client).complete(REQ)
@@ -271,7 +287,7 @@ async def test_openai_compatible_server_without_usage_is_estimated(
 
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
-async def test_schema_request_shapes(kind: str, fake: FakeProvider, client: HttpClient) -> None:
+async def test_schema_request_shapes(kind: str, fake: FakeProvider, client: Transport) -> None:
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     if kind == "anthropic":
         fake.push(anthropic_stream('{"ok": true}', tool=True))
@@ -293,7 +309,7 @@ async def test_schema_request_shapes(kind: str, fake: FakeProvider, client: Http
 
 
 async def test_openai_json_object_mode_for_llama_cpp_servers(
-    fake: FakeProvider, client: HttpClient
+    fake: FakeProvider, client: Transport
 ) -> None:
     fake.push(openai_stream("{}"))
     schema = {"type": "object"}
@@ -304,7 +320,7 @@ async def test_openai_json_object_mode_for_llama_cpp_servers(
 
 
 async def test_error_event_inside_an_anthropic_stream(
-    fake: FakeProvider, client: HttpClient
+    fake: FakeProvider, client: Transport
 ) -> None:
     reply = anthropic_stream("a b c")
     reply.events.insert(
@@ -321,7 +337,7 @@ async def test_error_event_inside_an_anthropic_stream(
 
 @pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
 async def test_key_test_lists_models_and_reports_bad_keys(
-    kind: str, fake: FakeProvider, client: HttpClient
+    kind: str, fake: FakeProvider, client: Transport
 ) -> None:
     listing = (
         {"models": [{"name": f"models/{MODELS[kind]}"}]}

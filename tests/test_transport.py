@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from agentbox.providers import http
-from agentbox.providers.transport import HIGH_WATER, HttpClient
+from agentbox.providers.seam import Reply, Transport, stream
+from agentbox.providers.transport import HIGH_WATER, HttpClient, Response
 
 pytestmark = pytest.mark.asyncio
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def request(c: Transport, method: str, url: str, **kw: Any) -> Reply:
+    """A whole response, body read."""
+    async with stream(c, method, url, **kw) as reply:
+        await reply.aread()
+        return reply
+
+
 # request number -> bytes to send (pieces: sent apart, so they arrive apart; None: close)
 Script = Callable[[int], bytes | list[bytes] | None]
 
@@ -68,7 +79,7 @@ async def test_keepalive_reuses_one_connection() -> None:
     server = RawServer(lambda n: OK)
     async with server as url, HttpClient(2) as c:
         for _ in range(5):
-            assert (await c.request("POST", url + "/x", content=b'{"a": 1}')).text == "ok"
+            assert (await request(c, "POST", url + "/x", content=b'{"a": 1}')).text == "ok"
     assert (server.connections, server.requests) == (1, 5)
 
 
@@ -77,12 +88,12 @@ async def test_server_closing_idle_connection_gets_a_fresh_one() -> None:
     server = RawServer(lambda n: close)
     async with server as url, HttpClient(2) as c:
         for _ in range(3):
-            assert (await c.request("GET", url)).text == "ok"
+            assert (await request(c, "GET", url)).text == "ok"
     assert server.connections == 3
     server = RawServer(lambda n: OK, hang_up=True)
     async with server as url, HttpClient(2) as c:
         for _ in range(3):
-            assert (await c.request("GET", url)).text == "ok"
+            assert (await request(c, "GET", url)).text == "ok"
             await asyncio.sleep(0.05)  # the server's FIN arrives on the idle connection
     assert server.connections == 3
 
@@ -95,8 +106,8 @@ async def test_close_delimited_and_chunked_bodies_with_trailers() -> None:
     old = b"HTTP/1.0 200 OK\r\n\r\nuntil close"
     server = RawServer(lambda n: chunked if n == 1 else old)
     async with server as url, HttpClient(2) as c:
-        assert (await c.request("GET", url)).text == "abcde"
-        assert (await c.request("GET", url)).text == "until close"  # same connection; it closes
+        assert (await request(c, "GET", url)).text == "abcde"
+        assert (await request(c, "GET", url)).text == "until close"  # same connection; it closes
     assert server.connections == 1
 
 
@@ -104,10 +115,10 @@ async def test_response_left_half_read_does_not_go_back_to_the_pool() -> None:
     head = b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n"
     server = RawServer(lambda n: [head + b"x" * 50000, b"y" * 50000])  # the rest comes later
     async with server as url, HttpClient(2) as c:
-        async with c.stream("GET", url) as resp:
-            async for _ in resp.aiter_raw():
+        async with stream(c, "GET", url) as resp:
+            async for _ in resp.aiter_bytes():
                 break
-        assert (await c.request("GET", url)).content == b"x" * 50000 + b"y" * 50000
+        assert (await request(c, "GET", url)).content == b"x" * 50000 + b"y" * 50000
     assert server.connections == 2
 
 
@@ -116,20 +127,20 @@ async def test_cut_body_is_a_protocol_error_and_silence_a_read_timeout() -> None
     server = RawServer(lambda n: cut if n == 1 else b"")
     async with server as url, HttpClient(2) as c:
         with pytest.raises(httpx.RemoteProtocolError):
-            await c.request("GET", url, headers={"connection": "close"})
+            await request(c, "GET", url, headers={"connection": "close"})
     server = RawServer(lambda n: b"HTTP/1.1 200 OK\r\n")  # a head that never ends
     async with server as url, HttpClient(2) as c:
         with pytest.raises(httpx.ReadTimeout):
-            await c.request("GET", url, timeouts=httpx.Timeout(0.3))
+            await request(c, "GET", url, timeouts=httpx.Timeout(0.3))
 
 
 async def test_pool_limit_waits_then_times_out() -> None:
     server = RawServer(lambda n: OK)
     async with server as url, HttpClient(1) as c:
-        async with c.stream("GET", url):
+        async with stream(c, "GET", url):
             with pytest.raises(httpx.PoolTimeout):
-                await c.request("GET", url, timeouts=httpx.Timeout(2.0, pool=0.2))
-        assert (await c.request("GET", url)).text == "ok"  # the slot is back
+                await request(c, "GET", url, timeouts=httpx.Timeout(2.0, pool=0.2))
+        assert (await request(c, "GET", url)).text == "ok"  # the slot is back
 
 
 async def test_refused_connection_is_a_connect_error() -> None:
@@ -139,7 +150,7 @@ async def test_refused_connection_is_a_connect_error() -> None:
     await server.wait_closed()
     async with HttpClient(1) as c:
         with pytest.raises(httpx.ConnectError):
-            await c.request("GET", f"http://127.0.0.1:{port}/")
+            await request(c, "GET", f"http://127.0.0.1:{port}/")
 
 
 async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
@@ -150,7 +161,7 @@ async def test_sse_lines_split_on_any_line_end_even_across_chunks() -> None:
     async with (
         server as url,
         HttpClient(1) as c,
-        c.stream("GET", url) as resp,
+        stream(c, "GET", url) as resp,
     ):
         events = [e async for e in http.sse(resp)]
     assert events == [("a", "1\n2"), ("message", "3"), ("message", "4"), ("message", "5")]
@@ -160,7 +171,7 @@ async def test_interim_1xx_head_is_skipped_and_the_connection_kept() -> None:
     server = RawServer(lambda n: b"HTTP/1.1 100 Continue\r\nx-a: 1\r\n\r\n" + OK)
     async with server as url, HttpClient(2) as c:
         for _ in range(2):
-            resp = await c.request("GET", url)
+            resp = await request(c, "GET", url)
             assert (resp.status_code, resp.text, resp.headers.get("x-a")) == (200, "ok", None)
     assert server.connections == 1
 
@@ -169,8 +180,9 @@ async def test_unread_body_is_held_within_bounds_then_read_whole() -> None:
     size = 8 * 1024 * 1024
     head = f"HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n".encode()
     server = RawServer(lambda n: head + bytes(range(256)) * (size // 256))
-    async with server as url, HttpClient(2) as c, c.stream("GET", url) as resp:
+    async with server as url, HttpClient(2) as c, stream(c, "GET", url) as resp:
         await asyncio.sleep(0.3)  # a slow reader: the socket must stop being read
+        assert isinstance(resp, Response)
         held = resp._conn._held
         body = await resp.aread()
     assert held < 4 * HIGH_WATER
@@ -180,7 +192,9 @@ async def test_unread_body_is_held_within_bounds_then_read_whole() -> None:
 async def test_bad_header_value_refused_without_echoing_it() -> None:
     async with HttpClient(1) as c:
         with pytest.raises(httpx.LocalProtocolError) as err:
-            await c.request("GET", "http://127.0.0.1:9/", headers={"authorization": "sk-1\r\nx: y"})
+            await request(
+                c, "GET", "http://127.0.0.1:9/", headers={"authorization": "sk-1\r\nx: y"}
+            )
     assert "sk-1" not in str(err.value) and "authorization" in str(err.value)
 
 
@@ -188,6 +202,6 @@ async def test_malformed_or_missing_response_is_a_protocol_error() -> None:
     server = RawServer(lambda n: b"HTTP/1.1 abc\r\n\r\n" if n == 1 else None)
     async with server as url, HttpClient(2) as c:
         with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
-            await c.request("GET", url)
+            await request(c, "GET", url)
         with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
-            await c.request("GET", url)
+            await request(c, "GET", url)

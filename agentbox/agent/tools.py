@@ -10,7 +10,8 @@ import asyncio
 import datetime as dt
 import re
 import zoneinfo
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +22,6 @@ from agentbox.agent.names import NAMES
 from agentbox.agent.pagetext import readable
 from agentbox.config import AgentConfig
 from agentbox.providers.base import Tool
-from agentbox.providers.transport import HttpClient, target
 
 
 class ToolError(Exception):
@@ -61,11 +61,11 @@ class Notes(Protocol):
 
 @dataclass(frozen=True)
 class Context:
-    """What tools may use: the agent settings, the daemon's HTTP client, the box's notes and
-    the id of the task calling."""
+    """What tools may use: the agent settings, the fetch tool's HTTP client (FetchClient),
+    the box's notes and the id of the task calling."""
 
     conf: AgentConfig
-    http: HttpClient
+    http: FetchClient
     notes: Notes
     task_id: str
 
@@ -120,6 +120,31 @@ async def calculator(args: dict[str, Any], ctx: Context) -> str:
 # ---- fetch -------------------------------------------------------------------------------
 
 
+class FetchClient:
+    """The fetch tool's own client, apart from the providers' connections, made on first use
+    (its CA bundle costs ~0.2 s and 3 MB at start). No proxy from the environment, no
+    redirects, no compression (a small gzip body can inflate to a huge one at once), and no
+    kept-alive connection (each is made to the address just checked: `pinned`)."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                trust_env=False,
+                follow_redirects=False,
+                headers={"user-agent": "agentbox", "accept-encoding": "identity"},
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
 def host_allowed(host: str, allow: list[str]) -> bool:
     """`allow` holds exact host names and `*.example.com` patterns (the domain's subdomains)."""
     host = host.lower().rstrip(".")
@@ -129,11 +154,37 @@ def host_allowed(host: str, allow: list[str]) -> bool:
     return False
 
 
+def origin(url: str) -> tuple[httpx.URL, str, int]:
+    """The URL parsed, its host and port; refuses anything but http(s)."""
+    u = httpx.URL(url)
+    if u.scheme not in ("http", "https") or not u.host:
+        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {u.scheme}://{u.host}")
+    return u, u.host, u.port or (443 if u.scheme == "https" else 80)
+
+
+@asynccontextmanager
+async def pinned(
+    client: httpx.AsyncClient, url: httpx.URL, address: str, timeouts: httpx.Timeout
+) -> AsyncIterator[httpx.Response]:
+    """GET `url` over a new connection to exactly `address`: the name is not looked up again
+    (it was checked; a second lookup may answer otherwise), while the URL's host still names
+    the server for the host header and TLS (SNI and the certificate's name)."""
+    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    async with client.stream(
+        "GET",
+        url.copy_with(host=address),
+        headers={"host": url.netloc.decode("ascii")},
+        timeout=timeouts,
+        extensions=extensions,
+    ) as response:
+        yield response
+
+
 async def fetch(args: dict[str, Any], ctx: Context) -> str:
     """GET one URL on a host of agent.fetch_allow; the status, type and (cut) text."""
     url = _string(args, "url", 2000)
     try:
-        _, host, port = target(url).origin
+        parsed, host, port = origin(url)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError) as exc:
         raise ToolError(f"not a usable URL: {exc}") from None
     if not host_allowed(host, ctx.conf.fetch_allow):
@@ -155,10 +206,10 @@ async def fetch(args: dict[str, Any], ctx: Context) -> str:
     timeouts = httpx.Timeout(ctx.conf.tool_timeout_s)
     body = bytearray()
     try:
-        async with ctx.http.stream("GET", url, timeouts=timeouts, address=address) as response:
+        async with pinned(ctx.http.get(), parsed, address, timeouts) as response:
             kind = response.headers.get("content-type", "")
             location = response.headers.get("location", "")
-            async for piece in response.aiter_bytes():
+            async for piece in response.aiter_raw():
                 body += piece
                 if len(body) > limit:
                     break

@@ -1,4 +1,4 @@
-"""What the HTTP providers share: one client, failure classification, retry-after, SSE."""
+"""What the HTTP providers share: one transport, failure classification, retry-after, SSE."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import httpx
 from agentbox import jsonstrict
 from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
+from agentbox.providers import seam
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
-from agentbox.providers.transport import HttpClient, Response
+from agentbox.providers.seam import Reply, Transport
 
 RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time
@@ -94,19 +95,19 @@ Classifier = Callable[[int, Mapping[str, str], Any], ProviderError]
 
 @asynccontextmanager
 async def post_stream(
-    client: HttpClient,
+    client: Transport,
     url: str,
     *,
     headers: dict[str, str],
     payload: dict[str, Any],
     classify: Classifier,
     name: str,
-) -> AsyncIterator[Response]:
+) -> AsyncIterator[Reply]:
     """POST and yield the open response when it is 2xx; otherwise raise the classified error."""
     content = json.dumps(payload).encode()
     headers = {**headers, "content-type": "application/json"}
     try:
-        async with client.stream("POST", url, headers=headers, content=content) as resp:
+        async with seam.stream(client, "POST", url, headers=headers, content=content) as resp:
             if resp.status_code >= 400:
                 raw = await resp.aread()
                 try:
@@ -120,7 +121,7 @@ async def post_stream(
 
 
 async def get_json(
-    client: HttpClient,
+    client: Transport,
     url: str,
     *,
     headers: dict[str, str],
@@ -128,7 +129,8 @@ async def get_json(
     name: str,
 ) -> Any:
     try:
-        resp = await client.request("GET", url, headers=headers, timeouts=LIST_TIMEOUT)
+        async with seam.stream(client, "GET", url, headers=headers, timeouts=LIST_TIMEOUT) as resp:
+            await resp.aread()
     except httpx.HTTPError as exc:
         raise transport_error(exc, name) from None
     try:
@@ -140,7 +142,7 @@ async def get_json(
     return body
 
 
-async def lines(resp: Response) -> AsyncIterator[str]:
+async def lines(resp: Reply) -> AsyncIterator[str]:
     """The body's lines, split on CR, LF or CRLF as SSE allows (httpx's own line reader costs
     several times more per chunk)."""
     rest = b""
@@ -158,7 +160,7 @@ async def lines(resp: Response) -> AsyncIterator[str]:
         yield rest.rstrip(b"\r").decode("utf-8", "replace")
 
 
-async def sse(resp: Response) -> AsyncIterator[tuple[str, str]]:
+async def sse(resp: Reply) -> AsyncIterator[tuple[str, str]]:
     """Server-sent events as (event, data); data lines of one event are joined by newlines."""
     event, data = "", list[str]()
     async for line in lines(resp):
@@ -248,7 +250,7 @@ def cut_off(name: str, exc: Exception, partial: Completion) -> ProviderError:
 
 
 class HttpProvider:
-    """What every HTTP provider shares: identity, its config, key lookup, the client, listing.
+    """What every HTTP provider shares: identity, its config, key lookup, the transport, listing.
 
     Subclasses set `kind`, `default_base` and `models_path`, and write `_headers`,
     `complete` and, where their API has its own codes, `classify`.
@@ -265,7 +267,7 @@ class HttpProvider:
         name: str,
         conf: ProviderConfig,
         key: Callable[[], str | None],
-        client: HttpClient,
+        client: Transport,
     ) -> None:
         self.name = name
         self.conf = conf

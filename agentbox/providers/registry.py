@@ -9,7 +9,7 @@ from agentbox.providers.anthropic import AnthropicProvider
 from agentbox.providers.base import CloudProvider, LocalCounter
 from agentbox.providers.gemini import GeminiProvider
 from agentbox.providers.openai import OpenAIProvider
-from agentbox.providers.transport import HttpClient
+from agentbox.providers.seam import Transport
 
 KINDS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
     "openai": OpenAIProvider,
@@ -22,7 +22,7 @@ def build(
     name: str,
     conf: ProviderConfig,
     key: Callable[[], str | None],
-    client: HttpClient,
+    client: Transport,
     local: LocalCounter | None = None,
 ) -> CloudProvider:
     """`local` counts tokens for an OpenAI-compatible server that reports none."""

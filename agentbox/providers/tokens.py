@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 
+from agentbox.providers import seam
 from agentbox.providers.base import Completion, LocalCounter
 from agentbox.providers.http import message_text
-from agentbox.providers.transport import HttpClient
+from agentbox.providers.seam import Transport
 
 TOKENIZE_TIMEOUT = httpx.Timeout(5.0)  # a count is a nicety: never hold a finished task long
 LLAMA_CPP = "llama.cpp"  # the C++ llama-server: POST /tokenize, POST /apply-template
@@ -34,7 +35,7 @@ class ServerTokenizer:
     remembered (a server without one is asked once per provider configuration)."""
 
     def __init__(
-        self, client: HttpClient, base_url: str, model: str, headers: Callable[[], dict[str, str]]
+        self, client: Transport, base_url: str, model: str, headers: Callable[[], dict[str, str]]
     ) -> None:
         self.root = base_url.removesuffix("/v1")  # these endpoints sit beside /v1, not in it
         self.model = model
@@ -47,13 +48,15 @@ class ServerTokenizer:
         """The JSON answer, or None when the server has no such endpoint."""
         headers = {**self._headers(), "content-type": "application/json"}
         try:
-            resp = await self._client.request(
+            async with seam.stream(
+                self._client,
                 "POST",
                 f"{self.root}{path}",
                 headers=headers,
                 content=json.dumps(body).encode(),
                 timeouts=TOKENIZE_TIMEOUT,
-            )
+            ) as resp:
+                await resp.aread()
         except httpx.HTTPError:
             raise _Down from None
         if resp.status_code >= 500:

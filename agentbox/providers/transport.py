@@ -4,7 +4,8 @@
 Why not httpx.AsyncClient: a call to an instant provider cost ~1.45 ms of CPU through its
 client and httpcore's pool, and still ~0.23 ms through httpx's models on h11; here ~0.07 ms.
 Parsing stays a well-kept library's job; framing at the end of a connection is ours. Errors are
-httpx's exceptions and timeouts an httpx.Timeout, so callers keep httpx's error model.
+httpx's exceptions and timeouts an httpx.Timeout, so callers keep httpx's error model; callers
+reach it through one method (providers/seam.py), so plain httpx can stand in for it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, NamedTuple, cast
 
 import httptools
 import httpx
+
+from agentbox.providers.proxies import Proxies, Proxy, ProxyError
+from agentbox.providers.seam import Call
+from agentbox.providers.slots import Slots
+from agentbox.providers.tunnel import tunnel
 
 KEEPALIVE_S = 5.0  # an idle connection older than this is closed, not reused (as httpx does)
 HIGH_WATER = 256 * 1024  # body bytes held unread before the socket stops being read
@@ -32,6 +37,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 class Target(NamedTuple):
     origin: tuple[str, str, int]
     head: bytes  # request line's target and the host header
+    absolute: bytes  # scheme://netloc: the request target's prefix through an http proxy
 
 
 @functools.lru_cache(maxsize=64)
@@ -41,12 +47,17 @@ def target(url: str) -> Target:
     if u.scheme not in ("http", "https") or not u.host:
         raise httpx.UnsupportedProtocol(f"not an http(s) URL: {u.scheme}://{u.host}")
     port = u.port or (443 if u.scheme == "https" else 80)
-    return Target((u.scheme, u.host, port), u.raw_path + b" HTTP/1.1\r\nhost: " + u.netloc)
+    head = u.raw_path + b" HTTP/1.1\r\nhost: " + u.netloc
+    return Target((u.scheme, u.host, port), head, u.raw_scheme + b"://" + u.netloc)
 
 
-def request_bytes(method: str, url: str, headers: Mapping[str, str], content: bytes) -> bytes:
-    """The request as sent. Header values never appear in an error: they hold API keys."""
-    lines = [method.encode("ascii"), b" ", target(url).head]
+def request_bytes(
+    method: str, url: str, headers: Mapping[str, str], content: bytes, proxy: Proxy | None = None
+) -> bytes:
+    """The request as sent (absolute-form when `proxy` carries it). Header values never
+    appear in an error: they hold API keys."""
+    t = target(url)
+    lines = [method.encode("ascii"), b" ", t.absolute if proxy else b"", t.head]
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):
             raise httpx.LocalProtocolError(f"header name {name!r} is not an HTTP token")
@@ -56,90 +67,94 @@ def request_bytes(method: str, url: str, headers: Mapping[str, str], content: by
             lines += (b"\r\n", name.encode("ascii"), b": ", value.strip().encode("latin-1"))
         except UnicodeEncodeError:
             raise httpx.LocalProtocolError(f"header {name} holds a non-Latin-1 character") from None
+    if proxy is not None and proxy.auth:
+        lines += (b"\r\nproxy-authorization: ", proxy.auth)
     if content or method in ("POST", "PUT", "PATCH"):
         lines += (b"\r\ncontent-length: ", str(len(content)).encode())
     lines += (b"\r\n\r\n", content)
     return b"".join(lines)
 
 
+class _Stale(Exception):
+    """A kept-alive connection the server had already closed: nothing was answered on it."""
+
+
 class HttpClient:
-    """At most `connections` calls at once; no proxy from the environment, no cookies, no
-    redirects followed (an API that answers a POST with a redirect is misconfigured)."""
+    """At most `connections` calls at once (`resize` changes it); proxies from the environment
+    (providers/proxies.py); no cookies, no redirects followed (an API that answers a POST with
+    a redirect is misconfigured)."""
 
     def __init__(
         self,
         connections: int = 8,
         verify: ssl.SSLContext | bool = True,
         timeouts: httpx.Timeout = TIMEOUT,
+        proxies: Proxies | None = None,
     ) -> None:
-        self._connections = connections
         self._verify = verify
         self._ssl: ssl.SSLContext | None = None
-        self._slots = asyncio.Semaphore(connections)
+        self._slots = Slots(connections)
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._proxies = proxies or Proxies.from_env()
+        self._proxy_of: dict[tuple[str, str, int], Proxy | None] = {}
         self.timeouts = timeouts
 
-    @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        content: bytes = b"",
-        timeouts: httpx.Timeout | None = None,
-        address: str | None = None,
-    ) -> AsyncIterator[Response]:
-        """The open response; its body is read by the caller, and the connection goes back to
-        the pool on leaving only if the body was read to its end. With `address`, a new
-        connection to exactly that IP address (the URL's host still names the server for the
-        host header and TLS), used once: it was checked, a pooled one may not have been."""
-        t = timeouts or self.timeouts
-        data = request_bytes(method, url, {"user-agent": "agentbox", **(headers or {})}, content)
-        await self._acquire(t.pool)
+    def proxy_problems(self) -> list[str]:
+        """Proxy settings that cannot be used (each names its variable, never its value)."""
+        return self._proxies.problems
+
+    def resize(self, connections: int) -> None:
+        """Allow `connections` calls at once from now on (a reload changed the lane's width)."""
+        self._slots.resize(connections)
+
+    async def handle_async_request(self, call: Call) -> Response:
+        """The open response once its head is in (see the seam). A kept-alive connection that
+        the server closed while it sat idle is tried once more on a new one: nothing came back
+        on it, so the call never reached an answer, and it is not the provider's failure."""
+        t = call.timeouts or self.timeouts
+        origin = target(call.url).origin
+        proxy = self._proxy(origin)
+        headers = {"user-agent": "agentbox", **call.headers}
+        # Only plain http is spoken to the proxy itself; https goes to the server in a tunnel.
+        forward = proxy if origin[0] == "http" else None
+        data = request_bytes(call.method, call.url, headers, call.content, forward)
+        await self._slots.acquire(t.pool)
         try:
-            reused = None if address else self._reuse(target(url).origin)
-            conn = reused or await self._connect(url, t.connect, address)
-            try:
-                await conn.send(data, t.write)
-                status, raw = await conn.head(t.read)
-            except BaseException:
-                conn.close()
-                raise
+            conn = self._reuse(origin)
+            head = None
+            if conn is not None:
+                try:
+                    head = await self._exchange(conn, data, t, reused=True)
+                except _Stale:
+                    conn = None
+            if conn is None or head is None:
+                conn = await self._connect(origin, proxy, t.connect)
+                head = await self._exchange(conn, data, t, reused=False)
         except BaseException:
             self._slots.release()
             raise
-        response = Response(conn, status, raw, t.read)
-        try:
-            yield response
-        finally:
-            self._release(conn, keep=address is None)
+        return Response(conn, head[0], head[1], t.read, self._release)
 
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        content: bytes = b"",
-        timeouts: httpx.Timeout | None = None,
-    ) -> Response:
-        """A whole response, body read."""
-        async with self.stream(
-            method, url, headers=headers, content=content, timeouts=timeouts
-        ) as response:
-            await response.aread()
-            return response
+    def _proxy(self, origin: tuple[str, str, int]) -> Proxy | None:
+        if origin not in self._proxy_of:
+            try:
+                self._proxy_of[origin] = self._proxies.for_origin(*origin)
+            except ProxyError as exc:
+                raise httpx.ConnectError(str(exc)) from None
+        return self._proxy_of[origin]
 
-    async def _acquire(self, pool_s: float | None) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()  # free: returns at once, no timer to set up
-            return
+    async def _exchange(
+        self, conn: _Conn, data: bytes, t: httpx.Timeout, reused: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
         try:
-            async with asyncio.timeout(pool_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no free connection in time") from None
+            await conn.send(data, t.write)
+            return await conn.head(t.read)
+        except BaseException as exc:
+            conn.close()
+            stale = isinstance(exc, httpx.WriteError | httpx.RemoteProtocolError)
+            if reused and stale and not conn.received:
+                raise _Stale from None
+            raise
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:  # built on first https use: loading the CA bundle takes ~30 ms
@@ -158,36 +173,40 @@ class HttpClient:
             conn.close()
         return None
 
-    async def _connect(self, url: str, connect_s: float | None, address: str | None) -> _Conn:
-        origin = target(url).origin
+    async def _connect(
+        self, origin: tuple[str, str, int], proxy: Proxy | None, connect_s: float | None
+    ) -> _Conn:
         scheme, host, port = origin
         tls = self._tls() if scheme == "https" else None
         loop = asyncio.get_running_loop()
+        via = f" (through the proxy at {proxy.shown})" if proxy else ""
         try:
             async with asyncio.timeout(connect_s):
+                if proxy is not None and tls is not None:
+                    return await tunnel(loop, origin, proxy, tls, lambda: _Conn(origin))
                 _, conn = await loop.create_connection(
                     lambda: _Conn(origin),
-                    address or host,
-                    port,
+                    proxy.host if proxy else host,
+                    proxy.port if proxy else port,
                     ssl=tls,
                     server_hostname=host if tls else None,
                 )
+                return conn
         except TimeoutError:
-            raise httpx.ConnectTimeout("connect timed out") from None
+            raise httpx.ConnectTimeout(f"connect timed out{via}") from None
         except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
-        return conn
+            raise httpx.ConnectError(f"{str(exc) or type(exc).__name__}{via}") from None
 
-    def _release(self, conn: _Conn, keep: bool) -> None:
+    def _release(self, conn: _Conn) -> None:
         """A response is closed: keep its connection when both sides finished cleanly."""
         self._slots.release()
-        if not conn.reusable() or not keep:
+        if not conn.reusable():
             conn.close()
             return
         conn.idle_since = time.monotonic()
         idle = self._idle.setdefault(conn.origin, [])
         idle.append(conn)
-        if len(idle) > self._connections:
+        if len(idle) > self._slots.limit:
             idle.pop(0).close()
 
     async def aclose(self) -> None:
@@ -204,14 +223,21 @@ class HttpClient:
 
 
 class Response:
-    """Status and headers at once; the body by `aiter_bytes` as it comes, or whole by `aread`."""
+    """Status and headers at once; the body by `aiter_bytes` as it comes, or whole by `aread`;
+    `aclose` gives the connection back (kept only if the body was read to its end)."""
 
     def __init__(
-        self, conn: _Conn, status: int, raw: list[tuple[bytes, bytes]], read_s: float | None
+        self,
+        conn: _Conn,
+        status: int,
+        raw: list[tuple[bytes, bytes]],
+        read_s: float | None,
+        release: Callable[[_Conn], None],
     ):
         self._conn = conn
         self._raw = raw
         self._read_s = read_s
+        self._release: Callable[[_Conn], None] | None = release
         self._headers: httpx.Headers | None = None
         self.status_code = status
         self.content = b""
@@ -228,11 +254,14 @@ class Response:
         while (piece := await self._conn.body(self._read_s)) is not None:
             yield piece
 
-    aiter_raw = aiter_bytes
-
     async def aread(self) -> bytes:
         self.content = b"".join([piece async for piece in self.aiter_bytes()])
         return self.content
+
+    async def aclose(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release(self._conn)
 
     @property
     def text(self) -> str:
@@ -256,6 +285,7 @@ class _Conn(asyncio.Protocol):
         self._busy = False
         self._eof = False
         self._error: httpx.HTTPError | None = None
+        self.received = False  # a byte of this request's answer came: not a stale connection
         self._new_response()
 
     def _new_response(self) -> None:
@@ -277,6 +307,7 @@ class _Conn(asyncio.Protocol):
         if not self._busy:  # bytes nobody asked for: this connection cannot be trusted
             self.close()
             return
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -358,6 +389,7 @@ class _Conn(asyncio.Protocol):
         if t is None or t.is_closing() or self._eof:
             raise httpx.WriteError("connection closed")
         self._busy = True
+        self.received = False
         t.write(data)
         if self._write_paused:  # the kernel's buffer is full: wait, as long as allowed
             try:

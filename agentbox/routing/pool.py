@@ -1,5 +1,6 @@
 """The live set of providers: the local worker, cloud providers built from config, their
-circuit breakers and keys. Rebuilt in place on reload, so references to it stay valid."""
+circuit breakers and keys, and the transport they share. Rebuilt in place on reload, so
+references to it stay valid."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import logging
 from typing import Any
 
 from agentbox import keys, logs
+from agentbox.agent.tools import FetchClient
 from agentbox.config import ProviderConfig, Settings
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Provider, ProviderError
+from agentbox.providers.http import LIST_TIMEOUT
 from agentbox.providers.local import LocalProvider
+from agentbox.providers.seam import HttpxTransport, Transport
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import Breaker
 from agentbox.routing.router import LOCAL
@@ -21,7 +25,12 @@ log = logging.getLogger("agentbox.providers")
 class ProviderPool:
     def __init__(self, settings: Settings, keystore: keys.KeyStore) -> None:
         self.keystore = keystore
+        # One connection slot per task the cloud lane may run; the agent's fetch tool has its
+        # own client, so its pages never hold a provider's slot.
         self.client = HttpClient(settings.tasks.cloud_concurrency)
+        for problem in self.client.proxy_problems():
+            log.error("proxy setting ignored, calls it would carry fail: %s", problem)
+        self.tool_http = FetchClient()
         local = settings.local
         self.local = LocalProvider(local.model_path, local.threads, local.context)
         self.providers: dict[str, Provider] = {LOCAL: self.local}
@@ -34,6 +43,7 @@ class ProviderPool:
         """Build or rebuild cloud providers and re-read their keys; breakers are kept."""
         local = settings.local
         self.local.configure(local.model_path, local.threads, local.context)
+        self.client.resize(settings.tasks.cloud_concurrency)  # the lane's width may have changed
         for name in [n for n in self.providers if n != LOCAL and n not in settings.providers]:
             del self.providers[name]
             self.breakers.pop(name, None)
@@ -77,15 +87,17 @@ class ProviderPool:
     async def close(self) -> None:
         await self.local.close()
         await self.client.aclose()
+        await self.tool_http.aclose()
 
 
 async def test_key(
-    name: str, conf: ProviderConfig, key: str | None, client: HttpClient | None = None
+    name: str, conf: ProviderConfig, key: str | None, transport: Transport | None = None
 ) -> tuple[bool, str]:
-    """Check a key with the provider's cheapest call (its model listing); spends nothing."""
-    own = client is None
-    http_client = client or HttpClient()
-    provider: CloudProvider = registry.build(name, conf, lambda: key, http_client)
+    """Check a key with the provider's cheapest call (its model listing); spends nothing.
+    By default on a client of its own (httpx, same proxies), never the providers' slots."""
+    own = transport is None
+    through = transport or HttpxTransport(LIST_TIMEOUT)
+    provider: CloudProvider = registry.build(name, conf, lambda: key, through)
     try:
         models = await provider.list_models()
     except ProviderError as exc:
@@ -93,7 +105,7 @@ async def test_key(
         return False, logs.mask(exc.message, {key}) if key else exc.message
     finally:
         if own:
-            await http_client.aclose()
+            await through.aclose()
     listed = f"{len(models)} models"
     works = "the server answers" if conf.auth == "none" else "key works"
     if conf.model and models and conf.model not in models:

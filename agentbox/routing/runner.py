@@ -17,11 +17,10 @@ from typing import Any, TypeVar
 
 from agentbox import jsonstrict
 from agentbox.agent.loop import run_agent
-from agentbox.agent.tools import Context, Notes
+from agentbox.agent.tools import Context, FetchClient, Notes
 from agentbox.config import Settings
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
-from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
@@ -137,7 +136,7 @@ class ProviderRunner:
         prices: Callable[[], PriceTable],
         settings: Callable[[], Settings],
         *,
-        http: HttpClient,
+        http: FetchClient,
         notes: Notes,
         escalated: Callable[[TaskSpec], None] = lambda _: None,
     ) -> None:
