@@ -32,11 +32,13 @@ from agentbox.routing.ops import routing_ops
 from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
+from agentbox.routing.scoreboard import Scoreboard, compact
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
+from agentbox.tasks.scores import StoreScores
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store, TaskRow
@@ -116,6 +118,7 @@ class Daemon:
         self.learning = BoxLearning(shipped(), self.store)
         self.router = self._router(settings)
         self.notes = NoteStore(self.store)
+        self.scores = StoreScores(self.store, Scoreboard())
         runner = ProviderRunner(
             self.pool.providers,
             self.pool.breakers,
@@ -125,6 +128,7 @@ class Daemon:
             http=self.pool.tool_http,
             notes=self.notes,
             escalated=lambda spec: self.router.learn(spec, True, "escalated"),
+            scoreboard=self.scores.board,
         )
         self.service = TaskService(
             self.store,
@@ -237,6 +241,7 @@ class Daemon:
             "local": parts.get("local", self.local.status),
             "providers": parts.get("providers", self.pool.status),
             "spend": parts.get("spend", self.budget.snapshot),
+            "scoreboard": parts.get("scoreboard", self.scores.board.summary),
             "mqtt": parts.get("mqtt", self._mqtt_status),
             "schedules": await parts.aget("schedules", self.planner.summary),
             "routing": parts.get("routing", self._routing_status),
@@ -299,6 +304,7 @@ class Daemon:
                 for n, p in self.pool.status().items()
             },
             "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s", "load_error")},
+            "scoreboard": compact(self.scores.board.summary()),
         }
 
     async def _status_line(self) -> str:
@@ -394,6 +400,7 @@ class Daemon:
                     )
                     if n:
                         log.info("pruned %d finished task(s)", n)
+                await self.scores.flush()
             except StoreError as exc:
                 log.error("housekeeping: %s", exc)
             await asyncio.sleep(STATUS_EVERY_S)
@@ -431,6 +438,7 @@ class Daemon:
         report = await self.store.open()
         await self.budget.load()
         await self.learning.load()
+        await self.scores.load()
         if report.schema_from != report.schema_to:
             log.info("store schema migrated from v%d to v%d", report.schema_from, report.schema_to)
         if report.requeued or report.ended:
@@ -472,6 +480,8 @@ class Daemon:
             await self.control.close()
             await self.pool.close()
             await self.learning.flush()
+            with contextlib.suppress(StoreError):
+                await self.scores.flush()  # the figures outlive a restart
             await self.store.close()
         log.info("stopped cleanly")
         return 0

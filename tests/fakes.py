@@ -23,6 +23,7 @@ class Reply:
     events: list[bytes] = field(default_factory=list)  # SSE frames (streaming)
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # before answering
+    gap: float = 0.0  # between stream frames
     cut_after: int | None = None  # close the stream after this many frames
     reset: bool = False  # answer with a TCP reset instead
 
@@ -281,6 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if reply.gap and i:
+                    time.sleep(reply.gap)
                 self.wfile.write(f"{len(frame):x}\r\n".encode() + frame + b"\r\n")
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")

@@ -71,6 +71,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"spend: today ${spend['today_usd']:.4f} of ${spend['daily_cap_usd']:.2f},"
             f" month ${spend['month_usd']:.4f} of ${spend['monthly_cap_usd']:.2f}"
         )
+    board = status.get("scoreboard")
+    if board is not None:
+        from agentbox.routing import scoreboard  # noqa: PLC0415 (only this command draws it)
+
+        if not board["rows"]:
+            print("scoreboard: no provider calls in the last day")
+        for window in scoreboard.WINDOWS if board["rows"] else ():
+            lines = scoreboard.table(board, window) + scoreboard.failure_lines(board, window)
+            print("\n".join(lines) if lines else f"{scoreboard.WINDOWS[window]}: no calls")
     if status.get("update"):
         print(update_line(status["update"]))
     for part, reason in (status.get("unavailable") or {}).items():

@@ -10,6 +10,9 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Static
 
 from agentbox.console.panel import PanelScreen, ago, money
+from agentbox.routing.scoreboard import table
+
+SCORE_ROWS = 4  # the busiest provider/models; `agentbox status` lists them all
 
 
 class Dashboard(PanelScreen, inherit_bindings=False):
@@ -29,6 +32,7 @@ class Dashboard(PanelScreen, inherit_bindings=False):
         yield Static("", id="providers")
         yield Static("", id="queue")
         yield Static("", id="spend")
+        yield Static("", id="scoreboard")
         yield Static("", id="local")
         yield Static("", id="mqtt")
         yield Static("", id="network")
@@ -81,6 +85,9 @@ class Dashboard(PanelScreen, inherit_bindings=False):
         spend = part("spend", "Spend")
         if spend is not None:
             self.query_one("#spend", Static).update(money(spend))
+        board = part("scoreboard", "Scores")
+        if board is not None:
+            self.query_one("#scoreboard", Static).update(_scores(board))
         local = part("local", "Local")
         if local is not None:
             speed = f", {local['tokens_per_s']} tokens/s" if local.get("tokens_per_s") else ""
@@ -102,6 +109,14 @@ class Dashboard(PanelScreen, inherit_bindings=False):
             if not any(p["key"] for p in providers.values()) and self.app.screen is self:
                 # First boot: nothing can reach a cloud model yet; walk the owner through it.
                 self.app.start_setup()  # type: ignore[attr-defined]
+
+
+def _scores(board: dict[str, Any]) -> str:
+    """The last hour's scoreboard (the last day's when the hour had no calls)."""
+    busiest = sorted(board["rows"], key=lambda r: -r["last_day"]["calls"])[:SCORE_ROWS]
+    shown = {**board, "rows": busiest}
+    lines = table(shown, "last_hour") or table(shown, "last_day")
+    return "\n".join(lines) if lines else "Scores    no provider calls in the last day"
 
 
 def _broker(mqtt: dict[str, Any]) -> str:

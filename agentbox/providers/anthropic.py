@@ -117,7 +117,7 @@ class AnthropicProvider(http.HttpProvider):
                         elif piece:
                             parts.append(piece)
                             pieces += 1
-                            if progress is not None and pieces % 32 == 0:
+                            if progress is not None and (pieces == 1 or pieces % 32 == 0):
                                 await progress({"output_tokens": pieces})
                     elif kind == "message_delta":
                         state["finish"] = (msg.get("delta") or {}).get("stop_reason") or ""

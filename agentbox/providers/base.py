@@ -112,6 +112,8 @@ class LocalCounter(Protocol):
         ...
 
 
+# Gets {"output_tokens": n} at the first piece of output (n = 1: the runner times the first
+# token with it and keeps it to itself) and then every 32 pieces.
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 

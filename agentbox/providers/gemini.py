@@ -122,7 +122,7 @@ class GeminiProvider(http.HttpProvider):
                             elif part.get("text") and not part.get("thought"):
                                 parts.append(part["text"])
                                 pieces += 1
-                                if progress is not None and pieces % 32 == 0:
+                                if progress is not None and (pieces == 1 or pieces % 32 == 0):
                                     await progress({"output_tokens": pieces})
                         state["finish"] = cand.get("finishReason") or state["finish"]
         done = http.finished(self.name, bool(state["finish"]), so_far)

@@ -76,7 +76,7 @@ def _complete(llm: Any, req: dict[str, Any], out: IO[str]) -> dict[str, Any]:
                 first = time.perf_counter()
             parts.append(piece)
             tokens += 1
-            if tokens % 32 == 0:
+            if tokens == 1 or tokens % 32 == 0:  # the first piece times the first token
                 _send(out, {"type": "progress", "id": req["id"], "output_tokens": tokens})
         if choice.get("finish_reason"):
             finish = choice["finish_reason"]

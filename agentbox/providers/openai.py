@@ -119,7 +119,7 @@ class OpenAIProvider(http.HttpProvider):
                         if piece:
                             parts.append(piece)
                             pieces += 1
-                            if progress is not None and pieces % 32 == 0:
+                            if progress is not None and (pieces == 1 or pieces % 32 == 0):
                                 await progress({"output_tokens": pieces})
                         finish = choice.get("finish_reason") or finish
         done = http.with_tool_calls(

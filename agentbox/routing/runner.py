@@ -24,6 +24,7 @@ from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
+from agentbox.routing.scoreboard import Call, Scoreboard, Stopwatch, failure_class
 from agentbox.vocabulary import Route, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.runner")
@@ -69,6 +70,7 @@ class Paid:
     bill: UsageEntry
     cost: float
     estimated: bool
+    score: Call  # for the scoreboard, once the caller has judged the answer
 
 
 def input_bound(request: Request) -> int:
@@ -139,10 +141,12 @@ class ProviderRunner:
         http: FetchClient,
         notes: Notes,
         escalated: Callable[[TaskSpec], None] = lambda _: None,
+        scoreboard: Scoreboard | None = None,
     ) -> None:
         self.http = http  # what agent tools fetch with
         self.notes = notes  # what they remember
         self.escalated = escalated  # an `auto` task the local model could not answer well
+        self.scoreboard = scoreboard or Scoreboard()
         self.providers = providers
         self.breakers = breakers
         self.budget = budget
@@ -157,6 +161,22 @@ class ProviderRunner:
         progress: Progress,
         background: bool = False,
     ) -> Outcome:
+        task_id = spec.id or ""
+        try:
+            outcome = await self._run(spec, route_data, progress, background)
+        except BaseException:
+            self.scoreboard.task_ended(task_id, succeeded=False)
+            raise
+        self.scoreboard.task_ended(task_id, succeeded=True)
+        return outcome
+
+    async def _run(
+        self,
+        spec: TaskSpec,
+        route_data: dict[str, Any] | None,
+        progress: Progress,
+        background: bool,
+    ) -> Outcome:
         if route_data is None:
             raise ProviderError(Failure.unavailable, "task has no route")
         route = Route.model_validate(route_data)
@@ -169,19 +189,41 @@ class ProviderRunner:
 
     # ---- local -------------------------------------------------------------------------
 
-    async def _call_local(self, spec: TaskSpec, progress: Progress) -> Completion:
+    async def _call_local(
+        self, spec: TaskSpec, progress: Progress
+    ) -> tuple[Completion, Any, str | None]:
+        """The local model's answer, its data and what is wrong with it against the schema."""
         local = self.providers.get(LOCAL)
         if local is None or not self.settings().local.enabled:
             raise ProviderError(Failure.unavailable, "the local model is disabled")
-        return await local.complete(
-            Request(spec.chat(), spec.max_tokens, "", spec.json_schema), progress
-        )
+        clock = Stopwatch()
+
+        async def timed(info: dict[str, Any]) -> None:
+            if not clock.first_piece(info):
+                await progress(info)
+
+        def score(failure: str | None, c: Completion | None = None) -> None:
+            model = getattr(local, "model", "")
+            call = clock.call(LOCAL, model, failure=failure, completion=c)
+            self.scoreboard.record(call, spec.id or "")
+
+        request = Request(spec.chat(), spec.max_tokens, "", spec.json_schema)
+        try:
+            c = await local.complete(request, timed)
+        except ProviderError as exc:
+            score(failure_class(exc))
+            raise
+        except asyncio.CancelledError:
+            score("cancelled")
+            raise
+        data, problem = check_output(spec, c)
+        score("bad_response" if problem else None, c)
+        return c, data, problem
 
     async def _local_first(
         self, spec: TaskSpec, route: Route, progress: Progress, escalate: bool
     ) -> Outcome:
-        c = await self._call_local(spec, progress)
-        data, problem = check_output(spec, c)
+        c, data, problem = await self._call_local(spec, progress)
         settings = self.settings()
         doubt = None
         if problem is None and escalate and spec.json_schema is None:
@@ -263,6 +305,10 @@ class ProviderRunner:
             )
             c = paid.completion
             data, problem = check_output(spec, c)
+            self.scoreboard.record(
+                replace(paid.score, failure="bad_response") if problem else paid.score,
+                spec.id or "",
+            )
             if problem is not None:
                 await self.budget.ledger.record(paid.bill)  # no result to ride with: book it now
                 raise ProviderError(Failure.retryable, f"{provider.name}: the answer {problem}")
@@ -298,13 +344,20 @@ class ProviderRunner:
         reservation = self.budget.reserve(worst, task_cap)
         name, task_id = provider.name, spec.id or ""
         worst_call = Completion("", request.model, bound, request.max_tokens, estimated=True)
+        clock = Stopwatch()
 
         def book(c: Completion, cost: float, estimated: bool) -> UsageEntry:
             return self.budget.book(
                 reservation, c, cost, estimated=estimated, provider=name, task_id=task_id
             )
 
+        def score(failure: str, c: Completion | None = None, cost: float = 0.0) -> None:
+            call = clock.call(name, request.model, failure=failure, completion=c, cost=cost)
+            self.scoreboard.record(call, task_id)
+
         async def watched(info: dict[str, Any]) -> None:
+            if clock.first_piece(info):
+                return
             out = info.get("output_tokens")
             if isinstance(out, int) and out > request.max_tokens:
                 raise _Overrun(out)  # the provider ignores max_tokens: stop paying for it
@@ -318,15 +371,20 @@ class ProviderRunner:
                 cut = exc.partial
                 if cut.estimated:  # no usage from the server: its input counted as our bound
                     cut = replace(cut, input_tokens=max(cut.input_tokens, bound))
-                await self.budget.ledger.record(book(cut, prices.cost(cut, name)[0], True))
+                cut_cost = prices.cost(cut, name)[0]
+                score(failure_class(exc), cut, cut_cost)
+                await self.budget.ledger.record(book(cut, cut_cost, True))
             else:  # refused before it started (an error status, no connection): not billed
+                score(failure_class(exc))
                 self.budget.release(reservation)
                 await self._withdraw(reservation.call)
             breaker.failure(exc)
             raise
         except _Overrun as over:
             c = replace(worst_call, output_tokens=over.output_tokens)
-            await self.budget.ledger.record(book(c, prices.cost(c, name)[0], True))
+            over_cost = prices.cost(c, name)[0]
+            score("bad_response", c, over_cost)
+            await self.budget.ledger.record(book(c, over_cost, True))
             err = ProviderError(
                 Failure.retryable,
                 f"{name}: stream stopped past max_tokens"
@@ -337,6 +395,7 @@ class ProviderRunner:
         except BaseException:
             # Cancelled or past its deadline while the provider worked: it may have billed
             # the whole call. Booked in memory now; the write must outlive this cancelled task.
+            score("cancelled", cost=worst)
             self._later(self.budget.ledger.record(book(worst_call, worst, True)))
             raise
         cost, estimated = prices.cost(c, name)
@@ -346,7 +405,9 @@ class ProviderRunner:
             )
         bill = book(c, cost, estimated)
         breaker.success()
-        return Paid(c, bill, cost, estimated)
+        return Paid(
+            c, bill, cost, estimated, clock.call(name, request.model, completion=c, cost=cost)
+        )
 
     async def _in_flight(
         self, reservation: Reservation, worst_call: Completion, provider: str, task_id: str
@@ -416,6 +477,7 @@ class ProviderRunner:
                 paid, last[0] = await self._each_provider(spec, route, call)
             except NoCloud as exc:
                 raise self._unavailable(exc) from None
+            self.scoreboard.record(paid.score, spec.id or "")
             spent.append(paid)
             await self.budget.ledger.record(paid.bill)
             return paid.completion
@@ -464,8 +526,7 @@ class ProviderRunner:
             why = (
                 f"budget: {over_budget}" if over_budget else "offline: no cloud provider reachable"
             )
-            c = await self._call_local(spec, progress)
-            data, problem = check_output(spec, c)
+            c, data, problem = await self._call_local(spec, progress)
             if problem is not None:
                 raise ProviderError(Failure.bad_request, f"the local model's answer {problem}")
             route = Route(tier="local", provider=LOCAL, model=c.model, reason=f"{why}; ran locally")

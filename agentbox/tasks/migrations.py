@@ -96,6 +96,27 @@ STEPS: tuple[str, ...] = (
     ALTER TABLE usage ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX usage_call ON usage (call);
     """,
+    # v9: the provider scoreboard, one row per 5-minute bucket and provider/model, a day kept;
+    # latencies as fixed histogram bins (JSON lists), failures per class (a JSON object)
+    """
+    CREATE TABLE scoreboard (
+        bucket INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        answered INTEGER NOT NULL,
+        failures TEXT NOT NULL,
+        first_ms TEXT NOT NULL,
+        end_ms TEXT NOT NULL,
+        first_max_ms REAL NOT NULL,
+        end_max_ms REAL NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        tasks INTEGER NOT NULL,
+        PRIMARY KEY (bucket, provider, model)
+    );
+    """,
 )
 
 
