@@ -9,6 +9,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentbox.routing.scoreboard import Call, Scoreboard
+
+
+def _scoreboard() -> dict[str, Any]:
+    """A busy hour on two providers, built by the real scoreboard (so its shape is real)."""
+    board = Scoreboard()
+    for i in range(40):
+        failure = "rate" if i % 10 == 3 else "server" if i == 17 else None
+        call = Call("openai", "gpt-4o-mini", 0.9 + i % 7 * 0.2, 0.35 + i % 5 * 0.05, failure)
+        call.input_tokens, call.output_tokens, call.cost_usd = 820, 210, 0.000249
+        board.record(call, f"o{i}")
+        board.task_ended(f"o{i}", True)
+    for i in range(6):
+        call = Call("local", "SmolLM2-135M-Instruct.Q4_1", 2.4 + i * 0.3, 0.2, None, 90, 64)
+        board.record(call, f"l{i}")
+        board.task_ended(f"l{i}", True)
+    return board.summary()
+
+
 STATUS: dict[str, Any] = {
     "version": "0.1.0",
     "device_id": "a1b2c3d4e5f60718",
@@ -54,6 +73,7 @@ STATUS: dict[str, Any] = {
         "daily_cap_usd": 2.0,
         "monthly_cap_usd": 30.0,
     },
+    "scoreboard": _scoreboard(),
     "mqtt": {
         "enabled": True,
         "connected": True,

@@ -197,7 +197,7 @@ async def test_failure_classes_from_real_provider_errors(
     assert await one_failure(kind, fake, client) == expected
 
 
-def test_percentiles_are_never_below_the_truth_and_within_one_bin() -> None:
+def test_percentiles_are_never_below_the_truth_and_within_one_bin_above_it() -> None:
     rng = random.Random(7)
     latencies = [rng.lognormvariate(0, 1.2) for _ in range(997)]  # seconds, a long tail
     sb = Scoreboard()
@@ -208,9 +208,9 @@ def test_percentiles_are_never_below_the_truth_and_within_one_bin() -> None:
     for q, name in ((0.5, "p50"), (0.95, "p95")):
         true_ms = ordered[math.ceil(q * len(ordered)) - 1] * 1000
         shown = row["last_hour"]["total_ms"][name]
-        assert true_ms <= shown + 0.5 <= true_ms * 1.55 + 1, (name, true_ms, shown)
+        assert true_ms <= shown + 0.5 <= true_ms * 1.34 + 1, (name, true_ms, shown)
         first = row["last_hour"]["first_token_ms"][name]
-        assert true_ms / 3 <= first + 0.5 <= true_ms / 3 * 1.55 + 1, (name, true_ms, first)
+        assert true_ms / 3 <= first + 0.5 <= true_ms / 3 * 1.34 + 1, (name, true_ms, first)
     past = Scoreboard()  # slower than the last bin: the slowest call itself is the bound
     for s in (900.0, 1000.0):
         past.record(Call("p", "m", total_s=s))

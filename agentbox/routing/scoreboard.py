@@ -4,7 +4,7 @@ Counted in memory per 5-minute bucket and provider/model, a day of buckets kept,
 dropped; the store keeps a copy (tasks/scores.py) that is written in the background, never
 per call. Latencies go into fixed histogram bins, so buckets add up exactly and a percentile
 over any window is read from the summed bins: the upper bound of the bin holding it (capped
-at the slowest call seen), never below the true value and at most one bin (x1.5) above it.
+at the slowest call seen), never below the true value and at most one bin (25 %) above it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from agentbox.providers.base import Completion, Failure, ProviderError
 BUCKET_S = 300
 HOUR_S = 3600
 DAY_S = 86400
-# Upper bounds of the latency bins in ms, 10 ms to about 250 s, each 1.5x the one before;
-# one more bin holds anything slower.
-BOUNDS_MS: tuple[int, ...] = tuple(round(10 * 1.5**k) for k in range(26))
+# Upper bounds of the latency bins in ms, 10 ms to about 280 s, each 1.25x the one before
+# (rounded to whole ms: up to 1.33x below 40 ms); one more bin holds anything slower.
+BOUNDS_MS: tuple[int, ...] = tuple(round(10 * 1.25**k) for k in range(47))
 BINS = len(BOUNDS_MS) + 1
 # A task may name any model: past this many provider/model pairs in a day, new ones are
 # counted under "other", which keeps the table (and its copy in the store) bounded.
@@ -400,14 +400,16 @@ def _seconds(p: dict[str, int | None]) -> str:
 
 
 def _count(n: int) -> str:
-    if n < 1000:
-        return str(n)
-    if n < 1_000_000:
-        return f"{n / 1000:.3g}k"
-    return f"{n / 1_000_000:.3g}M"
+    """At most four characters: 950, 8.4k, 328k, 12M."""
+    for scale, unit in ((1_000_000, "M"), (1000, "k")):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}" if n < 10 * scale else f"{n // scale}{unit}"
+    return str(n)
 
 
 def _usd(usd: float) -> str:
+    if usd == 0:
+        return "$0"
     if usd >= 100:
         return f"${usd:.0f}"
     return f"${usd:.2f}" if usd >= 1 else f"${usd:.4f}"
