@@ -248,3 +248,33 @@ async def test_size_stays_bounded_over_days_and_models(tmp_path: Path) -> None:
         assert 24 * 60 - 5 <= a_day["calls"] <= 24 * 60  # a day's calls, not three days'
     finally:
         await store.close()
+
+
+async def test_a_provider_failing_most_recent_calls_goes_last_in_the_failover_order(
+    rig_factory: Any,
+) -> None:
+    a, b = FakeProvider(), FakeProvider(openai_stream("from b"))
+    broke = error(500, {"error": {"message": "upstream broke"}})
+    # Two failures, then an answer, over and over: the breaker (three in a row) never trips.
+    a.push(broke, broke, ok_a(), broke, broke)
+    a.default = ok_a()
+    try:
+        rig = await rig_factory(
+            {
+                "routing": {"cloud_order": ["a", "b"]},
+                "providers": {
+                    "a": {"kind": "openai", "base_url": f"{a.url}/v1", "model": MODEL},
+                    "b": {"kind": "openai", "base_url": f"{b.url}/v1", "model": MODEL},
+                },
+            }
+        )
+        for _ in range(5):
+            await rig.run({"prompt": "hi", "tier": "cloud"})
+        assert len(a.requests) == 5 and rig.pool.breakers["a"].state == "ok"
+        assert rig.runner.scoreboard.failing("a") and not rig.runner.scoreboard.failing("b")
+        out = await rig.run({"prompt": "hi", "tier": "cloud"})  # a failed 4 of its last 5
+        assert len(a.requests) == 5, "a failing provider was still asked first"
+        assert out.route is not None and out.route["provider"] == "b"
+    finally:
+        a.close()
+        b.close()

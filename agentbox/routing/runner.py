@@ -264,6 +264,7 @@ class ProviderRunner:
         names = [route.provider]
         if not spec.model:  # a pinned model has nowhere else to go
             names += [n for n in settings.cloud_order() if n != route.provider]
+            names.sort(key=self.scoreboard.failing)  # stable: the failing ones go last
         failed = NoCloud()
         for name in names:
             provider, breaker = self.providers.get(name), self.breakers.get(name)

@@ -32,6 +32,11 @@ MODEL_CHARS = 64
 # A provider reports its first piece of output as output_tokens == 1 (then every 32): the
 # runner times the first token with it and passes it on no further.
 FIRST_PIECE = 1
+# Failover order: a provider that failed more than half of its calls in the last 15 minutes
+# (five calls at least) goes to the end of it until those failures age out.
+RECENT_S = 900
+FAILING_MIN_CALLS = 5
+NOT_ITS_FAULT = ("bad_request", "cancelled")  # the task's or the caller's doing
 FAILURES = (
     "auth",
     "quota",
@@ -259,6 +264,20 @@ class Scoreboard:
         key = self._answered.pop(task_id, None)
         if succeeded and key is not None:
             self._bucket(at or time.time(), key).tasks += 1
+
+    def failing(self, provider: str, now: float | None = None) -> bool:
+        """Did the provider fail more than half of its recent calls (see RECENT_S)?"""
+        last = bucket_of(now or time.time())
+        calls = failed = 0
+        for p, model in self._keys:
+            if p != provider:
+                continue
+            for start in range(last - RECENT_S + BUCKET_S, last + 1, BUCKET_S):
+                b = self.buckets.get((start, p, model))
+                if b is not None:
+                    calls += b.calls
+                    failed += sum(n for k, n in b.failures.items() if k not in NOT_ITS_FAULT)
+        return calls >= FAILING_MIN_CALLS and failed * 2 > calls
 
     def prune(self, now: float | None = None) -> None:
         """Forget buckets older than a day."""
