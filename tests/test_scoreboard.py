@@ -238,6 +238,7 @@ async def test_size_stays_bounded_over_days_and_models(tmp_path: Path) -> None:
         assert len(keys) <= MAX_KEYS + 3 and ("c", OTHER) in keys
         per_day = DAY_S // BUCKET_S + 1
         assert len(sb.buckets) <= per_day * len(keys)
+        assert min(at for at, _, _ in sb.buckets) >= now - DAY_S - BUCKET_S
 
         def rows(c: Any) -> tuple[int, float]:
             return c.execute("SELECT count(*), min(bucket) FROM scoreboard").fetchone()  # type: ignore[no-any-return]
