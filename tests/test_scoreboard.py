@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agentbox import schemas
 from agentbox.config import ProviderConfig
 from agentbox.providers import registry
 from agentbox.providers.base import ProviderError, Request
@@ -124,6 +125,7 @@ def test_figures_after_tasks_with_failures_and_delays_in_status_health_and_after
             return got and got[-1][1].get("scoreboard", {}).get(f"b/{MODEL}")
 
         wait_for(lambda: (health_board() or {}).get("1h", {}).get("calls") == 5, 20, what="health")
+        schemas.validate("health", peer.on("agentbox/v1/score1/health")[-1][1])
         health = peer.on("agentbox/v1/score1/health")[-1][1]["scoreboard"]
         assert set(health) == {f"a/{MODEL}", f"b/{MODEL}"}
         short = health[f"a/{MODEL}"]["1h"]
