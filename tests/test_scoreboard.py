@@ -20,6 +20,7 @@ from agentbox.providers.transport import HttpClient
 from agentbox.routing.scoreboard import (
     BUCKET_S,
     DAY_S,
+    HOUR_S,
     MAX_KEYS,
     OTHER,
     Call,
@@ -281,3 +282,22 @@ async def test_a_provider_failing_most_recent_calls_goes_last_in_the_failover_or
     finally:
         a.close()
         b.close()
+
+
+def test_a_kept_summary_follows_new_calls_past_buckets_and_the_clock() -> None:
+    sb = Scoreboard()
+    now = 1_800_000_000.0
+
+    def calls(at: float) -> tuple[int, int]:
+        [row] = sb.summary(at)["rows"]
+        return row["last_hour"]["calls"], row["last_day"]["calls"]
+
+    sb.record(Call("p", "m", 0.1, at=now))
+    assert calls(now) == (1, 1)
+    sb.record(Call("p", "m", 0.1, at=now))  # the current bucket
+    assert calls(now) == (2, 2)
+    sb.record(Call("p", "m", 0.1, at=now - 2 * HOUR_S))  # an earlier one
+    assert calls(now) == (2, 3)
+    assert calls(now + 2 * HOUR_S) == (0, 3)  # buckets close as the clock moves on
+    sb.prune(now + DAY_S + HOUR_S)
+    assert sb.summary(now + DAY_S + HOUR_S)["rows"] == []

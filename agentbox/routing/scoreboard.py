@@ -9,6 +9,7 @@ at the slowest call seen), never below the true value and at most one bin (25 %)
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import time
@@ -134,11 +135,7 @@ class Stopwatch:
 
 
 def _ms_bin(seconds: float) -> int:
-    ms = seconds * 1000
-    for i, bound in enumerate(BOUNDS_MS):
-        if ms <= bound:
-            return i
-    return len(BOUNDS_MS)
+    return bisect.bisect_left(BOUNDS_MS, seconds * 1000)  # the first bound >= it
 
 
 @dataclass
@@ -178,8 +175,10 @@ class Bucket:
         self.answered += other.answered
         for name, n in other.failures.items():
             self.failures[name] = self.failures.get(name, 0) + n
-        self.first_ms = [a + b for a, b in zip(self.first_ms, other.first_ms, strict=True)]
-        self.end_ms = [a + b for a, b in zip(self.end_ms, other.end_ms, strict=True)]
+        for mine, theirs in ((self.first_ms, other.first_ms), (self.end_ms, other.end_ms)):
+            for i, n in enumerate(theirs):
+                if n:  # most bins are empty
+                    mine[i] += n
         self.first_max_ms = max(self.first_max_ms, other.first_max_ms)
         self.end_max_ms = max(self.end_max_ms, other.end_max_ms)
         self.input_tokens += other.input_tokens
@@ -236,6 +235,13 @@ class Scoreboard:
         self._keys: set[Key] = set()
         # Per running task, the provider/model of its last answered call: its result's source.
         self._answered: dict[str, Key] = {}
+        self._changes = 0  # a summary is kept until the next change or the next bucket
+        self._summary: tuple[tuple[int, int], dict[str, Any]] | None = None
+        # Sums of the buckets before the current one: they change only when a bucket closes
+        # (or at a prune or restore), so a busy box merges a day of buckets once per bucket.
+        self._past_changes = 0
+        self._past: tuple[tuple[int, int], dict[Key, Bucket], dict[Key, Bucket]] | None = None
+        self._newest = 0
 
     def _key(self, provider: str, model: str) -> Key:
         key = (provider, model[:MODEL_CHARS] or "default")
@@ -248,6 +254,10 @@ class Scoreboard:
     def _bucket(self, at: float, key: Key) -> Bucket:
         slot = (bucket_of(at), *key)
         self._dirty.add(slot)
+        self._changes += 1
+        if slot[0] < self._newest:
+            self._past_changes += 1
+        self._newest = max(self._newest, slot[0])
         bucket = self.buckets.get(slot)
         if bucket is None:
             bucket = self.buckets[slot] = Bucket()
@@ -283,6 +293,8 @@ class Scoreboard:
         """Forget buckets older than a day."""
         oldest = bucket_of((now or time.time()) - DAY_S)
         for slot in [s for s in self.buckets if s[0] < oldest]:
+            self._changes += 1
+            self._past_changes += 1
             del self.buckets[slot]
             self._dirty.discard(slot)
         self._keys = {(p, m) for _, p, m in self.buckets}
@@ -305,6 +317,8 @@ class Scoreboard:
 
     def restore(self, rows: list[tuple[int, str, str, Bucket]]) -> None:
         """At start: the buckets the store kept (added to any counted since)."""
+        self._changes += 1
+        self._past_changes += 1
         for at, provider, model, bucket in rows:
             slot = (at, provider, model)
             if slot in self.buckets:
@@ -317,15 +331,14 @@ class Scoreboard:
     def summary(self, now: float | None = None) -> dict[str, Any]:
         """Figures per provider/model with calls in the last day, for the last hour and day."""
         at = now or time.time()
-        hour_from = bucket_of(at) - HOUR_S + BUCKET_S  # the current bucket and the 11 before
-        day_from = bucket_of(at) - DAY_S + BUCKET_S
-        hours: dict[Key, Bucket] = {}
-        days: dict[Key, Bucket] = {}
+        mark = (self._changes, bucket_of(at))
+        if self._summary is not None and self._summary[0] == mark:
+            return self._summary[1]
+        current = bucket_of(at)
+        hours, days = self._sums(current)
         for (start, provider, model), bucket in self.buckets.items():
-            if start < day_from:
-                continue
-            days.setdefault((provider, model), Bucket()).merge(bucket)
-            if start >= hour_from:
+            if start >= current:
+                days.setdefault((provider, model), Bucket()).merge(bucket)
                 hours.setdefault((provider, model), Bucket()).merge(bucket)
         rows = [
             {
@@ -337,7 +350,33 @@ class Scoreboard:
             for (provider, model), day in sorted(days.items())
             if day.calls or day.tasks
         ]
-        return {"bucket_s": BUCKET_S, "rows": rows}
+        summary = {"bucket_s": BUCKET_S, "rows": rows}
+        self._summary = (mark, summary)
+        return summary
+
+    def _sums(self, current: int) -> tuple[dict[Key, Bucket], dict[Key, Bucket]]:
+        """Copies of the last hour's and day's sums of the buckets before `current`."""
+        mark = (current, self._past_changes)
+        if self._past is None or self._past[0] != mark:
+            hour_from = current - HOUR_S + BUCKET_S  # the current bucket and the 11 before
+            day_from = current - DAY_S + BUCKET_S
+            hours: dict[Key, Bucket] = {}
+            days: dict[Key, Bucket] = {}
+            for (start, provider, model), bucket in self.buckets.items():
+                if day_from <= start < current:
+                    days.setdefault((provider, model), Bucket()).merge(bucket)
+                    if start >= hour_from:
+                        hours.setdefault((provider, model), Bucket()).merge(bucket)
+            self._past = (mark, hours, days)
+        return _copies(self._past[1]), _copies(self._past[2])
+
+
+def _copies(sums: dict[Key, Bucket]) -> dict[Key, Bucket]:
+    out = {}
+    for key, bucket in sums.items():
+        out[key] = copy = Bucket()
+        copy.merge(bucket)
+    return out
 
 
 def compact(summary: dict[str, Any]) -> dict[str, Any]:
