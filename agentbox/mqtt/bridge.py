@@ -33,9 +33,9 @@ from paho.mqtt.packettypes import PacketTypes
 from agentbox import keys
 from agentbox.config import MqttConfig
 from agentbox.health import Health
-from agentbox.mqtt import intake
+from agentbox.mqtt import intake, reports
 from agentbox.mqtt.connect import client_for, describe_error, properties
-from agentbox.mqtt.discovery import discovery_payload
+from agentbox.mqtt.discovery import announce, unannounce
 from agentbox.mqtt.payloads import decode, encode, id_of, not_found, rejected
 from agentbox.mqtt.publisher import Acked, Publisher, settled
 from agentbox.mqtt.ratelog import RateLog
@@ -53,7 +53,6 @@ MAX_BACKOFF_S = 60.0
 IN_FLIGHT = intake.RECEIVE_MAXIMUM  # requests handled at once (QoS 0 ones included)
 DRAIN_BATCH = 200
 MAX_PROGRESS = 1000  # progress messages held for the drain; beyond that they are dropped
-HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
 HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
 MAX_WAITING = 16  # answer targets one task's result may have (requests that resent its id)
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
@@ -229,9 +228,9 @@ class Bridge:
         info = self.info()
         await client.publish(self.topics.info, encode(info), qos=1, retain=True)
         if self.conf.ha_discovery:
-            await self._announce(client, info)
+            await announce(client, self.topics, info)
         else:
-            await self._unannounce(client, self.topics)
+            await unannounce(client, self.topics)
         for topic in self.topics.subscriptions(ha=self.conf.ha_discovery):
             await client.subscribe(topic, qos=1)
         self.connected = True
@@ -253,7 +252,8 @@ class Bridge:
             asyncio.create_task(self._wake(), name="mqtt-stop"),
         ]
         if self.health is not None:  # any job that ends ends the connection
-            jobs.append(asyncio.create_task(self._report(client, self.health), name="mqtt-health"))
+            report = reports.health(client, self.topics.health, self.health, self._health_reports())
+            jobs.append(asyncio.create_task(report, name="mqtt-health"))
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -272,10 +272,13 @@ class Bridge:
         except TimeoutError:
             log.warning("outbox not empty at stop; it is sent after the next start")
         if self._leaves_discovery():
-            await self._unannounce(client, self.topics)  # the next connect will not reach it
+            await unannounce(client, self.topics)  # the next connect will not reach it
         stopped = {"state": "stopped", "session": self.session, "ts": time.time()}
         await client.publish(self.topics.status, encode(stopped), qos=1, retain=True)
         log.info("published stopped, disconnecting")
+
+    def _health_reports(self) -> reports.Schedule:
+        return reports.Schedule(self.conf.health_interval_s, self.session, self._health_now)
 
     def _leaves_discovery(self) -> bool:
         """Whether the settings applied next stop announcing where this connection did."""
@@ -283,41 +286,6 @@ class Bridge:
         if nxt is None or not self.conf.ha_discovery:
             return False
         return not nxt.ha_discovery or nxt.discovery_prefix != self.conf.discovery_prefix
-
-    async def _announce(self, client: aiomqtt.Client, info: dict[str, Any]) -> None:
-        """Home Assistant device discovery (discovery.py), retained."""
-        payload = discovery_payload(self.topics, str(info.get("name")), str(info.get("hardware")))
-        await client.publish(self.topics.ha_config, encode(payload), qos=1, retain=True)
-
-    @staticmethod
-    async def _unannounce(client: aiomqtt.Client, topics: Topics) -> None:
-        """Discovery off: an empty retained config removes the device from Home Assistant."""
-        await client.publish(topics.ha_config, b"", qos=1, retain=True)
-
-    async def _report(self, client: aiomqtt.Client, health: Health) -> None:
-        """Health every health_interval_s, at once when something notable changes or Home
-        Assistant restarted. Retained, with a v5 message expiry of twice the interval: a new
-        subscriber (Home Assistant after its restart, `agentbox fleet`) reads the latest report
-        at once, and the broker drops it when the box is gone for longer than that."""
-        interval = self.conf.health_interval_s
-        props = properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = 2 * interval
-        last_sent, last_notable = 0.0, None
-        while True:
-            asked = self._health_now.is_set()
-            self._health_now.clear()
-            snap = await health.snapshot()
-            snap["mqtt_session"] = self.session
-            snap["health_interval_s"] = interval  # the fleet monitor's measure of "stale"
-            notable = Health.notable(snap)
-            now = time.monotonic()
-            if asked or notable != last_notable or now - last_sent >= interval:
-                await client.publish(
-                    self.topics.health, encode(snap), qos=1, retain=True, properties=props
-                )
-                last_sent, last_notable = now, notable
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._health_now.wait(), min(HEALTH_CHECK_S, interval))
 
     def close_intake(self) -> None:
         """Stop taking requests; unacknowledged ones come back after the next start."""
@@ -390,7 +358,7 @@ class Bridge:
             if message.payload == b"online" and self.conf.ha_discovery:
                 # Home Assistant (re)started: announce again, and report health at once so
                 # its sensors never wait a whole interval in `unknown`.
-                await self._announce(link.client, self.info())
+                await announce(link.client, self.topics, self.info())
                 self._health_now.set()
             return True
         reply, refusal = self._reply_target(message)

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiomqtt
+
 from agentbox import __version__
+from agentbox.mqtt.payloads import encode
 from agentbox.mqtt.topics import Topics
 
 QOS = 1
@@ -107,3 +110,14 @@ def discovery_payload(topics: Topics, name: str, hardware: str) -> dict[str, Any
         "o": {"name": "agentbox", "sw": __version__},
         "cmps": cmps,
     }
+
+
+async def announce(client: aiomqtt.Client, topics: Topics, info: dict[str, Any]) -> None:
+    """The retained discovery message, named and described by the box's info."""
+    payload = discovery_payload(topics, str(info.get("name")), str(info.get("hardware")))
+    await client.publish(topics.ha_config, encode(payload), qos=QOS, retain=True)
+
+
+async def unannounce(client: aiomqtt.Client, topics: Topics) -> None:
+    """An empty retained config: Home Assistant removes the device (and nothing is kept)."""
+    await client.publish(topics.ha_config, b"", qos=QOS, retain=True)
