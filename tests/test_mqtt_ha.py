@@ -12,6 +12,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from agentbox.mqtt.topics import reply_refusal
 from tests.conftest import wait_for
 from tests.fakes import FakeProvider, Reply, openai_stream
 from tests.mqtt_peer import Broker, Peer
@@ -227,3 +228,30 @@ def test_will_accepted_event_get_unknown_and_empty_schedule_list(
     # The broker sends the will when the box dies, a time the will cannot hold: no `ts`.
     assert "ts" not in will and will["session"] == online["session"]
     assert will["connected_at"] <= online["ts"]
+
+
+def test_a_reload_that_moves_or_ends_discovery_clears_the_old_config(
+    daemons: Any, broker: Broker, peers: list[Peer]
+) -> None:
+    """Point 7 on `agentbox reload`: the old retained config is cleared before the box leaves
+    it (the next connection announces only under the new prefix, or nowhere)."""
+    d = start_box(daemons, broker)
+    other = "ha2/device/agentbox_box1/config"
+    peer = peer_on(broker, peers, CONFIG, other)
+    wait_for(lambda: peer.on(CONFIG), 10, what="the retained config")
+    d.config_path.write_text(d.config_path.read_text() + "discovery_prefix = 'ha2'\n")
+    d.cli("reload")
+    wait_for(lambda: peer.on(other), 20, what="the config under ha2/")
+    assert peer.on(CONFIG)[-1][1] == ""
+    d.config_path.write_text(d.config_path.read_text() + "ha_discovery = false\n")
+    d.cli("reload")
+    wait_for(lambda: peer.on(other)[-1][1] == "", 20, what="ha2's config cleared")
+    assert d.stop() == 0
+    assert peer_on(broker, peers, CONFIG, other).on("#") == []
+
+
+def test_answers_never_reach_the_configured_discovery_prefix() -> None:
+    """An answer published with the box's broker rights must not write discovery configs."""
+    for topic in ("ha2/device/x/config", "homeassistant/status", "agentbox/v1/other/status"):
+        assert reply_refusal(topic, "agentbox/v1", ["#"], "ha2") is not None, topic
+    assert reply_refusal("replies/me", "agentbox/v1", ["#"], "ha2") is None
