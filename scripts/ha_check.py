@@ -348,6 +348,11 @@ def run_check(root: Path) -> int:
         check(live[online] == "on", "Online is on")
         valued = all(live[e] != "unavailable" for e in sensors)
         check(valued, f"the sensors have values (null in the health report: {null})")
+        for e in (e for e in sensors if "spend" in e):
+            attrs = ha.call("GET", f"/api/states/{e}")["attributes"]
+            shown = {k: attrs.get(k) for k in ("device_class", "state_class", "last_reset")}
+            print(f"  {e}: {shown}")
+            check(attrs.get("last_reset") is not None, f"{e} has a last_reset")
 
         box.kill9()
         killed = time.monotonic()
