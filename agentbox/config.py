@@ -64,6 +64,11 @@ class MqttConfig(Section):
     health_interval_s: int = Field(default=60, ge=5, le=86400)
     pool: str = Field(default="", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     ha_discovery: bool = True
+    # Home Assistant's discovery prefix (its MQTT option "discovery prefix"); its birth
+    # message comes on <discovery_prefix>/status.
+    discovery_prefix: str = Field(
+        default="homeassistant", max_length=128, pattern=r"^[^#+/$\s]([^#+\s]*[^#+/\s])?$"
+    )
     max_payload_bytes: int = Field(default=262144, ge=1024, le=16 * 1024 * 1024)
     # Submissions must carry an HMAC-SHA256 signature made with the key store entry
     # "mqtt-hmac" (v5 user properties `ts` and `signature`; see README).

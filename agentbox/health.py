@@ -1,4 +1,10 @@
-"""One health snapshot (fields: README, MQTT) from psutil and the daemon's own counters."""
+"""One health snapshot (fields: README, MQTT) from psutil and the daemon's own counters.
+
+Over MQTT each report is retained with a message expiry of twice `health_interval_s`
+(mqtt/reports.py): a new subscriber (Home Assistant after a restart) reads the latest at
+once, and none is ever older than two intervals. `spend.today_since` and `spend.month_since`
+say when the spend figures last started from zero (Home Assistant's `last_reset`).
+"""
 
 from __future__ import annotations
 

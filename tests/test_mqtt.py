@@ -274,7 +274,7 @@ def test_health_reports_and_home_assistant_discovery(
     cmps = config["cmps"]
     assert cmps["agentbox_box1_online"]["p"] == "binary_sensor"
     assert cmps["agentbox_box1_cpu"]["state_topic"] == f"{PREFIX}/box1/health"
-    assert config["availability"][0]["topic"] == f"{PREFIX}/box1/status"
+    assert cmps["agentbox_box1_cpu"]["availability"][0]["topic"] == f"{PREFIX}/box1/status"
 
     # Home Assistant restarting says so on its status topic: the box announces itself again.
     peer.publish("homeassistant/status", "online")

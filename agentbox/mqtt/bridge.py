@@ -33,17 +33,17 @@ from paho.mqtt.packettypes import PacketTypes
 from agentbox import keys
 from agentbox.config import MqttConfig
 from agentbox.health import Health
-from agentbox.mqtt import intake
+from agentbox.mqtt import intake, reports
 from agentbox.mqtt.connect import client_for, describe_error, properties
-from agentbox.mqtt.discovery import discovery_payload, discovery_topic
-from agentbox.mqtt.payloads import decode, encode, id_of, rejected
+from agentbox.mqtt.discovery import announce, unannounce
+from agentbox.mqtt.payloads import decode, encode, id_of, not_found, rejected
 from agentbox.mqtt.publisher import Acked, Publisher, settled
 from agentbox.mqtt.ratelog import RateLog
 from agentbox.mqtt.refusals import Refusals
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.store import Event, Store
+from agentbox.tasks.store import Event, Store, TaskRow, targets
 from agentbox.tasks.writer import StoreError
 from agentbox.vocabulary import ErrorCode, Op, SpecError
 
@@ -53,8 +53,8 @@ MAX_BACKOFF_S = 60.0
 IN_FLIGHT = intake.RECEIVE_MAXIMUM  # requests handled at once (QoS 0 ones included)
 DRAIN_BATCH = 200
 MAX_PROGRESS = 1000  # progress messages held for the drain; beyond that they are dropped
-HEALTH_CHECK_S = 5.0  # how often notable changes are looked for
 HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
+MAX_WAITING = 16  # answer targets one task's result may have (requests that resent its id)
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
 # stops. Above the keepalive's detection of a dead broker (1.5 x 30 s), which ends a link anyway.
 STALL_S = 90.0
@@ -93,7 +93,7 @@ class Bridge:
     ) -> None:
         self.conf = conf
         self.device_id = device_id
-        self.topics = Topics(conf.prefix, device_id, conf.pool)
+        self.topics = _topics(conf, device_id)
         self.client_id = f"agentbox-{device_id}"
         self.service = service
         self.store = store
@@ -108,6 +108,7 @@ class Bridge:
         self.dropped = 0  # QoS 0 messages dropped with the intake queue full
         self.intake_open = True
         self._stopping = asyncio.Event()
+        self._health_now = asyncio.Event()  # Home Assistant restarted: report at once
         self._reconnect = asyncio.Event()
         self._next_conf: MqttConfig | None = None
         self.hmac_secret: str | None = None
@@ -127,7 +128,10 @@ class Bridge:
     # ---- connection ------------------------------------------------------------------
 
     def _connect_link(self) -> Link:
-        offline = encode({"state": "offline", "session": self.session, "ts": time.time()})
+        # The will is written now and sent by the broker whenever the box dies: it cannot know
+        # that time, so it has no `ts`; `connected_at` is when the session that died began.
+        will = {"state": "offline", "session": self.session, "connected_at": time.time()}
+        offline = encode(will)
         connect = properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = SESSION_EXPIRY_S
         connect.ReceiveMaximum = intake.RECEIVE_MAXIMUM
@@ -172,7 +176,7 @@ class Bridge:
             self._reconnect.clear()
             if self._next_conf is not None:
                 self.conf, self._next_conf = self._next_conf, None
-                self.topics = Topics(self.conf.prefix, self.device_id, self.conf.pool)
+                self.topics = _topics(self.conf, self.device_id)
                 self.last_error = ""
             try:
                 self.session = await self.store.bump("mqtt_session")
@@ -224,7 +228,9 @@ class Bridge:
         info = self.info()
         await client.publish(self.topics.info, encode(info), qos=1, retain=True)
         if self.conf.ha_discovery:
-            await self._announce(client, info)
+            await announce(client, self.topics, info)
+        else:
+            await unannounce(client, self.topics)
         for topic in self.topics.subscriptions(ha=self.conf.ha_discovery):
             await client.subscribe(topic, qos=1)
         self.connected = True
@@ -246,7 +252,8 @@ class Bridge:
             asyncio.create_task(self._wake(), name="mqtt-stop"),
         ]
         if self.health is not None:  # any job that ends ends the connection
-            jobs.append(asyncio.create_task(self._report(client, self.health), name="mqtt-health"))
+            report = reports.health(client, self.topics.health, self.health, self._health_reports())
+            jobs.append(asyncio.create_task(report, name="mqtt-health"))
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -264,32 +271,21 @@ class Bridge:
             await asyncio.wait_for(self._drain_once(client), 5)
         except TimeoutError:
             log.warning("outbox not empty at stop; it is sent after the next start")
+        if self._leaves_discovery():
+            await unannounce(client, self.topics)  # the next connect will not reach it
         stopped = {"state": "stopped", "session": self.session, "ts": time.time()}
         await client.publish(self.topics.status, encode(stopped), qos=1, retain=True)
         log.info("published stopped, disconnecting")
 
-    async def _announce(self, client: aiomqtt.Client, info: dict[str, Any]) -> None:
-        payload = discovery_payload(self.topics, str(info.get("name")), str(info.get("hardware")))
-        await client.publish(
-            discovery_topic(self.topics.device), encode(payload), qos=1, retain=True
-        )
+    def _health_reports(self) -> reports.Schedule:
+        return reports.Schedule(self.conf.health_interval_s, self.session, self._health_now)
 
-    async def _report(self, client: aiomqtt.Client, health: Health) -> None:
-        """Health every health_interval_s, and at once when something notable changes."""
-        interval = self.conf.health_interval_s
-        props = properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = 2 * interval  # a stale report vanishes with a dead box
-        last_sent, last_notable = 0.0, None
-        while True:
-            snap = await health.snapshot()
-            snap["mqtt_session"] = self.session
-            snap["health_interval_s"] = interval  # the fleet monitor's measure of "stale"
-            notable = Health.notable(snap)
-            now = time.monotonic()
-            if notable != last_notable or now - last_sent >= interval:
-                await client.publish(self.topics.health, encode(snap), qos=1, properties=props)
-                last_sent, last_notable = now, notable
-            await asyncio.sleep(min(HEALTH_CHECK_S, interval))
+    def _leaves_discovery(self) -> bool:
+        """Whether the settings applied next stop announcing where this connection did."""
+        nxt = self._next_conf
+        if nxt is None or not self.conf.ha_discovery:
+            return False
+        return not nxt.ha_discovery or nxt.discovery_prefix != self.conf.discovery_prefix
 
     def close_intake(self) -> None:
         """Stop taking requests; unacknowledged ones come back after the next start."""
@@ -348,7 +344,8 @@ class Bridge:
         return self._target(topic, getattr(props, "CorrelationData", None))
 
     def _target(self, topic: Any, corr: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
-        refusal = reply_refusal(topic, self.conf.prefix, self.conf.reply_allow)
+        conf = self.conf
+        refusal = reply_refusal(topic, conf.prefix, conf.reply_allow, conf.discovery_prefix)
         if refusal is not None:
             return None, refusal
         return {"topic": topic, "correlation": bytes(corr).hex() if corr else None}, None
@@ -358,8 +355,11 @@ class Bridge:
         topic = str(message.topic)
         kind = self.topics.kind(topic)
         if kind == "ha_status":
-            if message.payload == b"online":  # Home Assistant restarted: announce again
-                await self._announce(link.client, self.info())
+            if message.payload == b"online" and self.conf.ha_discovery:
+                # Home Assistant (re)started: announce again, and report health at once so
+                # its sensors never wait a whole interval in `unknown`.
+                await announce(link.client, self.topics, self.info())
+                self._health_now.set()
             return True
         reply, refusal = self._reply_target(message)
         raw = message.payload if isinstance(message.payload, bytes) else b""
@@ -377,7 +377,9 @@ class Bridge:
                     ok = True
                     return ok
                 claimed = signature
-            data = decode(raw, self.conf.max_payload_bytes)
+            # schedule/list needs nothing: an empty payload is an empty request.
+            empty = kind == "schedule_list" and not raw.strip()
+            data = {} if empty else decode(raw, self.conf.max_payload_bytes)
             if reply is None and refusal is None and "reply_to" in data:
                 reply, refusal = self._target(data["reply_to"], None)
             if refusal is not None:
@@ -419,23 +421,43 @@ class Bridge:
         """Submit, get, cancel or a schedule op; False when its answer could not be sent."""
         if kind == "submit":
             row, created = await self.service.submit(data, "mqtt", reply)
-            # A known id answers with the task as it is and runs nothing; but one whose final
-            # result goes to this same target anyway (through the outbox) is not answered now:
-            # exactly one answer per request. A redelivery (DUP) of it never is.
-            redelivered = getattr(message, "dup", False)
-            if not created and not (row.reply == reply and (redelivered or not row.final)):
-                return await self._respond(link, reply, row.id, row.body())
+            if not created:
+                return await self._resent(link, row, reply, getattr(message, "dup", False))
         elif kind in ("get", "cancel"):
             task_id = data.get("id")
             if not isinstance(task_id, str):
                 raise SpecError(ErrorCode.invalid_request, "'id' must be a string")
             found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
-            body = found.body() if found else rejected(task_id, "not_found", "no such task")
+            body = found.body() if found else not_found(task_id)
             return await self._respond(link, reply, task_id, body)
         elif kind is not None and kind in self.schedule_ops:
             data.pop("reply_to", None)
             request = {"schedule": data} if kind == "schedule_set" else data
             return await self._respond(link, reply, None, await self.schedule_ops[kind](request))
+        return True
+
+    async def _resent(
+        self, link: Link, row: TaskRow, reply: dict[str, Any] | None, redelivered: bool
+    ) -> bool:
+        """A submit naming a task the box knows runs nothing; its one answer is the task's final
+        result. Ended: answered now with the stored result. Queued or running: its target is
+        added to the task's (in the transaction that reads the state), and the result goes
+        there from the outbox when the task ends. A target that already gets the result (the
+        same topic and Correlation Data; a redelivery, DUP, of a request) gets no second copy."""
+        status = "final"
+        if not row.final:
+            found, status = await self.store.add_reply(row.id, reply, MAX_WAITING)
+            if found is None:
+                return await self._respond(link, reply, row.id, not_found(row.id))
+            row = found
+        if status == "full":
+            raise SpecError(
+                ErrorCode.invalid_request,
+                f"{MAX_WAITING} requests already wait for task {row.id!r}; ask task/get later",
+                row.id,
+            )
+        if status == "final" and not (redelivered and reply in targets(row.reply)):
+            return await self._respond(link, reply, row.id, row.body())
         return True
 
     async def _respond(
@@ -531,6 +553,12 @@ class Bridge:
         self._send_progress(event.seq)
         out = [self._publisher().send(self.topics.event(event.task_id), event.message)]
         if event.event == "result":
-            target = event.reply or {"topic": self.topics.result(event.task_id)}
-            out += self._send_reply(self._publisher(), target, event.body())
+            body = event.body()
+            for target in targets(event.reply):  # each request waiting for it
+                answer = target or {"topic": self.topics.result(event.task_id)}
+                out += self._send_reply(self._publisher(), answer, body)
         return out
+
+
+def _topics(conf: MqttConfig, device_id: str) -> Topics:
+    return Topics(conf.prefix, device_id, conf.pool, conf.discovery_prefix)

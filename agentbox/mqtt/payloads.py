@@ -67,3 +67,10 @@ def id_of(data: dict[str, Any]) -> str | None:
 def rejected(task_id: str | None, code: str, message: str) -> dict[str, Any]:
     """The final answer to a request that is refused."""
     return {"id": task_id, "state": "rejected", "error": {"code": code, "message": message}}
+
+
+def not_found(task_id: str) -> dict[str, Any]:
+    """The answer to task/get or task/cancel naming a task the box does not know (never
+    `rejected`, which is a task's state: there is no task)."""
+    message = f"no task with id {task_id[:64]!r}"
+    return {"id": task_id, "state": "not_found", "error": {"code": "not_found", "message": message}}

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 from paho.mqtt.client import topic_matches_sub
 
-HA_PREFIX = "homeassistant"  # Home Assistant's discovery prefix
-HA_STATUS = f"{HA_PREFIX}/status"
+HA_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 MAX_TOPIC = 1024
 TASK_OPS = ("submit", "cancel", "get")
 SCHEDULE_OPS = ("set", "delete", "list")
@@ -19,6 +18,7 @@ class Topics:
     prefix: str
     device: str
     pool: str = ""
+    discovery: str = HA_PREFIX  # Home Assistant's discovery prefix (mqtt.discovery_prefix)
 
     @property
     def base(self) -> str:
@@ -48,6 +48,16 @@ class Topics:
     def pool_subscription(self) -> str:
         return f"$share/{self.pool}/{self.pool_submit}"
 
+    @property
+    def ha_status(self) -> str:
+        """Where Home Assistant says `online` (its birth) and `offline`."""
+        return f"{self.discovery}/status"
+
+    @property
+    def ha_config(self) -> str:
+        """This box's Home Assistant device discovery topic (retained)."""
+        return f"{self.discovery}/device/agentbox_{self.device}/config"
+
     def event(self, task_id: str) -> str:
         return f"{self.base}/task/{task_id}/event"
 
@@ -60,13 +70,13 @@ class Topics:
         if self.pool:
             subs.append(self.pool_subscription)
         if ha:
-            subs.append(HA_STATUS)
+            subs.append(self.ha_status)
         return subs
 
     def kind(self, topic: str) -> str | None:
         """What an incoming topic asks for: submit, cancel, get, schedule_set, schedule_delete,
         schedule_list, ha_status, or None."""
-        if topic == HA_STATUS:
+        if topic == self.ha_status:
             return "ha_status"
         if topic == self.pool_submit and self.pool:
             return "submit"
@@ -79,7 +89,9 @@ class Topics:
         return None
 
 
-def reply_refusal(topic: object, prefix: str, allow: Sequence[str]) -> str | None:
+def reply_refusal(
+    topic: object, prefix: str, allow: Sequence[str], discovery: str = HA_PREFIX
+) -> str | None:
     """Why a request may not have its answer published on `topic`, or None if it may.
 
     An answer is a message the box publishes with its own broker rights: pointed at another
@@ -96,7 +108,7 @@ def reply_refusal(topic: object, prefix: str, allow: Sequence[str]) -> str | Non
         return f"response topic {shown} holds a wildcard"
     if topic.startswith("$"):
         return f"response topic {shown} is a $-topic"
-    for refused in (prefix, HA_PREFIX):
+    for refused in dict.fromkeys((prefix, HA_PREFIX, discovery)):
         if topic == refused or topic.startswith(refused + "/"):
             return f"response topic {shown} is under {refused}/, which answers may not reach"
     if not any(topic_matches_sub(f, topic) for f in allow):

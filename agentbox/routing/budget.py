@@ -11,6 +11,7 @@ import functools
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from agentbox.config import BudgetConfig
@@ -21,6 +22,15 @@ from agentbox.vocabulary import UsageEntry
 def day_month(at: float) -> tuple[str, str]:
     """The box's local day and month: caps follow the owner's calendar."""
     return _day_month_of_minute(int(at // 60))
+
+
+@functools.lru_cache(maxsize=8)
+def period_start(period: str) -> str:
+    """When a local day ("2026-12-01") or month ("2026-12") began, as ISO 8601 with the UTC
+    offset: the `last_reset` Home Assistant needs for spend that starts again from zero."""
+    parts = [int(p) for p in period.split("-")] + [1]
+    start = time.mktime((parts[0], parts[1], parts[2], 0, 0, 0, 0, 0, -1))
+    return datetime.fromtimestamp(start).astimezone().isoformat()
 
 
 @functools.lru_cache(maxsize=8)
@@ -171,7 +181,9 @@ class Budget:
         self._roll()
         return {
             "today_usd": round(self.today, 6),
+            "today_since": period_start(self.day),
             "month_usd": round(self.this_month, 6),
+            "month_since": period_start(self.month),
             "reserved_usd": round(self.reserved, 6),
             "daily_cap_usd": self.conf.daily_usd,
             "monthly_cap_usd": self.conf.monthly_usd,

@@ -43,6 +43,18 @@ class Assessment:
         return f"{side} ({self.score:.2f} {sign} {self.threshold:.2f}): {why}"
 
 
+def local_model_name(configured: str) -> str:
+    """The local model's name as its runs report it (the GGUF file's stem), so a task's
+    `accepted` event names the model that will run it; "local" when there is none."""
+    from agentbox.providers.base import ProviderError  # noqa: PLC0415 (the CLI's imports stay few)
+    from agentbox.providers.local import resolve_model  # noqa: PLC0415
+
+    try:
+        return resolve_model(configured).stem
+    except ProviderError:
+        return LOCAL
+
+
 class Router:
     """Pins win; `auto` scores the task with the trained model (plus what this box learned)
     and compares p(heavy) with the threshold of routing.mode."""
@@ -60,6 +72,7 @@ class Router:
         self.spendable = spendable
         self.learning = learning
         self.model: LinearModel = learning.model if learning is not None else shipped()
+        self.local_model = local_model_name(settings.local.model_path)
 
     def threshold(self) -> float:
         mode = self.settings.routing.mode
@@ -97,7 +110,7 @@ class Router:
                 ErrorCode.provider_unavailable,
                 "the local model is disabled (local.enabled = false)",
             )
-        route = Route(tier="local", provider=LOCAL, model=model or "default", reason=reason)
+        route = Route(tier="local", provider=LOCAL, model=model or self.local_model, reason=reason)
         return Decision(LOCAL, route)
 
     def _cloud(

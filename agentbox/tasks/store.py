@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,14 @@ from agentbox.vocabulary import FINAL_STATES, ErrorCode, State, TaskSpec, UsageE
 
 log = logging.getLogger("agentbox.store")
 PRUNE_BATCH = 500  # finished tasks deleted per transaction
+# Where a task's final result is answered: one target (a dict, or None for the task's result
+# topic), or a list of them once requests that named a known task wait for its result too.
+Reply = dict[str, Any] | list[dict[str, Any] | None] | None
+
+
+def targets(reply: Reply) -> list[dict[str, Any] | None]:
+    """Each answer target of a task, in the order the requests came."""
+    return list(reply) if isinstance(reply, list) else [reply]
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class TaskRow:
     spec: TaskSpec
     route: dict[str, Any] | None
     result: dict[str, Any]
-    reply: dict[str, Any] | None
+    reply: Reply
     source: str
     attempts: int
     max_attempts: int
@@ -103,7 +111,7 @@ class Event:
     task_id: str
     event: str
     message: bytes  # the JSON published on the task's event topic, "event" first
-    reply: dict[str, Any] | None  # where a result is answered (results only)
+    reply: Reply  # where a result is answered (results only)
 
     def body(self) -> bytes:
         """The message without its "event" key: the section 5 body a result answers with.
@@ -273,13 +281,42 @@ class Store(Writer):
             )
             if state in FINAL_STATES:
                 self._event(c, row, "result")
+            elif started:
+                # Started in this transaction: `accepted` still shows it as taken in (queued,
+                # no attempt yet), and `running` follows, as for a task that waited.
+                queued = replace(row, state=State.queued, attempts=0, started_at=None)
+                self._event(c, queued, "accepted")
+                self._event(c, row, "running")
             else:
                 self._event(c, row, "accepted")
-                if started:
-                    self._event(c, row, "running")
             return row, True
 
         return await self.write(op, durable=True, patience=patience)
+
+    async def add_reply(
+        self, task_id: str, reply: dict[str, Any] | None, limit: int
+    ) -> tuple[TaskRow | None, str]:
+        """One more request waits for a known task's final result, answered at `reply`. In one
+        transaction with the task's state: returns (the task, "final") when it has ended (answer
+        now), "added", "waiting" (that target already gets the result), or "full" (`limit`
+        targets wait already); (None, "gone") when the task is no longer kept."""
+
+        def op(c: sqlite3.Connection) -> tuple[TaskRow | None, str]:
+            row = self._one(c, "id = ?", (task_id,))
+            if row is None:
+                return None, "gone"
+            if row.final:
+                return row, "final"
+            waiting = targets(row.reply)
+            if reply in waiting:
+                return row, "waiting"
+            if len(waiting) >= limit:
+                return row, "full"
+            waiting.append(reply)
+            c.execute("UPDATE tasks SET reply = ? WHERE seq = ?", (_dumps(waiting), row.seq))
+            return replace(row, reply=waiting), "added"
+
+        return await self.write(op, durable=True)
 
     async def claim(
         self, lane: str, limit: int, now: float
