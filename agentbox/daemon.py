@@ -44,6 +44,7 @@ from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store, TaskRow
 from agentbox.tasks.writer import StoreError
 from agentbox.update import record as update_record
+from agentbox.update.remote import RemoteUpdates, summary
 
 log = logging.getLogger("agentbox.daemon")
 STATUS_EVERY_S = 5.0
@@ -181,6 +182,16 @@ class Daemon:
             info=self.info,
             health=Health(self.loaded.state_dir, self._health_counters),
             schedule_ops=self.planner.ops(),
+            updates=self._remote_updates(),
+        )
+
+    def _remote_updates(self) -> RemoteUpdates:
+        conf = self.loaded.settings.update
+        return RemoteUpdates(
+            self.loaded.state_dir,
+            Path(conf.root),
+            __version__,
+            window_s=conf.ready_timeout_s + conf.probation_s,
         )
 
     def _start_bridge(self) -> None:
@@ -279,7 +290,7 @@ class Daemon:
             + (["agent"] if settings.providers else [])
             + (["pool"] if settings.mqtt.pool else []),
             "tools": sorted(TOOL_NAMES),
-            "update": self._last_update(),
+            "update": summary(self._last_update()),
         }
 
     def _last_update(self) -> dict[str, Any] | None:
@@ -305,6 +316,7 @@ class Daemon:
             },
             "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s", "load_error")},
             "scoreboard": compact(self.scores.board.summary()),
+            "update": summary(self._last_update()),
         }
 
     async def _status_line(self) -> str:

@@ -146,4 +146,5 @@ class Health:
             level,
             disk is not None and disk < DISK_LOW_MB,
             temp is not None and temp >= TEMP_HIGH_C,
+            (snap.get("update") or {}).get("state"),
         )

@@ -1,4 +1,5 @@
-"""Release commands: `agentbox update FILE` (root) and `agentbox releases`."""
+"""Release commands: `agentbox update FILE|URL`, `agentbox update --request FILE` (root; the
+latter run by agentbox-update.service) and `agentbox releases`."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ def _progress(line: str) -> None:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from agentbox.update import flow  # noqa: PLC0415 (cryptography loads only here)
+    from agentbox.update import download, flow  # noqa: PLC0415 (cryptography loads only here)
     from agentbox.update.service import Systemd  # noqa: PLC0415
 
+    if bool(args.file) == bool(args.request):
+        raise CliError("give a bundle (FILE or URL) or --request FILE, not both")
     loaded = load_config(args)
     conf = loaded.settings.update
     root = Path(conf.root)
@@ -43,13 +46,38 @@ def cmd_update(args: argparse.Namespace) -> int:
     )
     logs.setup()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    outcome = flow.update(Path(args.file), args.sha256, box)
+    if args.request:
+        outcome = _requested(Path(args.request), box)
+        if outcome is None:
+            return 0
+    elif download.is_url(args.file):
+        outcome = flow.update_url(args.file, args.sha256, box)
+    else:
+        outcome = flow.update(Path(args.file), args.sha256, box)
     _journal(outcome)
     if args.json:
         print_json(outcome.to_dict())
     else:
         _print_outcome(outcome)
-    return outcome.code
+    return int(outcome.code)
+
+
+def _requested(path: Path, box: Any) -> Any:
+    """Run the update a request spooled by the daemon names (None: there was none)."""
+    from agentbox.update import flow, record, request  # noqa: PLC0415
+    from agentbox.update.releases import Tree  # noqa: PLC0415
+
+    if not path.exists():
+        return None  # the path unit fired for a request already taken
+    try:
+        req = request.take(path)
+    except request.RequestError as exc:
+        old = Tree(box.root).current()
+        record.write(box.root, "failed", old, None, f"refused, nothing changed: {exc}")
+        return flow.Outcome(flow.REFUSED, "refused", old, None, str(exc))
+    box.record_all = True
+    box.record_extra = {"sha256": req.sha256, "requested_at": req.at}
+    return flow.update_url(req.url, req.sha256, box, req.signature, req.version)
 
 
 def _journal(o: Any) -> None:
@@ -116,8 +144,13 @@ def add_parsers(sub: Any) -> None:
     u = sub.add_parser(
         "update", help="install a signed release bundle, switch to it, roll back if it fails"
     )
-    u.add_argument("file", help="the bundle made by scripts/build-release")
+    u.add_argument(
+        "file", nargs="?", help="the bundle made by scripts/build-release, or its http(s) URL"
+    )
     u.add_argument("--sha256", help="refuse the file unless its sha256 is this")
+    u.add_argument(
+        "--request", metavar="FILE", help="run the update the daemon spooled (the path unit's)"
+    )
     u.add_argument("--json", action="store_true", help="print the outcome as JSON")
     u.add_argument("--config")
     u.set_defaults(fn=cmd_update)

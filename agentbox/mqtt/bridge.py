@@ -45,6 +45,7 @@ from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Event, Store, TaskRow, targets
 from agentbox.tasks.writer import StoreError
+from agentbox.update.remote import RemoteUpdates
 from agentbox.vocabulary import ErrorCode, Op, SpecError
 
 log = logging.getLogger("agentbox.mqtt")
@@ -53,6 +54,7 @@ MAX_BACKOFF_S = 60.0
 IN_FLIGHT = intake.RECEIVE_MAXIMUM  # requests handled at once (QoS 0 ones included)
 DRAIN_BATCH = 200
 MAX_PROGRESS = 1000  # progress messages held for the drain; beyond that they are dropped
+UPDATE_POLL_S = 2.0  # how often update.json (written by the root updater) is looked at
 HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
 MAX_WAITING = 16  # answer targets one task's result may have (requests that resent its id)
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
@@ -90,6 +92,7 @@ class Bridge:
         info: Callable[[], dict[str, Any]],
         health: Health | None = None,
         schedule_ops: Mapping[str, Op] | None = None,
+        updates: RemoteUpdates | None = None,
     ) -> None:
         self.conf = conf
         self.device_id = device_id
@@ -101,6 +104,7 @@ class Bridge:
         self.info = info
         self.health = health
         self.schedule_ops = schedule_ops or {}
+        self.updates = updates
         self.connected = False
         self.session = 0
         self.received = 0
@@ -254,6 +258,8 @@ class Bridge:
         if self.health is not None:  # any job that ends ends the connection
             report = reports.health(client, self.topics.health, self.health, self._health_reports())
             jobs.append(asyncio.create_task(report, name="mqtt-health"))
+        if self.updates is not None:
+            jobs.append(asyncio.create_task(self._report_updates(client, self.updates)))
         try:
             done, _ = await asyncio.wait(jobs, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -286,6 +292,15 @@ class Bridge:
         if nxt is None or not self.conf.ha_discovery:
             return False
         return not nxt.ha_discovery or nxt.discovery_prefix != self.conf.discovery_prefix
+
+    async def _report_updates(self, client: aiomqtt.Client, updates: RemoteUpdates) -> None:
+        """Each change of update.json as an `update` event, and in the retained info."""
+        while True:
+            event = await asyncio.to_thread(updates.changed)
+            if event is not None:
+                await client.publish(self.topics.events, encode(event), qos=1)
+                await client.publish(self.topics.info, encode(self.info()), qos=1, retain=True)
+            await asyncio.sleep(UPDATE_POLL_S)
 
     def close_intake(self) -> None:
         """Stop taking requests; unacknowledged ones come back after the next start."""
@@ -332,7 +347,7 @@ class Bridge:
         link.window.settle(slot, 0 if ok else None)  # in order; nothing once the link is gone
 
     def _signature(self, message: aiomqtt.Message, topic: str, raw: bytes) -> str:
-        device = self.conf.pool if topic == self.topics.pool_submit else self.device_id
+        device = self.conf.pool if self.topics.pooled(topic) else self.device_id
         return check_signature(self.hmac_secret, message.properties, topic, device, raw)
 
     def _reply_target(self, message: aiomqtt.Message) -> tuple[dict[str, Any] | None, str | None]:
@@ -392,6 +407,9 @@ class Bridge:
         except SpecError as exc:
             self.rejected += 1
             task_id = exc.task_id or id_of(data)
+            body = rejected(task_id, str(exc.code), exc.message)
+            if kind == "update":
+                reply, body = self._update_reply(reply), {"event": "update_request", **body}
             self._refusals.warning(
                 str(exc.code),
                 "rejected %d-byte message on %s: %s: %s",
@@ -400,9 +418,7 @@ class Bridge:
                 exc.code,
                 exc.message,
             )
-            ok = await self._respond(
-                link, reply, task_id, rejected(task_id, str(exc.code), exc.message)
-            )
+            ok = await self._respond(link, reply, task_id, body)
         except StoreError as exc:
             log.error("request on %s not stored (%s); it is redelivered later", topic, exc)
         finally:
@@ -430,6 +446,9 @@ class Bridge:
             found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
             body = found.body() if found else not_found(task_id)
             return await self._respond(link, reply, task_id, body)
+        elif kind == "update" and self.updates is not None:
+            answer = {"event": "update_request", **self.updates.handle(data)}
+            return await self._respond(link, self._update_reply(reply), None, answer)
         elif kind is not None and kind in self.schedule_ops:
             data.pop("reply_to", None)
             request = {"schedule": data} if kind == "schedule_set" else data
@@ -459,6 +478,10 @@ class Bridge:
         if status == "final" and not (redelivered and reply in targets(row.reply)):
             return await self._respond(link, reply, row.id, row.body())
         return True
+
+    def _update_reply(self, reply: dict[str, Any] | None) -> dict[str, Any]:
+        """An update request with no reply target is answered on the box's event topic."""
+        return reply or {"topic": self.topics.events, "correlation": None}
 
     async def _respond(
         self,

@@ -36,6 +36,11 @@ class Topics:
     def health(self) -> str:
         return f"{self.base}/health"
 
+    @property
+    def events(self) -> str:
+        """The box's own events (not a task's): `update` progress, answers to update requests."""
+        return f"{self.base}/event"
+
     def request(self, name: str) -> str:
         """task/submit, task/cancel, task/get, schedule/set, ..."""
         return f"{self.base}/{name}"
@@ -43,6 +48,15 @@ class Topics:
     @property
     def pool_submit(self) -> str:
         return f"{self.prefix}/pool/{self.pool}/task/submit"
+
+    @property
+    def pool_update(self) -> str:
+        """An update for every box of the pool (not shared: each box takes it)."""
+        return f"{self.prefix}/pool/{self.pool}/update"
+
+    def pooled(self, topic: str) -> bool:
+        """Whether the topic is one of the pool's (signed for the pool's name, not the box's)."""
+        return bool(self.pool) and topic in (self.pool_submit, self.pool_update)
 
     @property
     def pool_subscription(self) -> str:
@@ -67,19 +81,22 @@ class Topics:
     def subscriptions(self, ha: bool = False) -> list[str]:
         subs = [self.request(f"task/{name}") for name in TASK_OPS]
         subs += [self.request(f"schedule/{name}") for name in SCHEDULE_OPS]
+        subs.append(self.request("update"))
         if self.pool:
-            subs.append(self.pool_subscription)
+            subs += [self.pool_subscription, self.pool_update]
         if ha:
             subs.append(self.ha_status)
         return subs
 
     def kind(self, topic: str) -> str | None:
         """What an incoming topic asks for: submit, cancel, get, schedule_set, schedule_delete,
-        schedule_list, ha_status, or None."""
+        schedule_list, update, ha_status, or None."""
         if topic == self.ha_status:
             return "ha_status"
         if topic == self.pool_submit and self.pool:
             return "submit"
+        if topic == self.request("update") or (topic == self.pool_update and self.pool):
+            return "update"
         for name in TASK_OPS:
             if topic == self.request(f"task/{name}"):
                 return name

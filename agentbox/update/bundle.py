@@ -271,6 +271,18 @@ def _walk(path: Path, keys: list[tuple[str, Ed25519PublicKey]], out: Path | None
     return manifest
 
 
+def head(path: Path) -> tuple[Manifest, str]:
+    """The manifest and its signature (base64 text) as the bundle carries them, unchecked:
+    what `agentbox fleet update` tells the boxes, which check everything themselves."""
+    with _open(path) as tar:
+        members = _members(tar)
+        first, second = next(members, None), next(members, None)
+        if first is None or second is None or (first.name, second.name) != (MANIFEST, SIGNATURE):
+            raise BundleError("the bundle does not start with manifest.json and manifest.sig")
+        body, sig = _read_small(tar, first), _read_small(tar, second)
+    return parse_manifest(body), sig.decode("ascii", "replace").strip()
+
+
 def verify(path: Path, keys: list[tuple[str, Ed25519PublicKey]], sha256: str | None) -> Manifest:
     """Check the bundle's own sha256 (when given), its signature and every file; writes nothing."""
     if not keys:

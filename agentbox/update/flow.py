@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentbox.update import bundle, install, probation, record, store_check
+from agentbox.update import bundle, download, install, probation, record, store_check
 from agentbox.update import keys as release_keys
 from agentbox.update.bundle import BundleError
 from agentbox.update.install import InstallError
@@ -38,6 +38,10 @@ class Box:
     probation_s: float
     config_args: list[str] = field(default_factory=list)  # ["--config", FILE] when given
     progress: Callable[[str], None] = lambda line: None
+    # An update asked for over MQTT records every stage, refusals too, in update.json (the
+    # daemon publishes them); `agentbox update FILE` leaves a refused bundle without a trace.
+    record_all: bool = False
+    record_extra: dict[str, Any] = field(default_factory=dict)  # kept in update.json
 
 
 @dataclass
@@ -68,25 +72,58 @@ def _locked(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def update(path: Path, sha256: str | None, box: Box) -> Outcome:
-    """Run one update to its end; every failure is an Outcome, never a half-switched box."""
+def _record(
+    box: Box, state: str, old: str | None, new: str | None, error: str | None = None
+) -> None:
+    record.write(box.root, state, old, new, error, **box.record_extra)
+
+
+def _refused(box: Box, old: str | None, new: str | None, error: str) -> Outcome:
+    if box.record_all:
+        _record(box, "failed", old, new, f"refused, nothing changed: {error}")
+    return Outcome(REFUSED, "refused", old, new, error)
+
+
+def update_url(
+    url: str, sha256: str | None, box: Box, signature: str | None = None, hint: str | None = None
+) -> Outcome:
+    """Download the bundle (to a temporary file on the releases' file system), then update from
+    it as from a file; a download cut short or refused changes nothing."""
+    old = Tree(box.root).current()
+    if box.record_all:
+        _record(box, "downloading", old, hint)
+    into = box.root if box.root.is_dir() else box.root.parent
+    try:
+        with download.fetched(url, into, box.progress) as path:
+            return update(path, sha256, box, signature)
+    except download.DownloadError as exc:
+        return _refused(box, old, hint, str(exc))
+
+
+def update(path: Path, sha256: str | None, box: Box, signature: str | None = None) -> Outcome:
+    """Run one update to its end; every failure is an Outcome, never a half-switched box.
+    `signature`, when given, must be the bundle's own manifest.sig (a request pins it)."""
     say = box.progress
     tree = Tree(box.root)
     old = tree.current()
     try:
         keys = release_keys.trusted(box.keys_dir)
+        if box.record_all:
+            _record(box, "verifying", old, None)
         say(f"verifying {path} ({len(keys)} trusted key(s) in {box.keys_dir})")
         manifest = bundle.verify(path, keys, sha256)
+        if signature is not None and bundle.head(path)[1] != signature:
+            raise BundleError("the bundle's signature is not the one the request named")
         install.check_fits(manifest)
     except (BundleError, release_keys.KeyFileError) as exc:
-        return Outcome(REFUSED, "refused", old, None, str(exc))
+        return _refused(box, old, None, str(exc))
     new = manifest.version
     say(f"signature and {len(manifest.files)} file hashes ok: release {new}")
     try:
         with _locked(box.root):
             return _update_locked(path, manifest, keys, tree, box, old=old)
     except BundleError as exc:
-        return Outcome(REFUSED, "refused", old, new, str(exc))
+        return _refused(box, old, new, str(exc))
 
 
 def _update_locked(
@@ -94,8 +131,10 @@ def _update_locked(
 ) -> Outcome:
     say, new = box.progress, manifest.version
     if old == new and tree.read(new).manifest_digest == manifest.digest:
+        if box.record_all:  # the request is answered: nothing was left to do
+            _record(box, "succeeded", old, new)
         return Outcome(OK, "current", old, new, None, [f"release {new} is already current"])
-    record.write(box.root, "installing", old, new)
+    _record(box, "installing", old, new)
     try:
         release = install.install(path, manifest, keys, tree, say)
         say(f"checking the configuration with {new}")
@@ -166,14 +205,14 @@ def _config_check(release: Path, box: Box) -> None:
 
 def _not_installed(box: Box, old: str | None, new: str, error: str) -> Outcome:
     log.error("update %s -> %s not installed: %s", old, new, error)
-    record.write(box.root, "failed", old, new, error)
+    _record(box, "failed", old, new, error)
     return Outcome(NOT_INSTALLED, "failed", old, new, error)
 
 
 def _switch(tree: Tree, old: str | None, new: str, plan: StorePlan, box: Box) -> Outcome:
     say = box.progress
     prev = tree.previous()
-    record.write(box.root, "probation", old, new)
+    _record(box, "probation", old, new)
     try:
         if plan.backup is not None:
             say("stopping the service to keep a copy of the store")
@@ -194,7 +233,7 @@ def _switch(tree: Tree, old: str | None, new: str, plan: StorePlan, box: Box) ->
     except (ServiceError, StoreCheckError, OSError) as exc:
         why = f"switching failed: {exc}"
     if why is None:
-        record.write(box.root, "succeeded", old, new)
+        _record(box, "succeeded", old, new)
         removed = tree.prune()
         notes = [f"pruned {', '.join(removed)}"] if removed else []
         log.info("updated %s -> %s", old, new)
@@ -216,7 +255,7 @@ def _roll_back(
     say = box.progress
     say(error)
     if old is None:
-        record.write(box.root, "rollback_failed", old, new, error + "; no release to go back to")
+        _record(box, "rollback_failed", old, new, error + "; no release to go back to")
         return Outcome(ROLLBACK_FAILED, "rollback_failed", old, new, error)
     say(f"rolling back to {old}")
     try:
@@ -232,11 +271,11 @@ def _roll_back(
     if back is not None:
         full = f"{error}; the rollback to {old} failed too: {back}"
         log.critical("update %s -> %s: %s", old, new, full)
-        record.write(box.root, "rollback_failed", old, new, full)
+        _record(box, "rollback_failed", old, new, full)
         return Outcome(ROLLBACK_FAILED, "rollback_failed", old, new, full, plan.notes)
     log.error("update %s -> %s rolled back: %s", old, new, error)
     say(f"release {old} is serving again")
-    record.write(box.root, "rolled_back", old, new, error)
+    _record(box, "rolled_back", old, new, error)
     # A failed release is not kept: on a small card each one is a few hundred MB.
     removed = tree.prune()
     notes = [f"pruned {', '.join(removed)}"] if removed else []

@@ -11,12 +11,15 @@ from typing import Any
 from agentbox.update.releases import write_atomic
 
 NAME = "update.json"
-# installing -> probation -> succeeded | rolled_back | rollback_failed; failed: not switched
-STATES = ("installing", "probation", "succeeded", "rolled_back", "rollback_failed", "failed")
+# [downloading -> verifying ->] installing -> probation -> succeeded | rolled_back |
+# rollback_failed; failed: not switched. The first two are kept for updates asked for over MQTT.
+STATES = ("downloading", "verifying", "installing", "probation", "succeeded", "rolled_back",
+          "rollback_failed", "failed")  # fmt: skip
+IN_FLIGHT = STATES[:4]
 
 
 def write(
-    root: Path, state: str, old: str | None, new: str, error: str | None = None, **more: Any
+    root: Path, state: str, old: str | None, new: str | None, error: str | None = None, **more: Any
 ) -> dict[str, Any]:
     assert state in STATES
     data = {
