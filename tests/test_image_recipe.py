@@ -30,7 +30,7 @@ def test_the_first_boot_unit_verifies_runs_our_module_and_precedes_what_it_prepa
 
 
 def test_the_units_run_the_current_release() -> None:
-    for name in ("agentbox.service", "agentbox-console.service"):
+    for name in ("agentbox.service", "agentbox-console.service", "agentbox-update.service"):
         execs = re.findall(r"^ExecStart=(\S+)", (REPO / "systemd" / name).read_text(), re.M)
         assert execs == ["/opt/agentbox/current/bin/agentbox"], name
 
@@ -38,8 +38,12 @@ def test_the_units_run_the_current_release() -> None:
 def test_the_preset_names_our_units_and_keeps_getty_off_tty1() -> None:
     text = (OVERLAY / "usr/lib/systemd/system-preset/80-agentbox.preset").read_text()
     enabled = re.findall(r"^enable (\S+)$", text, re.M)
-    ours = {p.name for p in (REPO / "systemd").glob("*.service")}
-    ours |= {p.name for p in (OVERLAY / "usr/lib/systemd/system").glob("*.service")}
+    units = [*(REPO / "systemd").glob("*.service"), *(REPO / "systemd").glob("*.path")]
+    units += (OVERLAY / "usr/lib/systemd/system").glob("*.service")
+    # A unit without [Install] (agentbox-update.service, started by its path unit) is not
+    # enabled; every other one is.
+    ours = {p.name for p in units if "[Install]" in p.read_text()}
+    assert "agentbox-update.path" in ours
     assert ours <= set(enabled)
     assert "disable getty@tty1.service" in text.splitlines()
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from agentbox import config, keys
+from agentbox.cli import fleet_update
 from agentbox.cli.common import (
     EX_FAILED,
     EX_USAGE,
@@ -294,7 +295,8 @@ def add_parsers(sub: Any) -> None:
     f.add_argument("--config", help="TOML file whose [mqtt] section says which broker")
     f.set_defaults(fn=cmd_fleet)
     # `fleet` alone watches; its subcommands (each sets its own fn) register on this.
-    f.add_subparsers(dest="fleet_cmd", metavar="COMMAND", parser_class=Parser)
+    fleet_sub = f.add_subparsers(dest="fleet_cmd", metavar="COMMAND", parser_class=Parser)
+    fleet_update.add_parser(fleet_sub)
 
     d = sub.add_parser("doctor", help="check config, state, keys, broker, model and disk")
     d.add_argument("--config")

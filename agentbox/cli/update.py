@@ -47,7 +47,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     logs.setup()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if args.request:
-        outcome = _requested(Path(args.request), box)
+        outcome = flow.run_request(Path(args.request), box)
         if outcome is None:
             return 0
     elif download.is_url(args.file):
@@ -60,24 +60,6 @@ def cmd_update(args: argparse.Namespace) -> int:
     else:
         _print_outcome(outcome)
     return int(outcome.code)
-
-
-def _requested(path: Path, box: Any) -> Any:
-    """Run the update a request spooled by the daemon names (None: there was none)."""
-    from agentbox.update import flow, record, request  # noqa: PLC0415
-    from agentbox.update.releases import Tree  # noqa: PLC0415
-
-    if not path.exists():
-        return None  # the path unit fired for a request already taken
-    try:
-        req = request.take(path)
-    except request.RequestError as exc:
-        old = Tree(box.root).current()
-        record.write(box.root, "failed", old, None, f"refused, nothing changed: {exc}")
-        return flow.Outcome(flow.REFUSED, "refused", old, None, str(exc))
-    box.record_all = True
-    box.record_extra = {"sha256": req.sha256, "requested_at": req.at}
-    return flow.update_url(req.url, req.sha256, box, req.signature, req.version)
 
 
 def _journal(o: Any) -> None:

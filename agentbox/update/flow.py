@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentbox.update import bundle, download, install, probation, record, store_check
+from agentbox.update import bundle, download, install, probation, record, request, store_check
 from agentbox.update import keys as release_keys
 from agentbox.update.bundle import BundleError
 from agentbox.update.install import InstallError
@@ -98,6 +98,21 @@ def update_url(
             return update(path, sha256, box, signature)
     except download.DownloadError as exc:
         return _refused(box, old, hint, str(exc))
+
+
+def run_request(path: Path, box: Box) -> Outcome | None:
+    """The update a request spooled by the daemon names (agentbox-update.service runs this);
+    None when there is none (the path unit fired for one already taken)."""
+    if not path.exists():
+        return None
+    try:
+        req = request.take(path)
+    except request.RequestError as exc:
+        box.record_all = True
+        return _refused(box, Tree(box.root).current(), None, str(exc))
+    box.record_all = True
+    box.record_extra = {"sha256": req.sha256, "requested_at": req.at}
+    return update_url(req.url, req.sha256, box, req.signature, req.version)
 
 
 def update(path: Path, sha256: str | None, box: Box, signature: str | None = None) -> Outcome:

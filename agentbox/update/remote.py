@@ -16,7 +16,8 @@ from agentbox.update.download import shown
 from agentbox.vocabulary import ErrorCode, SpecError
 
 STALE_S = 3600.0  # an in-flight record this old, with no updater behind it, no longer blocks
-SUMMARY = ("state", "from", "to", "error", "at")
+# requested_at: the box's clock when it spooled the request, which names the update it asked for
+SUMMARY = ("state", "from", "to", "error", "at", "requested_at")
 
 
 def summary(last: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -46,6 +47,8 @@ class RemoteUpdates:
         """The answer to one request: spooled, or the state of the same update already asked
         for; SpecError when it is malformed or another update is under way."""
         data.pop("reply_to", None)
+        if "at" in data:  # the box's own clock says when; a request never does
+            raise SpecError(ErrorCode.invalid_request, "unknown field 'at'")
         try:
             req = request.parse(data)
         except request.RequestError as exc:
@@ -90,6 +93,7 @@ def _same(
 
 def _answer(what: str, last: dict[str, Any] | None, req: request.Request | None) -> dict[str, Any]:
     body: dict[str, Any] = {"request": what, "update": summary(last)}
+    body["requested_at"] = req.at if req is not None else (last or {}).get("requested_at")
     if req is not None:
         body["url"] = shown(req.url)  # never a password or a token it may carry
         body["sha256"] = req.sha256
