@@ -378,3 +378,50 @@ if __name__ == "__main__":  # serve an instant provider for benchmarks: prints i
     import asyncio
 
     asyncio.run(_serve_instant(openai_stream("ok")))
+
+
+class BundleServer:
+    """Serves files over HTTP on loopback, for update downloads; `mode` injects a fault:
+    "cut" sends the full Content-Length and closes half-way, "cut-nolength" sends half with no
+    length (a download that looks whole), "404" answers Not Found."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.mode = ""
+        self.requests: list[str] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                owner.requests.append(self.path)
+                data = owner.files.get(self.path)
+                if data is None or owner.mode == "404":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                if owner.mode != "cut-nolength":
+                    self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if owner.mode.startswith("cut") else data)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, path: Any) -> str:
+        """Serve the file at /<its name>; returns its URL."""
+        self.files[f"/{path.name}"] = path.read_bytes()
+        return f"http://127.0.0.1:{self.port}/{path.name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -49,13 +49,14 @@ class Rig:
     """One box: a release tree, a state dir, a fake cloud provider, the daemon under a
     ChildService, and the CLI of this checkout talking to that daemon."""
 
-    def __init__(self, base: Path, pub: Path, fake: FakeProvider) -> None:
+    def __init__(self, base: Path, pub: Path, fake: FakeProvider, mqtt: str = "") -> None:
         self.root, self.state, self.keys = base / "opt", base / "state", base / "keys"
         self.keys.mkdir()
         (self.keys / "release.pub").write_bytes(pub.read_bytes())
         self.conf = base / "agentbox.toml"
         self.conf.write_text(
-            outbox_mqtt(free_port())  # no broker: results wait in the outbox, countable
+            # No broker by default: results wait in the outbox, countable.
+            (mqtt or outbox_mqtt(free_port()))
             + "[local]\nenabled = false\n[tasks]\ncloud_concurrency = 2\n"
             + f"[providers.c]\nkind = 'openai'\nmodel = 'gpt-4o-mini'\nbase_url = '{fake.url}/v1'\n"
         )
