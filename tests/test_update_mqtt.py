@@ -7,7 +7,6 @@ the state of the one in flight, and what the updater writes in update.json comes
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -94,7 +93,7 @@ def test_signed_requests_are_spooled_unsigned_ones_rejected(
     # The root updater takes the request and writes its progress; the daemon reports it.
     root = Path(d.env["AGENTBOX_UPDATE__ROOT"])
     req = request.take(spool)
-    at = {"sha256": req.sha256, "requested_at": req.at}
+    at: dict[str, Any] = {"sha256": req.sha256, "requested_at": req.at}
     for state in ("downloading", "verifying", "installing", "probation"):
         record.write(root, state, "0.1.0", "0.2.0", **at)
         wait_for(lambda s=state: [e for e in answers(peer, 1, "update") if e["state"] == s], 20)
@@ -154,4 +153,4 @@ def test_a_pool_request_reaches_the_updater_and_its_refusal_is_reported(
     # Nothing is in flight any more: the next request is taken.
     peer.publish(pool, json.dumps({"url": url, "sha256": SHA}))
     assert answers(peer, 4)[3]["request"] == "requested"
-    assert os.path.exists(spool)
+    assert spool.exists()
