@@ -34,16 +34,38 @@ def log(msg: str) -> None:
     print(f"build-release: {msg}", file=sys.stderr, flush=True)
 
 
-def schema_of(wheel: Path) -> int:
-    """The store schema version the agentbox wheel migrates to (its STEPS, read, never run)."""
+def schema_of(wheel: Path) -> tuple[int, int | None]:
+    """The store schema version the agentbox wheel migrates to and its floor (the newest step
+    not declared additive, 0 if none), from its STEPS, read, never run. The floor is None for
+    a wheel whose steps are bare strings (before steps declared it)."""
     with zipfile.ZipFile(wheel) as z:
         source = z.read("agentbox/tasks/migrations.py").decode()
     for node in ast.parse(source).body:
-        if isinstance(node, ast.AnnAssign | ast.Assign) and node.value is not None:
+        if isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Tuple):
             target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
             if isinstance(target, ast.Name) and target.id == "STEPS":
-                return len(ast.literal_eval(node.value))
+                return _steps(wheel, node.value.elts)
     raise SystemExit(f"build-release: {wheel.name} has no migration STEPS")
+
+
+def _steps(wheel: Path, elts: list[ast.expr]) -> tuple[int, int | None]:
+    if all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elts):
+        return len(elts), None
+    newest = 0
+    for version, e in enumerate(elts, 1):
+        if not (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "Step"):
+            raise SystemExit(
+                f"build-release: {wheel.name}: migration step {version} is not Step(...)"
+            )
+        flags = [k.value for k in e.keywords if k.arg == "additive"]
+        additive = ast.literal_eval(flags[0]) if flags else True
+        if additive is not True and additive is not False:
+            raise SystemExit(
+                f"build-release: {wheel.name}: step {version}'s additive is not literal"
+            )
+        if not additive:
+            newest = version
+    return len(elts), newest
 
 
 def version_of(wheel: Path) -> str:
@@ -74,9 +96,10 @@ def contents(house: Path) -> tuple[Path, Path, list[tuple[str, Path]]]:
 def build(arch: str, key: Path, out_dir: Path, house: Path, additive: bool) -> dict[str, object]:
     main, pip, files = contents(house)
     version = version_of(main)
+    schema, floor = schema_of(main)
     manifest = bundle.manifest_data(
         version=version, arch=arch, python=image_wheels.PYTHON, main=f"wheels/{main.name}",
-        pip=f"tools/{pip.name}", schema=schema_of(main), additive=additive, files=files,
+        pip=f"tools/{pip.name}", schema=schema, additive=additive, floor=floor, files=files,
         extra={"commit": commit(), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +121,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "out")
     ap.add_argument("--wheelhouse", type=Path, help="use these wheels instead of building them")
     ap.add_argument("--not-additive", action="store_true",
-                    help="declare this release's store migrations not additive")  # fmt: skip
+                    help="declare every store migration of this release not additive"
+                         " (else each step's own `additive` flag is read)")  # fmt: skip
     ap.add_argument("--keygen", type=Path, metavar="FILE",
                     help="make a key pair (FILE, 0600, and FILE.pub) and exit")  # fmt: skip
     args = ap.parse_args()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agentbox.tasks.migrations import STEPS
+from agentbox.tasks.migrations import STEPS, floor
 from agentbox.update import bundle
 from agentbox.update import keys as release_keys
 from tests.conftest import ROOT
@@ -69,6 +69,17 @@ class Box:
         return {"root": snapshot(self.root), "state": snapshot(self.state)}
 
 
+@pytest.mark.parametrize("declared", ["additive", "not-additive"])
+def test_build_release_reads_each_steps_additive_flag(
+    signed: dict[str, Path], declared: str
+) -> None:
+    path = build_bundle(signed["work"] / declared, signed["key"], "0.4.0", extra_step=declared)
+    manifest, _ = bundle.head(path)
+    new = len(STEPS) + 1
+    assert (manifest.schema, manifest.floor) == (new, new if declared == "not-additive" else 0)
+    assert manifest.additive_from(len(STEPS)) == (declared == "additive")
+
+
 def test_keygen_makes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
     run = [str(ROOT / "scripts" / "build-release"), "--keygen", str(tmp_path / "ops")]
     env = {**os.environ, "PYTHON": sys.executable}
@@ -91,7 +102,7 @@ def test_bundle_holds_wheels_pip_and_a_signed_manifest(signed: dict[str, Path]) 
     assert manifest["version"] == "0.2.0" and manifest["arch"] == HOST_ARCH
     assert manifest["main"] == "wheels/agentbox-0.2.0-py3-none-any.whl"
     assert manifest["pip"].startswith("tools/pip-")
-    assert manifest["store"] == {"schema": len(STEPS), "additive": True}
+    assert manifest["store"] == {"schema": len(STEPS), "additive": True, "floor": floor()}
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in manifest["files"])
     pub = release_keys.load_public(signed["pub"])
     assert release_keys.verify(sig, body, [("k", pub)]) == "k"

@@ -91,9 +91,10 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def release_wheel(out: Path, version: str, behaviour: str = "", extra_step: bool = False) -> Path:
+def release_wheel(out: Path, version: str, behaviour: str = "", extra_step: str = "") -> Path:
     """An `agentbox` wheel of this checkout's code at `version`; its dependencies are this
-    venv's (a .pth line), so installing it takes seconds. `behaviour` makes a bad release."""
+    venv's (a .pth line), so installing it takes seconds. `behaviour` makes a bad release;
+    `extra_step` ("additive" or "not-additive") adds a migration step declared so."""
     files: dict[str, bytes] = {}
     for path in sorted((ROOT / "agentbox").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
@@ -101,9 +102,10 @@ def release_wheel(out: Path, version: str, behaviour: str = "", extra_step: bool
         if rel == "agentbox/__init__.py":
             data = data.replace(b'__version__ = "0.1.0"', f'__version__ = "{version}"'.encode())
         if rel == "agentbox/tasks/migrations.py" and extra_step:
-            data = data.replace(
-                b'    """,\n)\n', f'    """,\n    """{EXTRA_STEP}""",\n)\n'.encode()
-            )
+            flag = extra_step == "additive"
+            step = f'    Step(\n        """{EXTRA_STEP}""",\n        additive={flag},\n    ),\n)\n'
+            assert data.count(b'    """,\n    ),\n)\n') == 1
+            data = data.replace(b'    """,\n    ),\n)\n', b'    """,\n    ),\n' + step.encode())
         files[rel] = data
     files["agentbox_test_deps.pth"] = (sysconfig.get_paths()["purelib"] + "\n").encode()
     entry = "agentbox.cli:main"
@@ -139,7 +141,7 @@ def build_bundle(
     key: Path,
     version: str,
     behaviour: str = "",
-    extra_step: bool = False,
+    extra_step: str = "",
     arch: str = HOST_ARCH,
 ) -> Path:
     """scripts/build-release over a wheelhouse of one test wheel and pip's wheel."""

@@ -41,7 +41,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for version, behaviour in BAD.items():
         made[version] = build_bundle(work / version, key, version, behaviour)
     made["0.2.9"] = build_bundle(work / "0.2.9", key, "0.2.9", "badconfig")
-    made["0.3.0"] = build_bundle(work / "0.3.0", key, "0.3.0", "noready", extra_step=True)
+    made["0.3.0"] = build_bundle(work / "0.3.0", key, "0.3.0", "noready", "not-additive")
+    made["0.3.1"] = build_bundle(work / "0.3.1", key, "0.3.1", "noready", "additive")
     return made
 
 
@@ -205,6 +206,26 @@ def test_rollback_across_a_migration_the_old_release_cannot_open(
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(STEPS)
     assert (rig.state / "agentbox.db.before-0.3.0").exists()
     rig.all_succeeded(ids)
+
+
+def test_rollback_across_an_additive_migration_keeps_the_migrated_store(
+    rig: Rig, bundles: dict[str, Path]
+) -> None:
+    """A step declared additive: the old release uses the migrated store as it is, so no copy
+    is kept and a rollback loses nothing (no task accepted on probation would be lost)."""
+    ids = [f"am-{i}" for i in range(6)]
+    rig.submit(ids)
+    outcome = rig.update(bundles["0.3.1"])
+    said = " ".join(outcome.notes)
+    assert f"store schema migrates from v{len(STEPS)} to v{len(STEPS) + 1}" in said
+    assert "release 0.1.0 can still open the migrated store: a rollback costs nothing" in said
+    _rolled_back(rig, outcome, "0.3.1", "did not report READY")
+    db = rig.state / "agentbox.db"
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(STEPS) + 1
+    assert not list(rig.state.glob("agentbox.db.before-*"))
+    rig.submit(["after-rollback"])
+    rig.all_succeeded([*ids, "after-rollback"])
 
 
 def test_systemctl_show_is_read_as_the_service_state() -> None:

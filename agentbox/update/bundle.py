@@ -53,9 +53,14 @@ class Manifest:
     main: str  # the agentbox wheel
     pip: str  # pip's wheel, run from the bundle: a release venv never holds pip
     schema: int
-    additive: bool
+    additive: bool  # False: the operator declared the release's migrations not additive
+    floor: int | None  # the oldest schema that can use the migrated store (None: not said)
     files: tuple[Entry, ...]
     raw: dict[str, Any]
+
+    def additive_from(self, schema: int) -> bool:
+        """Whether a release at `schema` can still use the store once this one migrated it."""
+        return self.additive and (self.floor is None or self.floor <= schema)
 
     @property
     def digest(self) -> str:
@@ -91,6 +96,7 @@ def parse_manifest(data: bytes) -> Manifest:
             pip=str(raw["pip"]),
             schema=int(store["schema"]),
             additive=bool(store["additive"]),
+            floor=None if store.get("floor") is None else int(store["floor"]),
             files=files,
             raw=raw,
         )
@@ -116,7 +122,7 @@ def parse_manifest(data: bytes) -> Manifest:
 
 def manifest_data(
     *, version: str, arch: str, python: str, main: str, pip: str, schema: int, additive: bool,
-    files: list[tuple[str, Path]], extra: dict[str, Any] | None = None,
+    files: list[tuple[str, Path]], floor: int | None = None, extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The manifest for files given as (path in bundle, file on disk)."""
     return {
@@ -127,7 +133,8 @@ def manifest_data(
         "python": python,
         "main": main,
         "pip": pip,
-        "store": {"schema": schema, "additive": additive},
+        "store": {"schema": schema, "additive": additive}
+        | ({} if floor is None else {"floor": floor}),
         "files": [
             {"path": name, "sha256": sha256_file(p), "size": p.stat().st_size} for name, p in files
         ],

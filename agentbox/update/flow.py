@@ -154,7 +154,7 @@ def _update_locked(
         release = install.install(path, manifest, keys, tree, say)
         say(f"checking the configuration with {new}")
         _config_check(release, box)
-        plan = _store_plan(release, manifest.additive, tree, old, box)
+        plan = _store_plan(release, manifest, tree, old, box)
     except (InstallError, StoreCheckError, BundleError) as exc:
         return _not_installed(box, old, new, str(exc))
     for note in plan.notes:
@@ -169,7 +169,9 @@ class StorePlan:
     notes: list[str]
 
 
-def _store_plan(release: Path, additive: bool, tree: Tree, old: str | None, box: Box) -> StorePlan:
+def _store_plan(
+    release: Path, manifest: bundle.Manifest, tree: Tree, old: str | None, box: Box
+) -> StorePlan:
     """What a rollback would cost: nothing, or the store as it was at the switch."""
     db = box.state_dir / store_check.DB_NAME
     if not db.exists():
@@ -191,8 +193,8 @@ def _store_plan(release: Path, additive: bool, tree: Tree, old: str | None, box:
                 reopen = str(exc)
         else:
             reopen = "no previous release"
-        if reopen is None and not additive:
-            reopen = "the bundle declares its migrations not additive"
+        if reopen is None and not manifest.additive_from(a):
+            reopen = f"the bundle declares a migration past v{a} not additive"
     if reopen is None:
         notes.append(f"release {old} can still open the migrated store: a rollback costs nothing")
         return StorePlan(db, None, notes)
