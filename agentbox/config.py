@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
@@ -509,11 +510,41 @@ def _console_settings(
     return settings, {}, [f"{problem}: {ignored}"]
 
 
+# Sections a later release may add settings to. A release that does not know a key there (the
+# one an update rolled back to, say) warns and ignores it instead of refusing to start; a key
+# that looks like a known one misspelt (difflib ratio >= TYPO_RATIO) stays an error, as do
+# unknown keys everywhere else and in the environment (docs/updates.md, "Settings").
+LATER_KEYS: dict[str, type[Section]] = {"update": UpdateConfig}
+TYPO_RATIO = 0.75
+
+
+def _later_keys(toml: Mapping[str, Any], path: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """The file without keys a later release added to LATER_KEYS sections, and a warning
+    for each one left out."""
+    out, warnings = dict(toml), []
+    for section, model in LATER_KEYS.items():
+        table = toml.get(section)
+        if not isinstance(table, Mapping):
+            continue
+        known = list(model.model_fields)
+        kept = {}
+        for key, value in table.items():
+            if key in known or difflib.get_close_matches(key, known, 1, TYPO_RATIO):
+                kept[key] = value
+            else:
+                warnings.append(
+                    f"{path or 'configuration'}: {section}.{key}: not a setting of this release;"
+                    " ignored (one a later release reads?)"
+                )
+        out[section] = kept
+    return out, warnings
+
+
 def load(explicit: str | None = None, overlay: Mapping[str, Any] | None = None) -> Loaded:
     """Build the settings from defaults, the TOML file, the console's overlay in the state
     dir (`settings.toml`, written by the daemon only) and the environment."""
     path = config_path(explicit)
-    toml = read_toml(path) if path is not None else {}
+    toml, later = _later_keys(read_toml(path) if path is not None else {}, path)
     overlay_path = default_state_dir() / OVERLAY_NAME
     warnings: list[str] = []
     if overlay is None:
@@ -532,7 +563,7 @@ def load(explicit: str | None = None, overlay: Mapping[str, Any] | None = None) 
         state_dir=default_state_dir(),
         device_id=derive_device_id(settings.device.id),
         overlay=dict(overlay),
-        warnings=warnings,
+        warnings=later + warnings,
     )
 
 

@@ -53,6 +53,9 @@ CASES: dict[str, tuple[bytes, dict[str, str], str]] = {
         "environment AGENTBOX_AGENT__MAX_STEPS: Input should be greater than or equal to 1",
     ),
     "infinite cap": (b"[budget]\ndaily_usd = inf\n", {}, "budget.daily_usd: Input should be"),
+    # [update] takes a later release's keys, but not a known one misspelt
+    "update typo": (b"[update]\nprobaton_s = 30\n", {}, "update.probaton_s: unknown key"),
+    "later key elsewhere": (b"[mqtt]\nmax_download_mb = 5\n", {}, "mqtt.max_download_mb: unknown"),
 }
 
 
@@ -69,6 +72,17 @@ def test_bad_configuration_exits_78_with_one_line(
     assert proc.returncode == 78, proc.stderr
     assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
     assert said in lines[0], lines[0]
+
+
+def test_a_later_releases_update_setting_is_a_warning_not_an_error(short_tmp: Path) -> None:
+    """A rollback target must start with the settings a newer release added to [update]."""
+    conf = short_tmp / "agentbox.toml"
+    conf.write_text(NO_MQTT + "[update]\nprobation_s = 30\nmax_download_mb = 500\n")
+    proc = agentbox(["config", "check"], short_tmp / "state", conf)
+    assert proc.returncode == 0, proc.stderr
+    assert "update.max_download_mb: not a setting of this release; ignored" in proc.stderr
+    shown = agentbox(["config", "show", "--json"], short_tmp / "state", conf)
+    assert '"probation_s": 30.0' in shown.stdout and "max_download_mb" not in shown.stdout
 
 
 def test_a_damaged_console_file_falls_back_to_its_last_good_copy(
