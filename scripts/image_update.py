@@ -70,7 +70,6 @@ def checkout_at(version: str, dest: Path, bad: bool) -> Path:
     old = build_image.version()
     edits = [
         ("pyproject.toml", f'version = "{old}"', f'version = "{version}"'),
-        ("agentbox/__init__.py", f'__version__ = "{old}"', f'__version__ = "{version}"'),
     ]
     if bad:
         (dest / "agentbox/update_test_exit78.py").write_text(EXIT78)

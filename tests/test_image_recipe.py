@@ -56,6 +56,15 @@ def test_the_kernel_hooks_are_valid_shell_and_executable() -> None:
         subprocess.run(["sh", "-n", str(path)], check=True)
 
 
+def test_the_version_is_written_once_in_pyproject() -> None:
+    """agentbox.__version__ comes from pyproject.toml (a checkout) or the wheel's metadata."""
+    import agentbox  # noqa: PLC0415
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert agentbox.__version__ == version
+    assert '__version__ = "' not in (REPO / "agentbox/__init__.py").read_text()
+
+
 def test_readme_installs_the_release_of_this_version() -> None:
     """The manual install's release directory is named after pyproject's version."""
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

@@ -92,15 +92,14 @@ def _record_line(name: str, data: bytes) -> str:
 
 
 def release_wheel(out: Path, version: str, behaviour: str = "", extra_step: str = "") -> Path:
-    """An `agentbox` wheel of this checkout's code at `version`; its dependencies are this
+    """An `agentbox` wheel of this checkout's code at `version` (named by its METADATA only,
+    as pyproject.toml's version is in a real wheel); its dependencies are this
     venv's (a .pth line), so installing it takes seconds. `behaviour` makes a bad release;
     `extra_step` ("additive" or "not-additive") adds a migration step declared so."""
     files: dict[str, bytes] = {}
     for path in sorted((ROOT / "agentbox").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         data = path.read_bytes()
-        if rel == "agentbox/__init__.py":
-            data = data.replace(b'__version__ = "0.1.0"', f'__version__ = "{version}"'.encode())
         if rel == "agentbox/tasks/migrations.py" and extra_step:
             flag = extra_step == "additive"
             step = f'    Step(\n        """{EXTRA_STEP}""",\n        additive={flag},\n    ),\n)\n'
