@@ -142,7 +142,9 @@ def test_what_a_real_box_sends_over_mqtt_matches_the_schemas(
     seen: dict[str, int] = {}
     for topic, body, _, _ in peer.messages:
         kind = (
-            "event"
+            "update-event"
+            if topic.endswith("/update/event")
+            else "event"
             if topic.endswith("/event")
             else "result"
             if topic.startswith("replies/")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentbox import schemas
 from agentbox.mqtt.signing import sign
 from agentbox.update import record, request
 from tests.conftest import ROOT, free_port, wait_for
@@ -21,7 +22,7 @@ from tests.test_mqtt_hostile import SECRET, box_config, signed, start_box
 
 PREFIX = "agentbox/v1"
 UPDATE = f"{PREFIX}/box1/update"
-EVENTS = f"{PREFIX}/box1/event"
+EVENTS = f"{PREFIX}/box1/update/event"
 SHA = "ab" * 32
 LOCAL = "[local]\nenabled = false\n"
 
@@ -34,6 +35,8 @@ def body(sha: str = SHA, **more: Any) -> bytes:
 def answers(peer: Peer, n: int, kind: str = "update_request") -> list[dict[str, Any]]:
     def got() -> list[dict[str, Any]]:
         out = [m[1] for m in peer.on(EVENTS) if isinstance(m[1], dict)]
+        for event in out:
+            schemas.validate("update-event", event)
         out = [b for b in out if b.get("event") == kind]
         return out if len(out) >= n else []
 
@@ -108,12 +111,15 @@ def test_signed_requests_are_spooled_unsigned_ones_rejected(
         return any((r.get("update") or {}).get("state") == "succeeded" for r in reports)
 
     wait_for(health_says_succeeded, 20, what="health carrying the update's state")
+    for report in peer.on(f"{PREFIX}/box1/health"):
+        schemas.validate("health", report[1])
     info = Peer(broker.port)
     peers.append(info)
     info.subscribe(f"{PREFIX}/box1/info")
     retained = wait_for(lambda: info.on(f"{PREFIX}/box1/info"), 10)[-1][1]
     assert retained["update"]["state"] == "succeeded" and retained["update"]["to"] == "0.2.0"
     assert "sha256" not in retained["update"]
+    schemas.validate("info", retained)
 
 
 def test_a_pool_request_reaches_the_updater_and_its_refusal_is_reported(

@@ -69,7 +69,7 @@ class Rollout:
         self.changed = asyncio.Event()
 
     def subscriptions(self) -> list[str]:
-        return [f"{self.prefix}/+/{kind}" for kind in ("info", "health", "event")]
+        return [f"{self.prefix}/+/{kind}" for kind in ("info", "health", "update/event")]
 
     # ---- what arrives --------------------------------------------------------------------
 
@@ -87,9 +87,9 @@ class Rollout:
         t = self.targets.get(device)
         if t is None or t.done or t.state == "waiting":
             return
-        if kind == "event" and body.get("event") == "update_request":
+        if kind == "update/event" and body.get("event") == "update_request":
             self._answered(t, body)
-        elif kind == "event" and body.get("event") == "update":
+        elif kind == "update/event" and body.get("event") == "update":
             self._update(t, body)
         elif kind == "health":
             self._update(t, body.get("update") or {})

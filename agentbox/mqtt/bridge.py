@@ -298,7 +298,7 @@ class Bridge:
         while True:
             event = await asyncio.to_thread(updates.changed)
             if event is not None:
-                await client.publish(self.topics.events, encode(event), qos=1)
+                await client.publish(self.topics.update_events, encode(event), qos=1)
                 await client.publish(self.topics.info, encode(self.info()), qos=1, retain=True)
             await asyncio.sleep(UPDATE_POLL_S)
 
@@ -480,8 +480,8 @@ class Bridge:
         return True
 
     def _update_reply(self, reply: dict[str, Any] | None) -> dict[str, Any]:
-        """An update request with no reply target is answered on the box's event topic."""
-        return reply or {"topic": self.topics.events, "correlation": None}
+        """An update request with no reply target is answered on the update event topic."""
+        return reply or {"topic": self.topics.update_events, "correlation": None}
 
     async def _respond(
         self,

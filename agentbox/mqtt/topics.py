@@ -37,9 +37,9 @@ class Topics:
         return f"{self.base}/health"
 
     @property
-    def events(self) -> str:
-        """The box's own events (not a task's): `update` progress, answers to update requests."""
-        return f"{self.base}/event"
+    def update_events(self) -> str:
+        """Updates' progress (`update` events) and answers to update requests."""
+        return f"{self.base}/update/event"
 
     def request(self, name: str) -> str:
         """task/submit, task/cancel, task/get, schedule/set, ..."""

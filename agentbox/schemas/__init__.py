@@ -8,7 +8,9 @@ from importlib import resources
 from typing import Any
 
 # Sent or taken over MQTT and the control socket; each is <name>.schema.json in this package.
-NAMES = ("task-spec", "schedule", "result", "event", "status", "info", "health")
+NAMES = (
+    "task-spec", "schedule", "result", "event", "status", "info", "health", "update-event",
+)  # fmt: skip
 # Made from the pydantic models that parse them (agentbox.schemas.models), never by hand.
 GENERATED = ("task-spec", "schedule")
 
