@@ -97,7 +97,9 @@ def release_wheel(out: Path, version: str, behaviour: str = "", extra_step: str 
     venv's (a .pth line), so installing it takes seconds. `behaviour` makes a bad release;
     `extra_step` ("additive" or "not-additive") adds a migration step declared so."""
     files: dict[str, bytes] = {}
-    for path in sorted((ROOT / "agentbox").rglob("*.py")):
+    # The package's Python files and its data files (pyproject's package-data: *.json).
+    sources = [*(ROOT / "agentbox").rglob("*.py"), *(ROOT / "agentbox").rglob("*.json")]
+    for path in sorted(sources):
         rel = path.relative_to(ROOT).as_posix()
         data = path.read_bytes()
         if rel == "agentbox/tasks/migrations.py" and extra_step:
