@@ -193,7 +193,12 @@ def provision(
     Every variant's root goes through here, the Raspberry Pi layer's too (--into-root)."""
     sh("cp", "-a", f"{OVERLAY}/.", str(root))
     units = root / "usr/lib/systemd/system"
-    for name in ("agentbox.service", "agentbox-console.service"):
+    for name in (
+        "agentbox.service",
+        "agentbox-console.service",
+        "agentbox-update.path",
+        "agentbox-update.service",
+    ):
         shutil.copy(REPO / "systemd" / name, units / name)
     shutil.copy(REPO / "systemd/agentbox.sysusers.conf", root / "usr/lib/sysusers.d/agentbox.conf")
     shutil.copy(REPO / "systemd/agentbox.tmpfiles.conf", root / "usr/lib/tmpfiles.d/agentbox.conf")
