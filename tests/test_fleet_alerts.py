@@ -217,7 +217,8 @@ def test_reports_that_are_not_a_box_s_change_nothing() -> None:
 def test_the_document_has_boxes_alerts_and_counts() -> None:
     fleet = Fleet(P, now=T0)
     online(fleet, "a")
-    send(fleet, "a", "health", healthy(temp_c=90.0))
+    board = {"openai/gpt-4o-mini": {"1h": {"calls": 3, "failed": 1, "usd": 0.002}}}
+    send(fleet, "a", "health", healthy(temp_c=90.0, scoreboard=board))
     send(fleet, "b", "status", {"state": "offline", "ts": T0})
     doc = json.loads(json.dumps(fleet.document(T0 + 1)))
     assert set(doc) == {"ts", "prefix", "boxes", "alerts", "counts", "majority_version"}
@@ -237,6 +238,8 @@ def test_the_document_has_boxes_alerts_and_counts() -> None:
         "daily_cap_usd", "alerts", "last_seen", "health_interval_s",
     ):  # fmt: skip
         assert key in box, key
+    assert box["scoreboard"] == board
+    assert doc["boxes"][1]["scoreboard"] is None
     assert box["alerts"][0] == {
         "code": "temp_high",
         "severity": "warning",

@@ -88,6 +88,8 @@ class Box:
             ),
             "alerts": [a.to_dict() for a in self.alerts],
             "health_interval_s": h.get("health_interval_s"),
+            # The box's provider scoreboard as it sent it (README, Provider scoreboard).
+            "scoreboard": h.get("scoreboard") if isinstance(h.get("scoreboard"), dict) else None,
             "health_age_s": round(now - ts, 1) if isinstance(ts, int | float) else None,
             "seen_s_ago": round(now - self.seen, 1) if self.seen else None,
             "last_seen": round(self.seen, 3) if self.seen else None,
