@@ -87,7 +87,7 @@ class Admin:
     def _store_key(self, name: str, value: Any) -> None:
         try:
             self.d.keystore.set(name, str(value))
-        except keys.KeyError_ as exc:
+        except keys.KeyStoreError as exc:
             raise ValueError(str(exc)) from None
 
     async def key_set(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -200,7 +200,7 @@ class Daemon:
 
     def _broker_password(self) -> str | None:
         """Kept only to notice a changed password at reload (it is never logged)."""
-        with contextlib.suppress(keys.KeyError_):
+        with contextlib.suppress(keys.KeyStoreError):
             return keys.resolve(self.keystore, keys.BROKER_KEY)[0]
         return None
 
@@ -345,7 +345,7 @@ class Daemon:
         """Every key the daemon may hold, so the log scrubber can mask it."""
         values = self.pool.secrets()
         for name in {keys.BROKER_KEY, *self.keystore.names()}:
-            with contextlib.suppress(keys.KeyError_):
+            with contextlib.suppress(keys.KeyStoreError):
                 value, _ = keys.resolve(self.keystore, name)
                 if value:
                     values.add(value)

@@ -19,7 +19,7 @@ MAX_KEY_BYTES = 8192
 BROKER_KEY = "mqtt"  # the entry holding the MQTT broker password (not a provider)
 
 
-class KeyError_(Exception):
+class KeyStoreError(Exception):
     """A key that cannot be stored or read; the message never contains the key."""
 
 
@@ -32,18 +32,18 @@ class KeyInfo:
 
 def _check_name(name: str) -> None:
     if not NAME_RE.match(name):
-        raise KeyError_(f"invalid key name {name!r}: use lowercase letters, digits, '_' or '-'")
+        raise KeyStoreError(f"invalid key name {name!r}: use lowercase letters, digits, '_' or '-'")
 
 
 def clean_key(raw: str) -> str:
     """Strip what a paste or a pipe adds around a key; refuse what cannot be a key."""
     key = raw.strip()
     if not key:
-        raise KeyError_("empty key: nothing was saved")
+        raise KeyStoreError("empty key: nothing was saved")
     if len(key.encode()) > MAX_KEY_BYTES:
-        raise KeyError_(f"key longer than {MAX_KEY_BYTES} bytes: nothing was saved")
+        raise KeyStoreError(f"key longer than {MAX_KEY_BYTES} bytes: nothing was saved")
     if any(c.isspace() or not c.isprintable() for c in key):
-        raise KeyError_("key contains spaces or control characters: nothing was saved")
+        raise KeyStoreError("key contains spaces or control characters: nothing was saved")
     return key
 
 
@@ -111,7 +111,7 @@ class KeyStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise KeyError_(f"cannot read key {name!r}: {exc.strerror}") from None
+            raise KeyStoreError(f"cannot read key {name!r}: {exc.strerror}") from None
 
     def names(self) -> list[str]:
         if not self.dir.is_dir():

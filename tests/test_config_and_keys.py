@@ -143,10 +143,10 @@ def test_key_store_modes_and_atomic_replace(tmp_path: Path) -> None:
     assert [p.name for p in store.dir.iterdir()] == ["openai"]  # no temp or backup copies
     assert store.loose_modes() == []
     for bad in ("", "   ", "two words", "x" * 9000):
-        with pytest.raises(keys.KeyError_) as err:
+        with pytest.raises(keys.KeyStoreError) as err:
             store.set("openai", bad)
         assert bad.strip() == "" or bad not in str(err.value)
-    with pytest.raises(keys.KeyError_):
+    with pytest.raises(keys.KeyStoreError):
         store.set("../evil", SECRET)
 
 

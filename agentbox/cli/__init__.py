@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agentbox import __version__
-from agentbox.cli import jobs, schema, system, tasks, update
+from agentbox.cli import notes, schedules, schema, system, tasks, update
 from agentbox.cli.common import EX_FAILED, EX_INTERRUPTED, CliError, Parser
 
 
@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Not required: a bare `agentbox` prints the command list (see main).
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", title="commands", parser_class=Parser)
     tasks.add_parsers(sub)
-    jobs.add_parsers(sub)
+    schedules.add_parsers(sub)
+    notes.add_parsers(sub)
     system.add_parsers(sub)
     update.add_parsers(sub)
     schema.add_parsers(sub)

@@ -111,7 +111,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raw = sys.stdin.read()
             try:
                 store.set(args.name, raw)
-            except keys.KeyError_ as exc:  # a bad name or something that cannot be a key
+            except keys.KeyStoreError as exc:  # a bad name or something that cannot be a key
                 raise CliError(str(exc), EX_USAGE) from None
             except OSError as exc:
                 raise CliError(f"cannot save key {args.name}: {exc.strerror}") from None
@@ -128,13 +128,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.keys_cmd == "delete":
             try:
                 deleted = store.delete(args.name)
-            except keys.KeyError_ as exc:
+            except keys.KeyStoreError as exc:
                 raise CliError(str(exc), EX_USAGE) from None
             if not deleted:
                 raise CliError(f"no stored key named {args.name!r}")
             print(f"deleted key {args.name}")
             return 0
-    except keys.KeyError_ as exc:
+    except keys.KeyStoreError as exc:
         raise CliError(str(exc)) from None
     names = sorted(set(store.names()) | set(kinds))
     infos = [keys.describe(store, n, kinds.get(n)) for n in names]

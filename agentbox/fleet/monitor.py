@@ -33,7 +33,7 @@ def new_fleet(loaded: Loaded) -> Fleet:
 def _client(loaded: Loaded) -> aiomqtt.Client:
     conf = loaded.settings.mqtt
     password = None
-    with contextlib.suppress(keys.KeyError_):
+    with contextlib.suppress(keys.KeyStoreError):
         password = keys.resolve(keys.KeyStore(loaded.state_dir), keys.BROKER_KEY)[0]
     return client_for(conf, password, f"agentbox-fleet-{os.getpid()}", clean_start=True, timeout=10)
 

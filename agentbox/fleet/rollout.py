@@ -204,7 +204,7 @@ async def roll_out(loaded: Loaded, plan: Plan) -> dict[str, Any]:
     secrets: dict[str, str | None] = {}
     for name in (keys.BROKER_KEY, HMAC_KEY):
         secrets[name] = None
-        with contextlib.suppress(keys.KeyError_):
+        with contextlib.suppress(keys.KeyStoreError):
             secrets[name] = keys.resolve(store, name)[0]
     rollout = Rollout(plan, secrets[HMAC_KEY])
     client = client_for(

@@ -164,7 +164,7 @@ class Bridge:
     def load_secret(self) -> None:
         """Read the signing secret (at start and on every reload), not once per request."""
         self.hmac_secret = None
-        with contextlib.suppress(keys.KeyError_):
+        with contextlib.suppress(keys.KeyStoreError):
             self.hmac_secret = keys.resolve(self.keystore, HMAC_KEY)[0]
 
     def reconfigure(self, conf: MqttConfig) -> None:

@@ -110,10 +110,6 @@ class Publisher:
                 self._in_flight += 1
                 self._waiting[info.mid] = fut
 
-    async def publish(self, topic: str, payload: bytes, props: Properties | None = None) -> None:
-        """Publish at QoS 1 and return once the broker acknowledged it."""
-        await self.wait([self.send(topic, payload, props)])
-
     async def wait(self, sent: list[Acked]) -> None:
         """Until the broker acknowledged all of `sent` (plain futures, no task per message);
         a cancelled caller's messages that were not handed to paho yet are dropped."""

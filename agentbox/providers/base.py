@@ -121,8 +121,6 @@ class Provider(Protocol):
     """A model backend. Providers do no retries of their own: the router owns that loop."""
 
     kind: ClassVar[str]
-    supports_schema: ClassVar[bool]
-    supports_streaming: ClassVar[bool]
     name: str
 
     async def complete(self, request: Request, progress: Progress | None = None) -> Completion:

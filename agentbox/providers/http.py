@@ -259,8 +259,6 @@ class HttpProvider:
     kind: ClassVar[str]
     default_base: ClassVar[str]
     models_path: ClassVar[str]
-    supports_schema: ClassVar[bool] = True
-    supports_streaming: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -70,8 +70,6 @@ class LocalProvider:
     """llama.cpp in a child process; one request at a time, like the lane that feeds it."""
 
     kind: ClassVar[str] = "local"
-    supports_schema: ClassVar[bool] = True
-    supports_streaming: ClassVar[bool] = True
 
     def __init__(self, model_path: str, threads: int, context: int) -> None:
         self.name = "local"
