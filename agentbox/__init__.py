@@ -15,10 +15,12 @@ def _version() -> str:
     here = Path(__file__).resolve().parent
     try:
         project = here.parent / "pyproject.toml"
-        if (here.parent / ".git").exists() and project.is_file():
+        if project.is_file():  # a source tree (a clone, or a copy without .git)
             import tomllib  # noqa: PLC0415
 
-            return str(tomllib.loads(project.read_text())["project"]["version"])
+            meta = tomllib.loads(project.read_text())["project"]
+            if meta["name"] == "agentbox":
+                return str(meta["version"])
         for info in sorted(here.parent.glob("agentbox-*.dist-info")):
             for line in (info / "METADATA").read_text().splitlines():
                 if line.startswith("Version: "):
