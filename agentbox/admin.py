@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from agentbox import config, keys, netcheck
-from agentbox.config import ConfigError, MqttConfig
+from agentbox.config import ConfigError
 from agentbox.health import Parts, addresses
 from agentbox.mqtt.connect import check_broker
 from agentbox.routing.pool import test_key
+from agentbox.settings import MqttConfig
 from agentbox.vocabulary import Op
 
 if TYPE_CHECKING:

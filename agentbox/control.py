@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from agentbox.control_client import ControlError, encode_line
+from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
-from agentbox.tasks.store import TaskRow
 from agentbox.tasks.writer import StoreError
 from agentbox.vocabulary import ErrorCode, Op, SpecError, State
 

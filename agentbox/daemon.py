@@ -33,15 +33,17 @@ from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
 from agentbox.routing.scoreboard import Scoreboard, compact
+from agentbox.settings import Settings
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.planner import Planner
+from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.scores import StoreScores
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
-from agentbox.tasks.store import Store, TaskRow
+from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.update import record as update_record
 from agentbox.update.remote import RemoteUpdates, summary
@@ -162,7 +164,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._last_status = ""
 
-    def _router(self, settings: config.Settings) -> Router:
+    def _router(self, settings: Settings) -> Router:
         return Router(settings, self.pool.available, self.budget.exhausted, self.learning)
 
     def _task_changed(self, row: TaskRow, event: str, info: dict[str, Any] | None) -> None:

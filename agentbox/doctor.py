@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agentbox import keys
-from agentbox.config import Loaded, ProviderConfig
+from agentbox.config import Loaded
 from agentbox.control_client import ControlClient, ControlError, socket_path
 from agentbox.providers.base import ProviderError
 from agentbox.providers.local import resolve_model
 from agentbox.providers.prices import PriceTable
+from agentbox.settings import ProviderConfig
 
 MIN_FREE_MB = 500
 

@@ -8,7 +8,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox.config import NAME_RE
+from agentbox.settings import NAME_RE
 
 ENV_BY_KIND = {
     "openai": "OPENAI_API_KEY",

@@ -8,8 +8,8 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentbox.config import Settings
 from agentbox.providers.registry import KINDS
+from agentbox.settings import Settings
 
 DEFAULT_TARGET = "api.openai.com:443"
 TIMEOUT_S = 4.0

@@ -65,7 +65,8 @@ def spread(values: list[float]) -> dict[str, float | None]:
 
 
 def _loaded(port: int) -> Any:
-    from agentbox.config import Loaded, MqttConfig, Settings  # noqa: PLC0415
+    from agentbox.config import Loaded  # noqa: PLC0415
+    from agentbox.settings import MqttConfig, Settings  # noqa: PLC0415
 
     settings = Settings(mqtt=MqttConfig(host="127.0.0.1", port=port))
     return Loaded(settings=settings, path=None, state_dir=Path("/nonexistent"), device_id="bench")

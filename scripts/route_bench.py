@@ -9,9 +9,9 @@ import statistics
 import time
 from pathlib import Path
 
-from agentbox.config import ProviderConfig, Settings
 from agentbox.routing.router import Router
 from agentbox.routing.training import load_corpus
+from agentbox.settings import ProviderConfig, Settings
 from agentbox.vocabulary import TaskSpec
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from agentbox import keys
-from agentbox.config import Settings
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.budget import Budget
 from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, ProviderRunner
+from agentbox.settings import Settings
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.store import Store

@@ -22,10 +22,10 @@ from agentbox.agent.tools import (
     clock,
     host_allowed,
 )
-from agentbox.config import AgentConfig, ProviderConfig, Settings
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
+from agentbox.settings import AgentConfig, ProviderConfig, Settings
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store

@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from agentbox import config, keys, logs, netcheck
+from agentbox.settings import Settings
 from tests.conftest import NO_MQTT, ROOT, dead_provider
 
 SECRET = "sk-test-0123456789abcdefSECRET"
@@ -233,7 +234,7 @@ def test_console_overlay_sits_between_file_and_environment(
 
 def test_the_internet_check_probes_the_first_cloud_host_unless_told() -> None:
     def target(**conf: Any) -> str:
-        return netcheck.target(config.Settings(**conf))
+        return netcheck.target(Settings(**conf))
 
     assert target() == "api.openai.com:443"
     local = {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:8080/v1"}
@@ -243,4 +244,4 @@ def test_the_internet_check_probes_the_first_cloud_host_unless_told() -> None:
     told = {"reach_check": "192.0.2.1:443"}
     assert target(device=told, providers={"lan": local}) == "192.0.2.1:443"
     with pytest.raises(ValidationError):
-        config.Settings(device={"reach_check": "no-port"})  # type: ignore[arg-type]
+        Settings(device={"reach_check": "no-port"})  # type: ignore[arg-type]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from agentbox.config import FleetConfig
 from agentbox.fleet.alerts import CODES, at_least
 from agentbox.fleet.model import Fleet
+from agentbox.settings import FleetConfig
 
 T0 = 1_800_000_000.0
 P = "agentbox/v1"

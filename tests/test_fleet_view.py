@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 from textual.widgets import Static
 
-from agentbox.config import Loaded, MqttConfig, Settings
+from agentbox.config import Loaded
 from agentbox.console.look import LINUX
 from agentbox.fleet import monitor
 from agentbox.fleet.columns import fit
 from agentbox.fleet.model import Fleet
 from agentbox.fleet.table import BoxTable
 from agentbox.fleet.view import Detail, FleetView
+from agentbox.settings import MqttConfig, Settings
 from tests.mqtt_peer import Broker, Peer
 from tests.test_fleet_alerts import T0, healthy
 

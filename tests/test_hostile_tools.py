@@ -20,7 +20,7 @@ import pytest
 from agentbox.agent import addresses
 from agentbox.agent.pagetext import readable
 from agentbox.agent.tools import Context, FetchClient, calculator, fetch, origin, pinned
-from agentbox.config import AgentConfig
+from agentbox.settings import AgentConfig
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.store import Store
 from tests.conftest import NO_MQTT, Daemon

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from agentbox.agent.tools import Context, fetch
-from agentbox.config import AgentConfig, ProviderConfig
 from agentbox.providers import seam
 from agentbox.providers.base import ProviderError
 from agentbox.providers.http import LIST_TIMEOUT
@@ -25,6 +24,7 @@ from agentbox.providers.slots import Slots
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import OK
 from agentbox.routing.pool import test_key as check_key
+from agentbox.settings import AgentConfig, ProviderConfig
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.store import Store
 from tests.conftest import NO_MQTT, wait_for

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from agentbox import config, doctor
-from agentbox.config import ConfigError, ProviderConfig
+from agentbox.config import ConfigError
 from agentbox.providers.base import Completion
 from agentbox.providers.prices import UNKNOWN, PriceTable, local_address
+from agentbox.settings import ProviderConfig
 from tests.conftest import NO_MQTT, free_port
 from tests.fakes import FakeProvider, Reply, openai_stream
 

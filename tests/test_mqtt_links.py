@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from agentbox import keys
-from agentbox.config import MqttConfig, Settings
 from agentbox.mqtt.bridge import Bridge, IntakeStalled
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.routing.router import Router
+from agentbox.settings import MqttConfig, Settings
+from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.store import Store, TaskRow
+from agentbox.tasks.store import Store
 from agentbox.vocabulary import TaskSpec
 from tests.conftest import NotifyListener
 from tests.mqtt_peer import Broker, Peer

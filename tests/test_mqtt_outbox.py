@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentbox import keys
-from agentbox.config import MqttConfig, Settings
 from agentbox.mqtt.bridge import Bridge
 from agentbox.routing.router import Router
+from agentbox.settings import MqttConfig, Settings
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from agentbox.config import ProviderConfig
 from agentbox.providers import http, registry
 from agentbox.providers.base import Request
 from agentbox.providers.local import LocalProvider, bundled_model
 from agentbox.providers.transport import HttpClient
+from agentbox.settings import ProviderConfig
 from tests.conftest import NO_MQTT, free_port, wait_for
 
 

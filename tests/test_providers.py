@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 
-from agentbox.config import ProviderConfig
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Completion, Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
@@ -19,6 +18,7 @@ from agentbox.providers.proxies import Proxies
 from agentbox.providers.seam import HttpxTransport, Transport
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.pool import test_key as check_key
+from agentbox.settings import ProviderConfig
 from tests.fakes import (
     FakeProvider,
     Reply,

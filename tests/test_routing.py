@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from agentbox.config import Settings
 from agentbox.providers.base import Failure, ProviderError, Request
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, COOLDOWN, OK
@@ -19,6 +18,7 @@ from agentbox.routing.learned import BoxLearning
 from agentbox.routing.model import LinearModel
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
+from agentbox.settings import Settings
 from agentbox.vocabulary import SpecError, TaskSpec
 from tests.conftest import free_port
 from tests.fakes import FakeProvider, error, openai_stream

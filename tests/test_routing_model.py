@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agentbox.config import Settings
 from agentbox.routing import training
 from agentbox.routing.features import Features, featurize, stable_hash
 from agentbox.routing.learned import MAX_OFFSET, MAX_WEIGHT, BoxLearning
 from agentbox.routing.model import MODEL_FILE, LinearModel, ModelError, shipped
 from agentbox.routing.router import Router
 from agentbox.routing.training import Row, evaluate, held_out
+from agentbox.settings import Settings
 from agentbox.vocabulary import TaskSpec
 
 CLOUDY = Settings(providers={"c": {"kind": "openai", "model": "m"}})  # type: ignore[dict-item]

@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
-from agentbox.config import ProviderConfig, Settings
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, Progress
+from agentbox.settings import ProviderConfig, Settings
 from agentbox.tasks import store as store_module
+from agentbox.tasks.rows import Event
 from agentbox.tasks.scheduler import Scheduler, backoff
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.store import Event, Store
+from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.vocabulary import SpecError, State, TaskSpec
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from agentbox import schemas
-from agentbox.config import ProviderConfig
 from agentbox.providers import registry
 from agentbox.providers.base import ProviderError, Request
 from agentbox.providers.transport import HttpClient
@@ -27,6 +26,7 @@ from agentbox.routing.scoreboard import (
     Scoreboard,
     failure_class,
 )
+from agentbox.settings import ProviderConfig
 from agentbox.tasks.scores import StoreScores
 from agentbox.tasks.store import Store
 from tests.conftest import wait_for

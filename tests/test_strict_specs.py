@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from agentbox import jsonstrict
-from agentbox.config import BudgetConfig
 from agentbox.providers.base import Completion
 from agentbox.routing.runner import check_output
+from agentbox.settings import BudgetConfig
 from agentbox.tasks.schedules import parse_schedule
 from agentbox.tasks.spec import parse_spec
 from agentbox.vocabulary import ErrorCode, SpecError

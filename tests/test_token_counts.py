@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from agentbox.config import ProviderConfig
 from agentbox.providers import http, registry
 from agentbox.providers.base import Request
 from agentbox.providers.local import LocalProvider
 from agentbox.providers.transport import HttpClient
+from agentbox.settings import ProviderConfig
 from tests.fakes import FakeProvider, Reply, error, openai_stream
 
 REQ = Request([{"role": "user", "content": "Say hello."}], 16)

@@ -20,8 +20,8 @@ import httpx
 from agentbox.agent import addresses, arith
 from agentbox.agent.names import NAMES
 from agentbox.agent.pagetext import readable
-from agentbox.config import AgentConfig
 from agentbox.providers.base import Tool
+from agentbox.settings import AgentConfig
 
 
 class ToolError(Exception):

@@ -14,9 +14,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentbox.config import FleetConfig
 from agentbox.fleet import alerts
 from agentbox.fleet.alerts import Alert
+from agentbox.settings import FleetConfig
 
 KINDS = ("status", "info", "health")
 HISTORY = 20  # alerts remembered per box for the detail view

@@ -31,7 +31,6 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 
 from agentbox import keys
-from agentbox.config import MqttConfig
 from agentbox.health import Health
 from agentbox.mqtt import intake, reports
 from agentbox.mqtt.connect import client_for, describe_error, properties
@@ -42,8 +41,10 @@ from agentbox.mqtt.ratelog import RateLog
 from agentbox.mqtt.refusals import Refusals
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
+from agentbox.settings import MqttConfig
+from agentbox.tasks.rows import Event, TaskRow, targets
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.store import Event, Store, TaskRow, targets
+from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.update.remote import RemoteUpdates
 from agentbox.vocabulary import ErrorCode, Op, SpecError

@@ -9,8 +9,8 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.properties import Properties
 
-from agentbox.config import MqttConfig
 from agentbox.mqtt import paho_tables
+from agentbox.settings import MqttConfig
 
 CHECK_TIMEOUT_S = 5
 

@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 import httpx
 
 from agentbox import jsonstrict
-from agentbox.config import ProviderConfig
 from agentbox.logs import SCRUBBER
 from agentbox.providers import seam
 from agentbox.providers.base import Completion, Failure, ProviderError, ToolCall
 from agentbox.providers.seam import Reply, Transport
+from agentbox.settings import ProviderConfig
 
 RETRY_AFTER_CAP_S = 60.0
 QUOTA_UNKNOWN_RESET_S = 3600.0  # look again in an hour when a quota error names no reset time

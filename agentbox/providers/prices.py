@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from agentbox.config import PriceConfig, ProviderConfig
 from agentbox.providers.base import Completion
+from agentbox.settings import PriceConfig, ProviderConfig
 
 PRICES_AS_OF = "2026-11-01"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agentbox.config import ProviderConfig
 from agentbox.providers.anthropic import AnthropicProvider
 from agentbox.providers.base import CloudProvider, LocalCounter
 from agentbox.providers.gemini import GeminiProvider
 from agentbox.providers.openai import OpenAIProvider
 from agentbox.providers.seam import Transport
+from agentbox.settings import ProviderConfig
 
 KINDS: dict[str, type[OpenAIProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
     "openai": OpenAIProvider,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from agentbox.config import BudgetConfig
 from agentbox.providers.base import Completion
+from agentbox.settings import BudgetConfig
 from agentbox.vocabulary import UsageEntry
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from agentbox import keys, logs
 from agentbox.agent.tools import FetchClient
-from agentbox.config import ProviderConfig, Settings
 from agentbox.providers import registry
 from agentbox.providers.base import CloudProvider, Provider, ProviderError
 from agentbox.providers.http import LIST_TIMEOUT
@@ -18,6 +17,7 @@ from agentbox.providers.seam import HttpxTransport, Transport
 from agentbox.providers.transport import HttpClient
 from agentbox.routing.breaker import Breaker
 from agentbox.routing.router import LOCAL
+from agentbox.settings import ProviderConfig, Settings
 
 log = logging.getLogger("agentbox.providers")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from agentbox.config import Settings
 from agentbox.routing.features import Features, featurize
 from agentbox.routing.heuristics import adjustments
 from agentbox.routing.learned import BoxLearning
 from agentbox.routing.model import LinearModel, shipped, sigmoid
+from agentbox.settings import Settings
 from agentbox.vocabulary import ErrorCode, Route, SpecError, TaskSpec
 
 LOCAL = "local"

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 from agentbox import jsonstrict
 from agentbox.agent.loop import run_agent
 from agentbox.agent.tools import Context, FetchClient, Notes
-from agentbox.config import Settings
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
 from agentbox.routing.scoreboard import Call, Scoreboard, Stopwatch, failure_class
+from agentbox.settings import Settings
 from agentbox.vocabulary import Route, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.runner")

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.runner import Outcome, Progress
-from agentbox.tasks.store import Store, TaskRow
+from agentbox.tasks.rows import TaskRow
+from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.vocabulary import ErrorCode, State, TaskSpec
 

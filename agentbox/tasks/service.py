@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agentbox.routing.router import Decision, Router
+from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
 from agentbox.tasks.spec import parse_spec
-from agentbox.tasks.store import Store, TaskRow
+from agentbox.tasks.store import Store
 from agentbox.vocabulary import ErrorCode, SpecError, State, TaskSpec
 
 log = logging.getLogger("agentbox.tasks")

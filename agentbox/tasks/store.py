@@ -8,140 +8,18 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agentbox import jsonstrict
+from agentbox.tasks.rows import COLUMNS, Event, OpenReport, TaskRow, dumps, targets
 from agentbox.tasks.usage import insert_usage, settle_orphans
 from agentbox.tasks.writer import Writer
 from agentbox.vocabulary import FINAL_STATES, ErrorCode, State, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.store")
 PRUNE_BATCH = 500  # finished tasks deleted per transaction
-# Where a task's final result is answered: one target (a dict, or None for the task's result
-# topic), or a list of them once requests that named a known task wait for its result too.
-Reply = dict[str, Any] | list[dict[str, Any] | None] | None
-
-
-def targets(reply: Reply) -> list[dict[str, Any] | None]:
-    """Each answer target of a task, in the order the requests came."""
-    return list(reply) if isinstance(reply, list) else [reply]
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    seq: int
-    id: str
-    state: State
-    lane: str
-    priority: int
-    spec: TaskSpec
-    route: dict[str, Any] | None
-    result: dict[str, Any]
-    reply: Reply
-    source: str
-    attempts: int
-    max_attempts: int
-    cancel_requested: bool
-    created_at: float
-    deadline_at: float
-    next_run_at: float
-    started_at: float | None
-    finished_at: float | None
-
-    @classmethod
-    def from_row(cls, r: sqlite3.Row) -> TaskRow:
-        return cls(
-            seq=r["seq"],
-            id=r["id"],
-            state=State(r["state"]),
-            lane=r["lane"],
-            priority=r["priority"],
-            spec=TaskSpec.model_validate_json(r["spec"]),
-            route=json.loads(r["route"]) if r["route"] else None,
-            result=json.loads(r["result"]) if r["result"] else {},
-            reply=json.loads(r["reply"]) if r["reply"] else None,
-            source=r["source"],
-            attempts=r["attempts"],
-            max_attempts=r["max_attempts"],
-            cancel_requested=bool(r["cancel_requested"]),
-            created_at=r["created_at"],
-            deadline_at=r["deadline_at"],
-            next_run_at=r["next_run_at"],
-            started_at=r["started_at"],
-            finished_at=r["finished_at"],
-        )
-
-    @property
-    def final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def body(self) -> dict[str, Any]:
-        """The section 5 result body, JSON-ready, with what is known so far."""
-        timings: dict[str, int] = {}
-        if self.started_at is not None:
-            timings["queued_ms"] = round((self.started_at - self.created_at) * 1000)
-            if self.finished_at is not None:
-                timings["run_ms"] = round((self.finished_at - self.started_at) * 1000)
-        result = self.result
-        body = {
-            "id": self.id,
-            "state": self.state.value,
-            "output": result.get("output"),
-            "data": result.get("data"),
-            "route": self.route,
-            "usage": result.get("usage"),
-            "attempts": self.attempts,
-            "timings": timings,
-            "error": result.get("error"),
-            "meta": self.spec.meta,
-        }
-        if "steps" in result:  # an agent task: how many model calls, which tools it called
-            body["steps"] = result["steps"]
-            body["tool_calls"] = result.get("tool_calls", [])
-        return body
-
-
-@dataclass(frozen=True)
-class Event:
-    """One outbox row: an event to publish, kept until the broker acknowledged it."""
-
-    seq: int
-    task_id: str
-    event: str
-    message: bytes  # the JSON published on the task's event topic, "event" first
-    reply: Reply  # where a result is answered (results only)
-
-    def body(self) -> bytes:
-        """The message without its "event" key: the section 5 body a result answers with.
-        Cut from the stored text instead of decoding and encoding it again per event."""
-        head = b'{"event":' + json.dumps(self.event).encode() + b","
-        if self.message.startswith(head):
-            return b"{" + self.message[len(head) :]
-        body = {k: v for k, v in json.loads(self.message).items() if k != "event"}  # older rows
-        return json.dumps(body, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class OpenReport:
-    schema_from: int
-    schema_to: int
-    requeued: int
-    ended: int
-    unsettled_calls: int = 0  # cloud calls a dead process left in flight, booked at worst case
-
-
-_COLUMNS = (
-    "seq, id, state, lane, priority, spec, route, result, reply, source, attempts, max_attempts,"
-    " cancel_requested, created_at, deadline_at, next_run_at, started_at, finished_at"
-)
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else jsonstrict.dumps(value, separators=(",", ":"))
-
-
 LIVE_MAX = 5000  # events held in memory for the bridge before it must read the table
 
 
@@ -199,14 +77,14 @@ class Store(Writer):
             seq = c.execute(
                 "INSERT INTO outbox (task_id, event, payload, reply, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (row.id, event, message, _dumps(row.reply), time.time()),
+                (row.id, event, message, dumps(row.reply), time.time()),
             ).lastrowid
             reply = row.reply if event == "result" else None
             self.staged.append(Event(seq or 0, row.id, event, message.encode(), reply))
 
     @staticmethod
     def _one(c: sqlite3.Connection, where: str, args: Iterable[Any]) -> TaskRow | None:
-        r = c.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where}", tuple(args)).fetchone()  # noqa: S608
+        r = c.execute(f"SELECT {COLUMNS} FROM tasks WHERE {where}", tuple(args)).fetchone()  # noqa: S608
         return TaskRow.from_row(r) if r else None
 
     async def submit(
@@ -242,9 +120,9 @@ class Store(Writer):
                     lane,
                     spec.priority,
                     spec.to_json(),
-                    _dumps(route),
-                    _dumps(result),
-                    _dumps(reply),
+                    dumps(route),
+                    dumps(result),
+                    dumps(reply),
                     source,
                     int(started),
                     max_attempts,
@@ -313,7 +191,7 @@ class Store(Writer):
             if len(waiting) >= limit:
                 return row, "full"
             waiting.append(reply)
-            c.execute("UPDATE tasks SET reply = ? WHERE seq = ?", (_dumps(waiting), row.seq))
+            c.execute("UPDATE tasks SET reply = ? WHERE seq = ?", (dumps(waiting), row.seq))
             return replace(row, reply=waiting), "added"
 
         return await self.write(op, durable=True)
@@ -331,10 +209,10 @@ class Store(Writer):
                 for r in c.execute(
                     f"UPDATE tasks SET state = 'expired', finished_at = ?, result = ?"  # noqa: S608
                     f" WHERE state = 'queued' AND lane = ? AND deadline_at <= ?"
-                    f" RETURNING {_COLUMNS}",
+                    f" RETURNING {COLUMNS}",
                     (
                         now,
-                        _dumps(_error(ErrorCode.deadline, "deadline passed before it ran")),
+                        dumps(_error(ErrorCode.deadline, "deadline passed before it ran")),
                         lane,
                         now,
                     ),
@@ -347,7 +225,7 @@ class Store(Writer):
                 f" WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_ready"
                 f" WHERE state = 'queued' AND lane = ?"
                 f" AND next_run_at <= ? ORDER BY priority DESC, seq LIMIT ?)"
-                f" RETURNING {_COLUMNS}",
+                f" RETURNING {COLUMNS}",
                 (now, lane, now, limit),
             ).fetchall()
             claimed = sorted(
@@ -385,7 +263,7 @@ class Store(Writer):
             cur = c.execute(
                 "UPDATE tasks SET state = ?, result = ?, route = coalesce(?, route),"
                 " finished_at = ? WHERE seq = ? AND state = 'running' AND attempts = ?",
-                (state, _dumps(result), _dumps(route), time.time(), row.seq, row.attempts),
+                (state, dumps(result), dumps(route), time.time(), row.seq, row.attempts),
             )
             if cur.rowcount != 1:
                 return None
@@ -405,7 +283,7 @@ class Store(Writer):
             cur = c.execute(
                 "UPDATE tasks SET state = 'queued', next_run_at = ?, result = ?,"
                 " attempts = attempts - ? WHERE seq = ? AND state = 'running' AND attempts = ?",
-                (at, _dumps({"error": error}), int(refund), row.seq, row.attempts),
+                (at, dumps({"error": error}), int(refund), row.seq, row.attempts),
             )
             return cur.rowcount == 1
 
@@ -437,7 +315,7 @@ class Store(Writer):
             cur = c.execute(
                 "UPDATE tasks SET state = 'cancelled', finished_at = ?, result = ?"
                 " WHERE id = ? AND state = 'queued'",
-                (time.time(), _dumps(_error(ErrorCode.cancelled, "cancelled")), task_id),
+                (time.time(), dumps(_error(ErrorCode.cancelled, "cancelled")), task_id),
             )
             row = self._one(c, "id = ?", (task_id,))
             if row is not None and cur.rowcount == 1:
@@ -450,7 +328,7 @@ class Store(Writer):
         """After a crash: runs left 'running' go back to the queue, or end if they may not."""
         rows = [
             TaskRow.from_row(r)
-            for r in c.execute(f"SELECT {_COLUMNS} FROM tasks WHERE state = 'running'")  # noqa: S608
+            for r in c.execute(f"SELECT {COLUMNS} FROM tasks WHERE state = 'running'")  # noqa: S608
         ]
         requeued = ended = 0
         for row in rows:
@@ -470,7 +348,7 @@ class Store(Writer):
                 continue
             c.execute(
                 "UPDATE tasks SET state = ?, result = ?, finished_at = ? WHERE seq = ?",
-                (state, _dumps(result), now, row.seq),
+                (state, dumps(result), now, row.seq),
             )
             done = self._one(c, "seq = ?", (row.seq,))
             assert done is not None
@@ -484,7 +362,7 @@ class Store(Writer):
     async def list_tasks(self, state: str | None = None, limit: int = 50) -> list[TaskRow]:
         def op(c: sqlite3.Connection) -> list[TaskRow]:
             where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
-            sql = f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?"  # noqa: S608
+            sql = f"SELECT {COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?"  # noqa: S608
             return [TaskRow.from_row(r) for r in c.execute(sql, args)]
 
         return await self.read(op)
