@@ -89,14 +89,18 @@ async def test_live_view_filters_sorts_and_shows_a_box(broker: Broker, peers: li
         head = str(app.query_one("#head", Static).render())
         assert "connected to 127.0.0.1" in head and "1 offline" in head
 
+        # The view redraws on its own tick (refresh_s): each check waits for it, bounded.
+        def names() -> list[str]:
+            return [r.split()[0] for r in rows(app)]
+
         await type_filter(pilot, "state:offline")
-        assert [r.split()[0] for r in rows(app)] == ["bravo"]
+        await until(pilot, lambda: names() == ["bravo"], "state:offline")
         await type_filter(pilot, "alert:critical")
-        assert sorted(r.split()[0] for r in rows(app)) == ["bravo", "charlie"]
+        await until(pilot, lambda: sorted(names()) == ["bravo", "charlie"], "alert:critical")
         await type_filter(pilot, "alert:temp_high")
-        assert [r.split()[0] for r in rows(app)] == ["charlie"]
+        await until(pilot, lambda: names() == ["charlie"], "alert:temp_high")
         await type_filter(pilot, "ALPH")
-        assert [r.split()[0] for r in rows(app)] == ["alpha"]
+        await until(pilot, lambda: names() == ["alpha"], "ALPH")
 
         # A report that arrives while filtered reaches its row: alpha gets hot.
         hot = healthy(ts=time.time(), temp_c=91.0, scoreboard=SCOREBOARD)
@@ -106,12 +110,13 @@ async def test_live_view_filters_sorts_and_shows_a_box(broker: Broker, peers: li
         await type_filter(pilot, "")
         await until(pilot, lambda: len(rows(app)) == 4, "all rows back")
         await pilot.press("s")  # by state
-        assert [r.split()[1] for r in rows(app)] == ["offline", "online", "online", "stopped"]
+        by_state = ["offline", "online", "online", "stopped"]
+        await until(pilot, lambda: [r.split()[1] for r in rows(app)] == by_state, "by state")
         await pilot.press("r")
-        assert rows(app)[0].split()[1] == "stopped"
+        await until(pilot, lambda: rows(app)[0].split()[1] == "stopped", "reversed")
 
         await pilot.press("s")  # by alerts, worst first once reversed
-        assert rows(app)[0].split()[0] in ("bravo", "charlie")
+        await until(pilot, lambda: rows(app)[0].split()[0] in ("bravo", "charlie"), "by alerts")
 
         # Enter opens the box under the cursor; the detail shows providers and scoreboard.
         index = [r.split()[0] for r in rows(app)].index("alpha")
