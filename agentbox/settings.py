@@ -188,6 +188,9 @@ class ProviderConfig(Section):
     # price table for every model the provider serves.
     price_in: float | None = Field(default=None, ge=0)
     price_out: float | None = Field(default=None, ge=0)
+    # False for a server whose models cannot call tools (function calling): agent tasks
+    # then never go there, neither routed nor failed over to.
+    tools: bool = True
 
     @model_validator(mode="after")
     def _coherent(self) -> ProviderConfig:

@@ -25,7 +25,7 @@ from agentbox.agent.tools import (
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome
-from agentbox.settings import AgentConfig, ProviderConfig, Settings
+from agentbox.settings import AgentConfig, ProviderConfig, RoutingConfig, Settings
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store
@@ -177,6 +177,55 @@ async def test_a_step_fails_over_to_the_next_provider(rig_factory: Any) -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_agent_steps_never_go_to_a_provider_without_tools(rig_factory: Any) -> None:
+    a, plain, b = FakeProvider(), FakeProvider(), FakeProvider()
+    try:
+        a.default = error(500, {"error": {"message": "upstream broke"}})
+        plain.default = openai_stream("I cannot call tools")
+        b.default = openai_stream("four")
+        conf = {
+            "providers": {
+                "first": cloud("openai", a),
+                "plain": {**cloud("openai", plain), "tools": False},
+                "second": cloud("openai", b),
+            },
+            "routing": {"cloud_order": ["first", "plain", "second"]},
+        }
+        rig = await rig_factory(conf)
+        out = await run(rig, {"prompt": "2+2?", "kind": "agent"})
+        assert out.result["output"] == "four"
+        assert out.route is not None and out.route["provider"] == "second"
+        assert plain.requests == []  # failover passed it by
+        # a plain completion may still use it
+        done = await run(rig, {"prompt": "hi", "model": "plain/gpt-4o-mini"})
+        assert done.result["output"] == "I cannot call tools"
+    finally:
+        for f in (a, plain, b):
+            f.close()
+
+
+def test_agent_tasks_route_only_to_providers_that_call_tools() -> None:
+    plain = ProviderConfig(kind="openai", model="m", tools=False)
+    both = Settings(
+        providers={"plain": plain, "main": ProviderConfig(kind="openai", model="gpt-4o-mini")},
+        routing=RoutingConfig(cloud_order=["plain", "main"]),
+    )
+    agent = parse_spec({"prompt": "hi", "kind": "agent"})
+    assert Router(both).decide(agent).route.provider == "main"
+    pinned = parse_spec({"prompt": "hi", "kind": "agent", "tier": "cloud"})
+    assert Router(both).decide(pinned).route.provider == "main"
+    assert Router(both).decide(parse_spec({"prompt": "hi", "tier": "cloud"})).route.provider == (
+        "plain"
+    )
+    with pytest.raises(SpecError, match="provider 'plain' has `tools = false`") as err:
+        Router(both).decide(parse_spec({"prompt": "hi", "kind": "agent", "model": "plain/m"}))
+    assert err.value.code == ErrorCode.invalid_request
+    only = Settings(providers={"plain": plain})
+    with pytest.raises(SpecError, match="no cloud provider that calls tools") as err:
+        Router(only).decide(agent)
+    assert err.value.code == ErrorCode.provider_unavailable
 
 
 async def test_the_task_cap_covers_all_steps_together(rig_factory: Any, fake: FakeProvider) -> None:

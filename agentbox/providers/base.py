@@ -121,6 +121,7 @@ class Provider(Protocol):
     """A model backend. Providers do no retries of their own: the router owns that loop."""
 
     kind: ClassVar[str]
+    calls_tools: ClassVar[bool]  # its API takes tool definitions and answers with tool calls
     name: str
 
     async def complete(self, request: Request, progress: Progress | None = None) -> Completion:

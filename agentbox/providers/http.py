@@ -257,6 +257,7 @@ class HttpProvider:
     """
 
     kind: ClassVar[str]
+    calls_tools: ClassVar[bool] = True  # every cloud API we speak has tool calls
     default_base: ClassVar[str]
     models_path: ClassVar[str]
 

@@ -70,6 +70,7 @@ class LocalProvider:
     """llama.cpp in a child process; one request at a time, like the lane that feeds it."""
 
     kind: ClassVar[str] = "local"
+    calls_tools: ClassVar[bool] = False  # the worker speaks plain chat, no tool-call template
 
     def __init__(self, model_path: str, threads: int, context: int) -> None:
         self.name = "local"

@@ -119,16 +119,22 @@ class Router:
         provider: str | None = None,
         model: str = "",
         heavy: bool = False,
+        tools: bool = False,
     ) -> Decision:
         capped = self.spendable()
         if capped:
             raise SpecError(ErrorCode.budget_exceeded, capped)
         if provider is None:
             order = self.settings.cloud_order()
+            if tools:
+                order = [n for n in order if self.calls_tools(n)]
             if not order:
                 raise SpecError(
                     ErrorCode.provider_unavailable,
-                    "no cloud provider configured: add a [providers.NAME] section and"
+                    "no cloud provider that calls tools is configured: agent tasks need one"
+                    " (a provider with `tools = false` cannot take them)"
+                    if tools and self.settings.cloud_order()
+                    else "no cloud provider configured: add a [providers.NAME] section and"
                     " `agentbox keys set NAME`",
                 )
             provider = next((n for n in order if self.available(n)), order[0])
@@ -141,8 +147,15 @@ class Router:
     def cloud_reachable(self) -> bool:
         return any(self.available(n) for n in self.settings.cloud_order())
 
+    def calls_tools(self, name: str) -> bool:
+        """The provider's capability (its class, and `tools` in its config)."""
+        from agentbox.providers.registry import calls_tools  # noqa: PLC0415 (CLI imports stay few)
+
+        return calls_tools(self.settings, name)
+
     def decide(self, spec: TaskSpec, background: bool = False) -> Decision:
-        if spec.kind == "agent":
+        tools = spec.kind == "agent"
+        if tools:
             self._check_agent(spec, background)
         if spec.model:
             provider, _, model = spec.model.partition("/")
@@ -157,7 +170,7 @@ class Router:
         if spec.tier == LOCAL:
             return self._local("tier pinned by the task")
         if spec.tier == CLOUD:
-            return self._cloud("tier pinned by the task")
+            return self._cloud("tier pinned by the task", tools=tools)
         if background and spec.kind != "agent":
             return self._local("background work stays on the local model")
         mode = self.settings.routing.mode
@@ -165,7 +178,9 @@ class Router:
         why = f"{a.reason()} for {mode}"
         heavy = a.score >= self.model.heavy_model_at and mode != "cost"
         if spec.kind == "agent":
-            cloud = self._cloud(f"agent task (tools need a cloud model): {why}", heavy=heavy)
+            cloud = self._cloud(
+                f"agent task (tools need a cloud model): {why}", heavy=heavy, tools=True
+            )
             return a.onto(cloud)
         if not self.settings.local.enabled:
             return a.onto(self._cloud(f"local model disabled; {why}"))
@@ -179,13 +194,17 @@ class Router:
         return a.onto(self._cloud(why, heavy=heavy))
 
     def _check_agent(self, spec: TaskSpec, background: bool) -> None:
-        """Agent tasks call tools, which the local model cannot: they run on a cloud model."""
+        """Agent tasks call tools: they run where the provider can (not the local model)."""
         pinned = (spec.model or "").partition("/")[0]
-        if LOCAL in (spec.tier, pinned):
+        where = LOCAL if spec.tier == LOCAL else pinned
+        if where and where in (LOCAL, *self.settings.providers) and not self.calls_tools(where):
             raise SpecError(
                 ErrorCode.invalid_request,
                 "agent tasks run on a cloud model (the local model does not call tools):"
-                " use tier 'auto' or 'cloud'",
+                " use tier 'auto' or 'cloud'"
+                if where == LOCAL
+                else f"agent tasks call tools, and provider {where!r} has `tools = false`:"
+                " pin another provider or none",
             )
         if background and spec.tier != CLOUD and not pinned:
             raise SpecError(

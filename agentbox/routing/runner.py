@@ -20,6 +20,7 @@ from agentbox.agent.loop import run_agent
 from agentbox.agent.tools import Context, FetchClient, Notes
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
+from agentbox.providers.registry import calls_tools
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
@@ -46,7 +47,7 @@ TOOL_PREAMBLE_TOKENS = 512
 
 @dataclass(frozen=True)
 class Outcome:
-    """A finished run: the result fields of section 5 and the route it took."""
+    """A finished run: the result fields (docs/reference.md) and the route it took."""
 
     result: dict[str, Any]
     route: dict[str, Any] | None
@@ -263,7 +264,12 @@ class ProviderRunner:
         settings = self.settings()
         names = [route.provider]
         if not spec.model:  # a pinned model has nowhere else to go
-            names += [n for n in settings.cloud_order() if n != route.provider]
+            tools = spec.kind == "agent"  # only to providers that can call its tools
+            names += [
+                n
+                for n in settings.cloud_order()
+                if n != route.provider and (not tools or calls_tools(settings, n))
+            ]
             names.sort(key=self.scoreboard.failing)  # stable: the failing ones go last
         failed = NoCloud()
         for name in names:

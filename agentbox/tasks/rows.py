@@ -69,7 +69,7 @@ class TaskRow:
         return self.state in FINAL_STATES
 
     def body(self) -> dict[str, Any]:
-        """The section 5 result body, JSON-ready, with what is known so far."""
+        """The result body (docs/reference.md), JSON-ready, with what is known so far."""
         timings: dict[str, int] = {}
         if self.started_at is not None:
             timings["queued_ms"] = round((self.started_at - self.created_at) * 1000)
@@ -105,7 +105,7 @@ class Event:
     reply: Reply  # where a result is answered (results only)
 
     def body(self) -> bytes:
-        """The message without its "event" key: the section 5 body a result answers with.
+        """The message without its "event" key: the result body a result answers with.
         Cut from the stored text instead of decoding and encoding it again per event."""
         head = b'{"event":' + json.dumps(self.event).encode() + b","
         if self.message.startswith(head):

@@ -26,7 +26,7 @@ MIN_EVERY_S = 1.0
 
 
 class Schedule(BaseModel):
-    """A recurring job (section 6: name, cron or every_s, missed-run policy, task spec)."""
+    """A recurring job (README, Schedules: name, cron or every_s, missed-run policy, task spec)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
