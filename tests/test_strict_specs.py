@@ -11,7 +11,7 @@ import pytest
 
 from agentbox import jsonstrict
 from agentbox.providers.base import Completion
-from agentbox.routing.runner import check_output
+from agentbox.routing.answers import check_output
 from agentbox.settings import BudgetConfig
 from agentbox.tasks.schedules import parse_schedule
 from agentbox.tasks.spec import parse_spec

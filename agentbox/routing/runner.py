@@ -8,19 +8,18 @@ attempts out (backoff, retry-after). That keeps exactly one retry policy in the 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from agentbox import jsonstrict
 from agentbox.agent.loop import run_agent
 from agentbox.agent.tools import Context, FetchClient, Notes
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
 from agentbox.providers.prices import PriceTable
 from agentbox.providers.registry import calls_tools
+from agentbox.routing.answers import check_output, input_bound, unsure, usage
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
@@ -31,18 +30,6 @@ from agentbox.vocabulary import Route, TaskSpec, UsageEntry
 log = logging.getLogger("agentbox.runner")
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 T = TypeVar("T")
-UNSURE = (
-    "i don't know",
-    "i do not know",
-    "i'm not sure",
-    "i am not sure",
-    "cannot answer",
-    "can't answer",
-    "as an ai",
-)
-FRAMING_TOKENS = 8  # per message: role and separator tokens
-# The system prompt a provider adds for tools or a schema (Anthropic documents 313 to 346).
-TOOL_PREAMBLE_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -74,60 +61,12 @@ class Paid:
     score: Call  # for the scoreboard, once the caller has judged the answer
 
 
-def input_bound(request: Request) -> int:
-    """The most input tokens a provider can bill for a request: the tokenizers of every
-    supported API make no token of less than one byte (UTF-8), so bytes plus framing bound
-    their own count, whatever the text. (A bytes/3 guess let a provider bill 90 % past a cap.)"""
-    total = 16
-    for m in request.messages:
-        total += len(json.dumps(m, ensure_ascii=False).encode()) + FRAMING_TOKENS
-    for t in request.tools:
-        total += len(json.dumps([t.name, t.description, t.parameters], ensure_ascii=False).encode())
-    if request.json_schema is not None:
-        total += len(json.dumps(request.json_schema, ensure_ascii=False).encode())
-    if request.tools or request.json_schema is not None:
-        total += TOOL_PREAMBLE_TOKENS
-    return total
-
-
 class _Overrun(Exception):
     """A stream went past the output its reservation covers; the runner stops it."""
 
     def __init__(self, output_tokens: int) -> None:
         super().__init__(output_tokens)
         self.output_tokens = output_tokens
-
-
-def check_output(spec: TaskSpec, c: Completion) -> tuple[Any, str | None]:
-    """(parsed data, problem) for a completion against the task's schema."""
-    if spec.json_schema is None:
-        return None, None
-    try:
-        data = jsonstrict.loads(c.text)  # NaN in a result's data would make it unreadable
-    except ValueError:
-        cut = " (cut at max_tokens)" if c.finish_reason == "length" else ""
-        return None, f"is not valid JSON{cut}"
-    import jsonschema  # noqa: PLC0415 (only schema tasks pay for the import)
-
-    try:
-        jsonschema.validate(data, spec.json_schema)
-    except jsonschema.ValidationError as exc:
-        return data, f"does not match the schema: {exc.message[:200]}"
-    return data, None
-
-
-def unsure(c: Completion, below: float) -> str | None:
-    """Why a local answer looks unsure (empty, hedging words, low mean token log-probability),
-    or None when it looks fine."""
-    text = c.text.strip().lower()
-    if not text:
-        return "is empty"
-    if any(p in text for p in UNSURE):
-        return "looks unsure (hedging words)"
-    mean = c.extra.get("mean_logprob")
-    if isinstance(mean, int | float) and mean < below:
-        return f"looks unsure (mean token log-probability {mean:.2f} < {below:g})"
-    return None
 
 
 class ProviderRunner:
@@ -574,18 +513,6 @@ class ProviderRunner:
         if spec.json_schema is not None:
             result["data"] = data
         return Outcome(result, route.model_dump())
-
-
-def usage(calls: list[Completion], cost: float, estimated: bool = False) -> dict[str, Any]:
-    """A result's usage: the calls' tokens and what they cost together."""
-    return {
-        "input_tokens": sum(c.input_tokens for c in calls),
-        "output_tokens": sum(c.output_tokens for c in calls),
-        "cached_tokens": sum(c.cached_tokens for c in calls),
-        "reasoning_tokens": sum(c.reasoning_tokens for c in calls),
-        "cost_usd": round(cost, 8),
-        "estimated": estimated or any(c.estimated for c in calls),
-    }
 
 
 def _skipped(breaker: Breaker) -> ProviderError:
