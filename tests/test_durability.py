@@ -9,6 +9,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import NO_MQTT, children, dead_provider, free_port, outbox_mqtt, wait_for
 
 FINAL = {"succeeded", "failed", "rejected", "expired", "cancelled"}
@@ -20,6 +22,7 @@ def _final_events(d: Any) -> Counter[str]:
     return Counter(r["task_id"] for r in rows)
 
 
+@pytest.mark.timeout(900)  # its own waits: 600 s for local generations beside a QEMU guest
 def test_kill9_with_queued_and_running_tasks_then_restart(daemons: Any) -> None:
     d = daemons(outbox_mqtt(free_port())).start()
     ids = [f"crash-{i}" for i in range(8)]
