@@ -10,6 +10,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from agentbox.mqtt import paho_adapter
 from agentbox.mqtt.publisher import RESERVED, Publisher
 from tests.mqtt_peer import Broker
 
@@ -31,12 +32,12 @@ async def test_in_flight_stays_within_the_brokers_receive_maximum(
             os.kill(pid, signal.SIGSTOP)  # no PUBACK comes back for now
             sent = [publisher.send(f"t/{i}", b"x") for i in range(50)]
             await asyncio.sleep(0.3)
-            in_paho = len(client._client._out_messages)
+            in_paho = paho_adapter.in_flight(client)
             assert in_paho == receive_maximum - RESERVED
             os.kill(pid, signal.SIGCONT)
             await asyncio.wait_for(publisher.wait(sent), 10)
             assert all(f.done() and not f.cancelled() for f in sent)
-            assert not client._client._out_messages
+            assert not paho_adapter.in_flight(client)
     finally:
         os.kill(pid, signal.SIGCONT)
         broker.stop()

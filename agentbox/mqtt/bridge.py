@@ -32,7 +32,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from agentbox import keys
 from agentbox.health import Health
-from agentbox.mqtt import intake, reports
+from agentbox.mqtt import intake, paho_adapter, reports
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import announce, unannounce
 from agentbox.mqtt.payloads import decode, encode, id_of, not_found, rejected
@@ -153,7 +153,7 @@ class Bridge:
             timeout=10,
         )
         # aiomqtt 2.x acknowledges on receipt; the paho client underneath can wait for us.
-        client._client.manual_ack_set(True)
+        paho_adapter.manual_acks(client)
         window = intake.attach(client, self._drop, self._refused.refuse)
         self._link = Link(client, Publisher(client), window)
         return self._link

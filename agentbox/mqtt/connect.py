@@ -9,7 +9,8 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.properties import Properties
 
-from agentbox.mqtt import paho_tables
+from agentbox import keys
+from agentbox.mqtt import paho_adapter
 from agentbox.settings import MqttConfig
 
 CHECK_TIMEOUT_S = 5
@@ -24,7 +25,7 @@ def client_for(
     conf: MqttConfig, password: str | None, identifier: str, **options: Any
 ) -> aiomqtt.Client:
     """A v5 client for these settings; raises OSError/ssl.SSLError for unusable TLS files."""
-    paho_tables.install()
+    paho_adapter.install()
     tls = None
     if conf.tls:
         tls = aiomqtt.TLSParameters(
@@ -55,7 +56,7 @@ def describe_error(conf: MqttConfig, exc: BaseException) -> str:
     if "authoriz" in low or "password" in low:
         return (
             f"broker at {where} refused the login for user {conf.username!r}: {text}"
-            " (check the username; set the password with `agentbox keys set mqtt`"
+            f" (check the username; set the password with `agentbox keys set {keys.BROKER_KEY}`"
             " or on the console's broker screen)"
         )
     if "refused" in low:

@@ -28,8 +28,9 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTErrorCode
+
+from agentbox.mqtt import paho_adapter
 
 RECEIVE_MAXIMUM = 64  # QoS 1/2 payloads held at once (in paho's QoS 2 store, queued or handled)
 OVERFLOW_PACKET = 16384  # the largest packet held past the Receive Maximum
@@ -38,7 +39,6 @@ OVERHEAD = 1024  # counted for each on top of its packet
 QOS0_QUEUED = 16  # QoS 0 messages waiting at once; more are dropped
 PACKET_SLACK = 65536  # topic and properties on top of the payload
 QUOTA_EXCEEDED = 0x97  # MQTT 5 reason code of a refusing PUBACK or PUBREC
-_PUBACK, _PUBREC = 0x40, 0x50
 
 
 def max_packet_size(max_payload_bytes: int) -> int:
@@ -93,6 +93,10 @@ class Window:
             self._qos2[slot.mid] = slot
         return slot
 
+    def awaiting_release(self, mid: int) -> bool:
+        """An accepted QoS 2 delivery with this id has not had its PUBREL yet."""
+        return mid in self._qos2
+
     def released(self, mid: int) -> Slot | None:
         """The slot of an accepted QoS 2 delivery whose PUBREL came (paho passes it on now)."""
         return self._qos2.pop(mid, None)
@@ -124,11 +128,7 @@ class Window:
         if slot.code == 0:
             self._paho.ack(slot.mid, slot.qos)  # PUBACK, or PUBCOMP for an accepted QoS 2
             return
-        # paho sends PUBACK and PUBREC without a reason code only: the packet is ours, a Packet
-        # Identifier and a Reason Code with no properties (MQTT 5, 3.4.2 and 3.5.2).
-        command = _PUBACK if slot.qos == 1 else _PUBREC
-        packet = struct.pack("!BBHB", command, 3, slot.mid, slot.code)
-        self._paho._packet_queue(command, packet, slot.mid, 1)
+        paho_adapter.send_reason(self._paho, slot.qos, slot.mid, slot.code)
 
 
 class Request(aiomqtt.Message):
@@ -176,16 +176,16 @@ def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refus
     `on_refuse` gets each delivery beyond the window (its payload only while it runs) and
     must settle its slot."""
     queue = IntakeQueue(on_drop)
-    client._queue = queue
-    mqtt = client._client
+    paho_adapter.set_queue(client, queue)
+    mqtt = paho_adapter.paho_client(client)
     window = Window(mqtt)
     arriving: list[Slot | None] = [None]
-    handle_publish = mqtt._handle_publish
 
-    def on_publish() -> MQTTErrorCode:
-        # Called by paho for each incoming PUBLISH, before it builds a message or (QoS 2)
-        # sends PUBREC and keeps the payload: the one place to refuse without holding it.
-        header, packet = mqtt._in_packet["command"], mqtt._in_packet["packet"]
+    def on_publish(
+        header: int, packet: bytearray, handle_publish: Callable[[], MQTTErrorCode]
+    ) -> MQTTErrorCode:
+        # Called for each incoming PUBLISH before paho builds a message or (QoS 2) sends PUBREC
+        # and keeps the payload: the one place to refuse without holding it.
         qos = (header & 0x06) >> 1
         if qos == 0:
             return handle_publish()
@@ -194,7 +194,7 @@ def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refus
             (mid,) = struct.unpack_from("!H", packet, 2 + length)
         except struct.error:
             return handle_publish()  # malformed: paho's own error ends the connection
-        if qos == 2 and mid in window._qos2:
+        if qos == 2 and window.awaiting_release(mid):
             return handle_publish()  # the same delivery again before its PUBREL
         slot = window.admit(mid, qos, len(packet))
         if slot is not None:
@@ -207,11 +207,7 @@ def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refus
                 arriving[0] = None
         refused = window.outside(mid, qos)
         try:
-            result = _packet.decode_publish(header, packet, mqtt._protocol)
-            message = paho.MQTTMessage(result.mid, result.topic)
-            message.qos, message.dup, message.payload = qos, result.dup, result.payload
-            message.properties = result.properties
-            request = Request(message, refused)
+            request = Request(paho_adapter.decode_publish(mqtt, header, packet), refused)
         except (ValueError, struct.error):  # an undecodable topic, say: refused unanswered
             window.settle(refused, QUOTA_EXCEEDED)
             return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -230,7 +226,7 @@ def attach(client: aiomqtt.Client, on_drop: Callable[[], None], on_refuse: Refus
             raise
         queue.put_nowait(request)
 
-    mqtt._handle_publish = on_publish  # type: ignore[method-assign]
+    paho_adapter.hook_publish(mqtt, on_publish)
     mqtt.on_message = on_message
     return window
 

@@ -20,6 +20,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 
+from agentbox.mqtt import paho_adapter
+
 log = logging.getLogger("agentbox.mqtt")
 Acked = asyncio.Future[None]
 RESERVED = 4  # in-flight places left to aiomqtt's own publishes
@@ -30,7 +32,7 @@ class Publisher:
     """Attach before connecting: it learns the broker's Receive Maximum from the CONNACK."""
 
     def __init__(self, client: aiomqtt.Client) -> None:
-        self._paho = client._client
+        self._paho = paho_adapter.paho_client(client)
         self._paho.max_inflight_messages_set(0)  # flow control is ours (see above)
         self.receive_maximum = DEFAULT_RECEIVE_MAXIMUM
         self._in_flight = 0

@@ -3,6 +3,11 @@ property on every packet type, in range and out of it, packed, unpacked and clea
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,21 +15,22 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agentbox.mqtt import paho_tables
+from agentbox.mqtt import paho_adapter
+from tests.conftest import ROOT
 
-paho_tables.install()
+paho_adapter.install()
 
 
 class Reference(Properties):
     """paho's unpatched methods, on a subclass so both can live side by side."""
 
 
-for _name, _fn in paho_tables.ORIGINAL.items():
+for _name, _fn in paho_adapter.ORIGINAL.items():
     setattr(Reference, _name, _fn)
 
 
 class ReferenceCode(ReasonCode):
-    __init__ = paho_tables.ORIGINAL_REASON_INIT
+    __init__ = paho_adapter.ORIGINAL_REASON_INIT
 
 
 SAMPLES: dict[str, list[Any]] = {
@@ -94,3 +100,53 @@ def test_reason_codes_match_paho(packet_type: int) -> None:
     for code in ReasonCode.names:
         assert made(ReasonCode, identifier=code) == made(ReferenceCode, identifier=code)
     assert made(ReasonCode, aName="Quota exceeded") == made(ReferenceCode, aName="Quota exceeded")
+
+
+# ---- the versions the adapter was written for ----------------------------------------------
+
+RIGHT = {"paho-mqtt": "2.2.0", "aiomqtt": "2.5.1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("paho-mqtt", "2.3.0"), ("paho-mqtt", "2.1.0"), ("paho-mqtt", "3.0"), ("aiomqtt", "3.0.0")],
+)
+def test_a_version_outside_the_pins_is_refused_with_the_fix(name: str, version: str) -> None:
+    with pytest.raises(paho_adapter.UnsupportedVersion) as err:
+        paho_adapter.check_versions({**RIGHT, name: version})
+    text = str(err.value)
+    assert f"{name} {version} is installed, agentbox needs {paho_adapter.spec(name)}" in text
+    assert "pip install 'paho-mqtt>=2.2,<2.3' 'aiomqtt>=2.5,<3'" in text
+
+
+def test_versions_within_the_pins_and_the_running_ones_pass() -> None:
+    paho_adapter.check_versions(RIGHT)
+    paho_adapter.check_versions({"paho-mqtt": "2.2.9", "aiomqtt": "2.99"})
+    paho_adapter.check_versions()  # what this environment has installed
+    with pytest.raises(paho_adapter.UnsupportedVersion, match="paho-mqtt none is installed"):
+        paho_adapter.check_versions({"aiomqtt": "2.5.1"})
+
+
+def test_pyproject_pins_what_the_adapter_checks() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for name in paho_adapter.SUPPORTED:
+        assert paho_adapter.spec(name) in project["dependencies"], name
+
+
+def test_a_wrong_paho_install_stops_the_import_of_the_bridge(tmp_path: Path) -> None:
+    """The failure is at import, naming the version and the fix (not a subtle bug later)."""
+    dist = tmp_path / "paho_mqtt-2.3.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: paho-mqtt\nVersion: 2.3.0\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    run = subprocess.run(
+        [sys.executable, "-c", "import agentbox.mqtt.bridge"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("agentbox.mqtt.paho_adapter.UnsupportedVersion: paho-mqtt 2.3.0 is")
+    assert "pip install 'paho-mqtt>=2.2,<2.3'" in last
