@@ -305,6 +305,15 @@ class Vm:
         self._buf += data
         return True
 
+    def take_serial(self, timeout: float) -> bytes:
+        """What the serial line brought (up to timeout; b"" if nothing), taken out of the
+        buffer that `wait_for` searches."""
+        if not self._pump(timeout):
+            return b""
+        got = bytes(self._buf)
+        self._buf.clear()
+        return got
+
     def send(self, text: str) -> None:
         assert self.serial is not None
         self.serial.sendall(text.encode())

@@ -151,13 +151,12 @@ def drain_serial(vm: Vm, path: Path) -> None:
         with path.open("ab") as f:
             while vm.proc is not None and vm.proc.poll() is None:
                 try:
-                    got = vm._pump(1.0)
+                    got = vm.take_serial(1.0)
                 except (RuntimeError, OSError):
                     return
                 if got:
-                    f.write(bytes(vm._buf))
+                    f.write(got)
                     f.flush()
-                    vm._buf.clear()
 
     threading.Thread(target=loop, daemon=True).start()
 

@@ -24,9 +24,10 @@ def subcommands(
     parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 ) -> Iterator[tuple[tuple[str, ...], str | None, argparse.ArgumentParser]]:
     """Every subcommand at any depth: (its words, its help, its parser)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            helps = {a.dest: a.help for a in action._choices_actions}
+    # argparse has no public way to list its subcommands and their help.
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            helps = {a.dest: a.help for a in action._choices_actions}  # noqa: SLF001
             for name, sub in action.choices.items():
                 yield (*path, name), helps.get(name), sub
                 yield from subcommands(sub, (*path, name))

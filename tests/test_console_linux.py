@@ -62,7 +62,9 @@ def screen_chars(app: ConsoleApp) -> tuple[set[str], str]:
     console = Console(
         width=width, height=height, file=io.StringIO(), force_terminal=True, record=True
     )
-    update = app.screen._compositor.render_update(full=True)
+    # Textual has no public way to the screen's segments with their styles (its screenshots
+    # are SVG): its compositor's full update is what a terminal would receive.
+    update = app.screen._compositor.render_update(full=True)  # noqa: SLF001
     assert update is not None
     console.print(update)
     text = console.export_text()

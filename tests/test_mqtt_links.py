@@ -98,7 +98,7 @@ async def test_a_redelivered_request_gets_one_answer_the_final_one(box: Box) -> 
     box.store.hold = False
     box.bridge.reconfigure(box.conf)  # the connection ends; the broker keeps the session
     await until(lambda: box.bridge.received == 2)  # the broker delivered it again (DUP)
-    await until(lambda: box.bridge._busy == 1)  # the redelivery was served (the old one waits)
+    await until(lambda: box.bridge.unfinished == 1)  # the redelivery was served (the old one waits)
     await asyncio.sleep(0.5)  # an answer to the redelivery would have arrived by now
     assert box.peer.on("replies/r1") == [], "a non-final answer to a redelivered request"
     await box.service.cancel("r1")  # the task ends: its one answer, through the outbox

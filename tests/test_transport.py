@@ -183,7 +183,7 @@ async def test_unread_body_is_held_within_bounds_then_read_whole() -> None:
     async with server as url, HttpClient(2) as c, stream(c, "GET", url) as resp:
         await asyncio.sleep(0.3)  # a slow reader: the socket must stop being read
         assert isinstance(resp, Response)
-        held = resp._conn._held
+        held = resp.unread_bytes
         body = await resp.aread()
     assert held < 4 * HIGH_WATER
     assert body == bytes(range(256)) * (size // 256)

@@ -320,6 +320,11 @@ class Bridge:
                 f" none moved in {idle:.0f} s"
             )
 
+    @property
+    def unfinished(self) -> int:
+        """Requests taken and not finished yet, every link's."""
+        return self._busy
+
     # ---- requests --------------------------------------------------------------------
 
     async def _receive(self, link: Link) -> None:

@@ -248,6 +248,11 @@ class Response:
             self._headers = httpx.Headers(self._raw)
         return self._headers
 
+    @property
+    def unread_bytes(self) -> int:
+        """Body bytes that arrived and wait to be read (a slow reader holds about HIGH_WATER)."""
+        return self._conn.held
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """What has arrived, one piece per wake-up (an SSE reply comes as one HTTP chunk per
         event; each piece costs a pass through every layer above)."""
@@ -296,7 +301,7 @@ class _Conn(asyncio.Protocol):
         self._keep_alive = False
         self._until_close = False  # a body without length: it ends when the server closes
         self._pieces: list[bytes] = []
-        self._held = 0
+        self.held = 0  # body bytes arrived and not yet taken by body()
         self._paused = False
 
     # asyncio.Protocol
@@ -353,8 +358,8 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._pieces.append(body)
-        self._held += len(body)
-        if self._held > HIGH_WATER and not self._paused and self._transport:
+        self.held += len(body)
+        if self.held > HIGH_WATER and not self._paused and self._transport:
             self._paused = True
             self._transport.pause_reading()
 
@@ -413,7 +418,7 @@ class _Conn(asyncio.Protocol):
             if self._pieces:
                 piece = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
                 self._pieces.clear()
-                self._held = 0
+                self.held = 0
                 if self._paused and self._transport is not None:
                     self._paused = False
                     self._transport.resume_reading()
