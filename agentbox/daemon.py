@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
-import resource
 import signal
 import time
 from pathlib import Path
@@ -15,13 +13,12 @@ from typing import Any
 
 import uvloop
 
-from agentbox import STARTED, __version__, config, keys, logs
+from agentbox import STARTED, __version__, config, keys, logs, reports
 from agentbox.admin import Admin
-from agentbox.agent.names import NAMES as TOOL_NAMES
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlError, socket_path
-from agentbox.health import Health, Parts, addresses
+from agentbox.health import Health
 from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.providers.prices import PriceTable
@@ -32,7 +29,7 @@ from agentbox.routing.ops import routing_ops
 from agentbox.routing.pool import ProviderPool
 from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
-from agentbox.routing.scoreboard import Scoreboard, compact
+from agentbox.routing.scoreboard import Scoreboard
 from agentbox.settings import Settings
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
@@ -45,8 +42,7 @@ from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
-from agentbox.update import record as update_record
-from agentbox.update.remote import RemoteUpdates, summary
+from agentbox.update.remote import RemoteUpdates
 
 log = logging.getLogger("agentbox.daemon")
 STATUS_EVERY_S = 5.0
@@ -77,30 +73,6 @@ def prepare_state_dir(path: Path) -> None:
     if path.stat().st_uid == os.geteuid():
         # Owner-only, but a group search bit (a box's 0710, for the console) is kept.
         path.chmod(0o700 | (path.stat().st_mode & 0o010))
-
-
-def hardware() -> str:
-    """The board's model (device tree), else the CPU architecture."""
-    try:
-        return Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    except OSError:
-        return platform.machine()
-
-
-def os_name() -> str:
-    try:
-        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
-    except OSError:
-        return platform.system()
-
-
-def rss_mb() -> float:
-    """Current resident set size, from /proc (ru_maxrss would be the peak)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1024 / 1024
 
 
 class Daemon:
@@ -236,90 +208,34 @@ class Daemon:
 
     # ---- status ----------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
-        parts = Parts("status")
-        report = {
-            "version": __version__,
-            "device_id": self.loaded.device_id,
-            "name": self.loaded.settings.device.name,
-            "pid": os.getpid(),
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "rss_mb": parts.get("rss_mb", lambda: round(rss_mb(), 1)),
-            "state_dir": str(self.loaded.state_dir),
-            "config": str(self.loaded.path) if self.loaded.path else None,
-            "accepting": self.service.accepting,
-            "queue": await parts.aget("queue", self.store.counts),
-            "accepted": self.service.accepted,
-            "finished": self.scheduler.finished,
-            "local": parts.get("local", self.local.status),
-            "providers": parts.get("providers", self.pool.status),
-            "spend": parts.get("spend", self.budget.snapshot),
-            "scoreboard": parts.get("scoreboard", self.scores.board.summary),
-            "mqtt": parts.get("mqtt", self._mqtt_status),
-            "schedules": await parts.aget("schedules", self.planner.summary),
-            "routing": parts.get("routing", self._routing_status),
-            "network": parts.get("network", addresses),
-            "update": parts.get("update", self._last_update),
-            "errors": logs.RECENT.last(),
-            "config_warnings": [*self.loaded.warnings, *self.prices.warnings()],
-        }
-        report["unavailable"] = parts.unavailable
-        return report
+    def _sources(self) -> reports.Sources:
+        """The parts the reports read, as they are now (a reload swaps some)."""
+        return reports.Sources(
+            loaded=self.loaded,
+            started=self.started,
+            store=self.store,
+            service=self.service,
+            scheduler=self.scheduler,
+            local=self.local,
+            pool=self.pool,
+            budget=self.budget,
+            board=self.scores.board,
+            planner=self.planner,
+            learning=self.learning,
+            prices=self.prices,
+            bridge=self.bridge,
+        )
 
-    def _routing_status(self) -> dict[str, Any]:
-        mode = self.loaded.settings.routing.mode
-        return {
-            "mode": mode,
-            "threshold": round(self.learning.threshold(mode), 4),
-            "learned": self.learning.state.summary(),
-        }
+    async def status(self) -> dict[str, Any]:
+        return await reports.status(self._sources())
 
     def info(self) -> dict[str, Any]:
         """The retained `info` message: what this box is and can do (never a key)."""
-        settings = self.loaded.settings
-        return {
-            "version": __version__,
-            "name": settings.device.name,
-            "device_id": self.loaded.device_id,
-            "hardware": hardware(),
-            "os": os_name(),
-            "local_model": self.local.model or ("bundled" if settings.local.enabled else None),
-            "providers": {
-                n: {"kind": p.kind, "model": p.model} for n, p in settings.providers.items()
-            },
-            "pool": settings.mqtt.pool or None,
-            "capabilities": ["complete", "schema", "cancel", "get", "schedules"]
-            + (["agent"] if settings.providers else [])
-            + (["pool"] if settings.mqtt.pool else []),
-            "tools": sorted(TOOL_NAMES),
-            "update": summary(self._last_update()),
-        }
-
-    def _last_update(self) -> dict[str, Any] | None:
-        """The last `agentbox update`'s outcome (docs/updates.md), None if there never was one."""
-        return update_record.read(Path(self.loaded.settings.update.root))
+        return reports.info(self._sources())
 
     async def _health_counters(self) -> dict[str, Any]:
         """The daemon's own part of a health report."""
-        counts = await self.store.counts()
-        total = {s: sum(c.get(s, 0) for c in counts.values()) for s in ("queued", "running")}
-        recent = await self.store.outcomes_since(time.time() - 3600)
-        local = self.local.status()
-        return {
-            "queue": {**counts, "total": total},
-            "tasks": {
-                "succeeded_1h": recent.get("succeeded", 0),
-                "failed_1h": recent.get("failed", 0),
-            },
-            "spend": self.budget.snapshot(),
-            "providers": {
-                n: {"state": p["state"], "retry_in_s": p["retry_in_s"]}
-                for n, p in self.pool.status().items()
-            },
-            "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s", "load_error")},
-            "scoreboard": compact(self.scores.board.summary()),
-            "update": summary(self._last_update()),
-        }
+        return await reports.health_counters(self._sources())
 
     async def _status_line(self) -> str:
         counts = await self.store.counts()
@@ -327,19 +243,6 @@ class Daemon:
         running = sum(c.get("running", 0) for c in counts.values())
         model = "loaded" if self.local.loaded else "not loaded"
         return f"ready: {queued} queued, {running} running; local model {model}"
-
-    def _mqtt_status(self) -> dict[str, Any]:
-        if self.bridge is None:
-            return {"enabled": False}
-        b = self.bridge
-        return {
-            "enabled": True,
-            "connected": b.connected,
-            "session": b.session,
-            "broker": f"{b.conf.host}:{b.conf.port}",
-            "received": b.received,
-            "rejected": b.rejected,
-        }
 
     # ---- reload ----------------------------------------------------------------------
 
