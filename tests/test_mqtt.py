@@ -109,6 +109,7 @@ def test_status_online_will_offline_and_stopped(
     wait_for(lambda: peer.on(f"{PREFIX}/box1/status")[-1][1]["state"] == "stopped", 10)
 
 
+@pytest.mark.timeout(900)  # its own waits: 600 s for local generations beside a QEMU guest
 def test_broker_down_for_20_s_delays_results_but_loses_none(
     daemons: Any, short_tmp: Path, peers: list[Peer]
 ) -> None:
