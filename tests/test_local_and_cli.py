@@ -8,9 +8,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import NO_MQTT, children, wait_for
 
 
+@pytest.mark.timeout(900)  # its own waits: 600 s for a local generation beside a QEMU guest
 def test_local_worker_killed_mid_task_is_restarted_and_the_task_retried(daemons: Any) -> None:
     d = daemons(NO_MQTT).start()
     d.cli(
