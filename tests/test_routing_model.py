@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from agentbox.routing import phrases, training
-from agentbox.routing.features import Features, featurize, split, stable_hash
+from agentbox.routing.features import (
+    FIRST_BLOCK,
+    LAST_BLOCK,
+    Features,
+    featurize,
+    split,
+    stable_hash,
+)
 from agentbox.routing.learned import MAX_OFFSET, MAX_WEIGHT, BoxLearning
 from agentbox.routing.model import MODEL_FILE, LinearModel, ModelError, shipped
 from agentbox.routing.router import Router
@@ -146,3 +153,8 @@ def test_the_instruction_is_seen_apart_from_the_text_it_carries(template: str) -
     assert "board" not in instruction and template.split(maxsplit=1)[0] in instruction
     assert passage >= len(PASSAGES[0])
     assert "passage length" in first.names.values()
+
+
+def test_a_long_block_counts_as_instruction_only_up_to_its_bound() -> None:
+    instruction, passage = split("Write " + "very " * 2000 + "long.\n\nThen stop.")
+    assert len(instruction) <= FIRST_BLOCK + LAST_BLOCK + 4 and passage > 9000

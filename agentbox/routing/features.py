@@ -35,7 +35,7 @@ ASK_HEAD, ASK_TAIL = 250, 150  # the n-grams are of this much of the instruction
 # An instruction is the prompt's first block and its last (blocks are split by blank lines),
 # each at most this long; the blocks between, quoted text and what follows a "...:" line are
 # the passage it works on. A passage says little of how hard the work is, its length a bit.
-FIRST_BLOCK, LAST_BLOCK, LAST_LINE = 600, 300, 200
+FIRST_BLOCK, LAST_BLOCK, LAST_LINE = 400, 300, 200
 QUOTED_MIN = 40
 # Code and arithmetic are looked for in this much of a prompt's start and end: it bounds the
 # time of a decision (under 1 ms) whatever the prompt's size.
@@ -112,7 +112,10 @@ def _clip(x: float) -> float:
 
 
 def ends(text: str, head: int, tail: int) -> str:
-    return text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
+    """The first `head` and last `tail` characters of a text longer than both."""
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + "\n" + text[len(text) - tail :]
 
 
 def split(text: str) -> tuple[str, int]:
