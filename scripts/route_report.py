@@ -1,6 +1,8 @@
 """How well `auto` routing generalises: grouped cross-validation by source over the labeled
 corpus (corpus/prompts.jsonl). For each source, the model and its thresholds are trained on
-the other sources only, then that source's prompts are routed. `./scripts/route-report`."""
+the other sources only, then that source's prompts are routed. `./scripts/route-report`;
+`./scripts/route-report --final` routes corpus/final-test.jsonl, a source nothing was trained
+or tuned on, with the model (and thresholds) trained as route-train does on all the corpus."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from agentbox.routing.model import MODES
-from agentbox.routing.training import RECALL, evaluate, load_corpus
+from agentbox.routing.training import RECALL, evaluate, load_corpus, predict, train
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"
+FINAL = CORPUS.with_name("final-test.jsonl")
 TRADES = {
     "cost": "fewer cloud calls: keeps more light work local and lets more heavy work stay local",
     "balanced": "the default: heavy prompts to the cloud first, light ones local where it can",
@@ -31,6 +34,29 @@ def rates(entries: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         "light_to_local": f"{down:.0f}/{len(light)}"
         + (f" ({down / len(light):.1%})" if light else ""),
     }
+
+
+def final(path: Path = CORPUS, test: Path = FINAL) -> None:
+    """The final test: one fit on all of the corpus, then the held-aside source routed."""
+    model = train(load_corpus(path))
+    rows = load_corpus(test)
+    entries = []
+    for r, p in zip(rows, predict(model, rows), strict=True):
+        entry: dict[str, Any] = {"heavy": r.heavy, "unclear": r.unclear}
+        entry.update({mode: float(p >= model.thresholds[mode]) for mode in MODES})
+        entries.append(entry)
+    report: dict[str, Any] = {
+        "final_test": {"rows": len(rows), "file": str(test.relative_to(test.parent.parent))},
+        "sources": sorted({r.source for r in rows}),
+        "thresholds": {m: round(t, 4) for m, t in model.thresholds.items()},
+    }
+    for mode in MODES:
+        report[mode] = {
+            "all": rates(entries, mode),
+            "clear_labels_only": rates([e for e in entries if not e["unclear"]], mode),
+        }
+    json.dump(report, sys.stdout, indent=2)
+    print()
 
 
 def main(path: Path = CORPUS) -> None:
@@ -58,4 +84,7 @@ def main(path: Path = CORPUS) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else CORPUS)
+    if sys.argv[1:] == ["--final"]:
+        final()
+    else:
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else CORPUS)

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agentbox.routing import training
-from agentbox.routing.features import Features, featurize, stable_hash
+from agentbox.routing import phrases, training
+from agentbox.routing.features import (
+    FIRST_BLOCK,
+    LAST_BLOCK,
+    Features,
+    featurize,
+    split,
+    stable_hash,
+)
 from agentbox.routing.learned import MAX_OFFSET, MAX_WEIGHT, BoxLearning
 from agentbox.routing.model import MODEL_FILE, LinearModel, ModelError, shipped
 from agentbox.routing.router import Router
@@ -97,3 +104,57 @@ def test_learning_is_bounded_and_a_pinned_local_tier_moves_its_kind_local() -> N
     # a schedule's pinned tier is not a user's label for a prompt each time it runs
     router.learn_pin(TaskSpec(prompt="hi", tier="cloud"), background=True)
     assert state.counts["pinned_cloud"] == 0
+
+
+def tokens(text: str) -> list[str]:
+    return text.split()
+
+
+def test_every_word_of_the_phrase_tables_is_counted() -> None:
+    """Each table entry's words, not only its multi-word phrases, count for their kind."""
+    assert phrases.count(tokens("solve the equation"))[0][phrases.MATH] == 2
+    assert phrases.count(tokens("please summarize concisely"))[0][phrases.SHORT] == 1
+    found, made = phrases.count(tokens("write an essay in depth"))
+    assert made == 1 and found[phrases.LONG] == 1
+
+
+def test_an_asked_size_is_short_or_long_by_its_number() -> None:
+    def sizes(text: str) -> tuple[int, int]:
+        found = phrases.count(tokens(text))[0]
+        return found[phrases.SHORT], found[phrases.LONG]
+
+    assert sizes("reply in under 15 words") == (1, 0)
+    assert sizes("a two sentence description") == (1, 0)
+    assert sizes("an essay of 2000 words") == (0, 1)
+    assert sizes("a report of 5 pages") == (0, 1)
+    assert sizes("there are 3 shops") == (0, 0)
+
+
+PASSAGES = (
+    "The board met on Tuesday. They approved the new budget and postponed the hiring plan.",
+    "Kernel panic: not syncing: VFS: unable to mount root fs on unknown-block(0,0) at boot.",
+)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        'Summarize in one sentence: "{}"',
+        "Summarize this text:\n{}",
+        "Classify the text below as urgent or routine.\n\n{}\n\nAnswer with one word.",
+    ],
+)
+def test_the_instruction_is_seen_apart_from_the_text_it_carries(template: str) -> None:
+    """The n-grams are the instruction's: two prompts that ask the same of different texts
+    look the same but for the passage's length."""
+    first, second = (featurize(template.format(p)) for p in PASSAGES)
+    assert first.grams and first.grams == second.grams
+    instruction, passage = split(template.format(PASSAGES[0]))
+    assert "board" not in instruction and template.split(maxsplit=1)[0] in instruction
+    assert passage >= len(PASSAGES[0])
+    assert "passage length" in first.names.values()
+
+
+def test_a_long_block_counts_as_instruction_only_up_to_its_bound() -> None:
+    instruction, passage = split("Write " + "very " * 2000 + "long.\n\nThen stop.")
+    assert len(instruction) <= FIRST_BLOCK + LAST_BLOCK + 4 and passage > 9000

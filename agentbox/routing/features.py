@@ -1,5 +1,7 @@
-"""What the router's model sees of a prompt: hashed word and character n-grams plus a few named
-structural features (length, code, math, asked output size, sub-tasks, domain words)."""
+"""What the router's model sees of a prompt: its instruction apart from the text it carries (a
+pasted passage, quoted text, a document), hashed word and character n-grams of the instruction,
+and named structural features (the two lengths, code, math, asked output size, sub-tasks, what
+the instruction asks for, domain words)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from agentbox.routing.heuristics import HEAVY, LIGHT
 
 BUCKETS = 1 << 13  # hashed n-gram slots; the named features sit after them
 NAMED = (
-    "length",
+    "instruction length",
+    "passage length",
     "code",
     "math",
     "long output asked",
@@ -24,9 +27,16 @@ NAMED = (
     "sub-tasks",
     "heavy words",
     "light words",
+    "light ask",
+    "heavy ask",
 )
 WIDTH = BUCKETS + len(NAMED)
-ASK_HEAD, ASK_TAIL = 250, 150  # where a prompt says what it wants, around any pasted text
+ASK_HEAD, ASK_TAIL = 250, 150  # the n-grams are of this much of the instruction's ends
+# An instruction is the prompt's first block and its last (blocks are split by blank lines),
+# each at most this long; the blocks between, quoted text and what follows a "...:" line are
+# the passage it works on. A passage says little of how hard the work is, its length a bit.
+FIRST_BLOCK, LAST_BLOCK, LAST_LINE = 400, 300, 200
+QUOTED_MIN = 40
 # Code and arithmetic are looked for in this much of a prompt's start and end: it bounds the
 # time of a decision (under 1 ms) whatever the prompt's size.
 SCAN_HEAD, SCAN_TAIL = 1200, 400
@@ -54,6 +64,14 @@ _CODE_HINTS = (
     "select",
 )
 _BULLET = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.MULTILINE)
+_BLOCKS = re.compile(r"\n[ \t]*\n")
+_QUOTED = re.compile(
+    rf'"[^"]{{{QUOTED_MIN},}}?"|“[^”]{{{QUOTED_MIN},}}?”|```.*?(?:```|$)'
+    rf"|(?<!\w)'[^'\n]{{{QUOTED_MIN},}}?'(?!\w)",
+    re.DOTALL,
+)
+_LEAD_IN = re.compile(r":[ \t]*\n")  # "Text:" then the text on the lines after it
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)[^a-z\n]{0,3}([a-z]+)")
 
 
 @dataclass(frozen=True)
@@ -93,42 +111,85 @@ def _clip(x: float) -> float:
     return min(x, 1.0)
 
 
-def ask(lower: str) -> str:
-    """The part of a prompt that says what it wants: its start and its end."""
-    return ends(lower, ASK_HEAD, ASK_TAIL)
-
-
 def ends(text: str, head: int, tail: int) -> str:
-    return text if len(text) <= head + tail else text[:head] + "\n" + text[-tail:]
+    """The first `head` and last `tail` characters of a text longer than both."""
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + "\n" + text[len(text) - tail :]
 
 
-def named(text: str, scanned: str, low: str, words: list[str]) -> list[float]:
+def split(text: str) -> tuple[str, int]:
+    """The instruction of a prompt (of its scanned ends) and the length of the passage it
+    carries: what is not instruction."""
+    blocks = [b for b in _BLOCKS.split(ends(text, SCAN_HEAD, SCAN_TAIL)) if b.strip()]
+    if not blocks:
+        return "", 0
+    parts = [ends(_lead_in(blocks[0]), FIRST_BLOCK, 0)]
+    # after "...:" the next block is the text; a last block past it may be the question
+    if len(blocks) > 2 or (len(blocks) == 2 and not blocks[0].rstrip().endswith(":")):
+        parts.append(_question(blocks[-1]))
+    instruction = _QUOTED.sub(" ", "\n\n".join(p for p in parts if p))
+    return instruction, max(len(text) - len(instruction), 0)
+
+
+def _lead_in(block: str) -> str:
+    """A block up to a "...:" line that the text to work on follows ("Summarize this:\n...")."""
+    lead = _LEAD_IN.search(block)
+    return block if lead is None or len(block) - lead.end() <= QUOTED_MIN else block[: lead.start()]
+
+
+def _question(block: str) -> str:
+    """What a last block asks: all of a short one, else its last line if that is short (a
+    long last block is more often the passage than the question)."""
+    if len(block) <= LAST_BLOCK:
+        return _lead_in(block)
+    line = block.rstrip().rsplit("\n", 1)[-1]
+    return line if len(line) <= LAST_LINE else ""
+
+
+def asks(low: str) -> tuple[int, int]:
+    """How many sentences of the instruction open with a light ask, and with a heavy one."""
+    light = heavy = 0
+    for word in _SENTENCE_START.findall(low):
+        light += word in phrases.LIGHT_ASKS
+        heavy += word in phrases.HEAVY_ASKS
+    return light, heavy
+
+
+def named(scanned: str, low: str, ask: str, passage: int, words: list[str]) -> list[float]:
     """The structural features, each scaled to 0..1, in the order of NAMED: `scanned` is the
-    prompt's start and end, `low` the same in lower case, `words` the tokens of its ask."""
-    wanted = ask(low)
+    prompt's start and end, `low` the same in lower case, `ask` its instruction in lower case,
+    `passage` the length of the text the instruction carries, `words` the instruction's tokens."""
     tokens = [w for w in words if w.isalnum()]
     found, made = phrases.count(tokens)
-    question = (bool(tokens) and tokens[0] in phrases.QUESTION) or low.rstrip().endswith("?")
+    question = (bool(tokens) and tokens[0] in phrases.QUESTION) or ask.rstrip().endswith("?")
     code = len(_CODE.findall(scanned)) if any(h in low for h in _CODE_HINTS) else 0
+    light, heavy = asks(ask)
     return [
-        _clip(math.log1p(len(text)) / math.log1p(20000)),
+        _clip(math.log1p(len(ask)) / math.log1p(FIRST_BLOCK + LAST_BLOCK)),
+        _clip(math.log1p(passage) / math.log1p(20000)),
         _clip(code / 2),
-        _clip((len(_ARITH.findall(scanned)) + found[phrases.MATH]) / 4),
+        _clip((len(_ARITH.findall(ask)) + found[phrases.MATH]) / 4),
         _clip((made + found[phrases.LONG]) / 2),
         _clip(found[phrases.SHORT] / 2),
         _clip(found[phrases.REASON] / 2),
-        1.0 if len(text) < 200 and question else 0.0,
-        _clip((len(_BULLET.findall(wanted)) + found[phrases.THEN]) / 4),
-        _clip(sum(s in wanted for s in HEAVY) / 3),
-        _clip(sum(s in wanted for s in LIGHT) / 3),
+        1.0 if len(ask) < 200 and question else 0.0,
+        _clip((len(_BULLET.findall(ask)) + found[phrases.THEN] + ask.count("?") // 2) / 4),
+        _clip(sum(s in ask for s in HEAVY) / 3),
+        _clip(sum(s in ask for s in LIGHT) / 3),
+        _clip(light / 2),
+        _clip(heavy / 2),
     ]
 
 
 def featurize(text: str) -> Features:
-    """Binary n-gram presence scaled to unit length, then the named features."""
+    """Binary n-gram presence (of the instruction) scaled to unit length, then the named
+    features."""
     scanned = ends(text, SCAN_HEAD, SCAN_TAIL)  # all a decision reads of a long prompt
     low = scanned.lower()
-    words = _WORD.findall(ask(low))
+    instruction, passage = split(text)
+    ask = instruction.lower()
+    words = _WORD.findall(ends(ask, ASK_HEAD, ASK_TAIL))
     names: dict[int, str] = {}
     for w in words:
         names.update(_word_grams(w))
@@ -136,7 +197,7 @@ def featurize(text: str) -> Features:
     grams = tuple(names)
     scale = 1 / math.sqrt(len(grams)) if grams else 0.0
     values = dict.fromkeys(grams, scale)
-    for i, v in enumerate(named(text, scanned, low, words)):
+    for i, v in enumerate(named(scanned, low, ask, passage, words)):
         if v:
             values[BUCKETS + i] = v
             names[BUCKETS + i] = NAMED[i]

@@ -15,8 +15,10 @@ from agentbox.routing.features import BUCKETS, NAMED, WIDTH, Features, featurize
 from agentbox.routing.model import MODES, LinearModel, sigmoid
 
 # The share of heavy prompts each mode aims to send to the cloud, on prompts from sources
-# the model did not see. Thresholds are picked on held-out predictions to reach these.
-RECALL = {"cost": 0.85, "balanced": 0.97, "quality": 0.99}
+# the model did not see. Thresholds are picked on held-out predictions to reach these: a
+# threshold from models that saw one source fewer is a little low for the model trained on
+# all of them, so the aim is the target itself (balanced: 95 %), not a margin above it.
+RECALL = {"cost": 0.85, "balanced": 0.95, "quality": 0.97}
 EPOCHS = 12
 L2 = 1e-4
 RATE = 0.5
@@ -25,7 +27,8 @@ UNCLEAR_WEIGHT = 0.5
 # and is pulled back to them (PRIOR_PULL), and never flips their sign. A source missing from
 # the training rows (all the code, say) then still counts with the team's judgement.
 PRIOR = {
-    "length": 0.5,
+    "instruction length": 0.5,
+    "passage length": 0.0,  # free: a long text to work on is not by itself hard work
     "code": 3.0,
     "math": 2.0,
     "long output asked": 2.5,
@@ -35,6 +38,8 @@ PRIOR = {
     "sub-tasks": 1.0,
     "heavy words": 2.0,
     "light words": -2.0,
+    "light ask": -1.5,
+    "heavy ask": 1.5,
 }
 PRIOR_PULL = 3e-3
 BIAS0 = -1.5
