@@ -31,10 +31,10 @@ from agentbox.routing.router import CLOUD, LOCAL, Router
 from agentbox.routing.runner import ProviderRunner
 from agentbox.routing.scoreboard import Scoreboard
 from agentbox.settings import Settings
+from agentbox.tasks.hub import Hub
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
 from agentbox.tasks.planner import Planner
-from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
 from agentbox.tasks.scores import StoreScores
@@ -85,7 +85,9 @@ class Daemon:
         self.started = time.monotonic()
         self.keystore = keys.KeyStore(loaded.state_dir)
         settings = loaded.settings
-        self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled)
+        # Task events: the store and the scheduler feed it; the control socket and MQTT listen.
+        self.hub = Hub()
+        self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled, hub=self.hub)
         self.pool = ProviderPool(settings, self.keystore)
         self.local = self.pool.local
         self.prices = PriceTable(settings.prices, settings.providers)
@@ -110,13 +112,14 @@ class Daemon:
             lambda: self.router,
             lambda: self.loaded.settings.tasks.max_attempts,
             settings.mqtt.max_payload_bytes,
+            hub=self.hub,
         )
         self.scheduler = Scheduler(
             self.store,
             runner,
             {LOCAL: 1, CLOUD: settings.tasks.cloud_concurrency},
             settings.tasks.retry_base_s,
-            self._task_changed,
+            self.hub,
         )
         self.service.attach(self.scheduler)
         self.planner = Planner(ScheduleStore(self.store), self.service)
@@ -139,19 +142,13 @@ class Daemon:
     def _router(self, settings: Settings) -> Router:
         return Router(settings, self.pool.available, self.budget.exhausted, self.learning)
 
-    def _task_changed(self, row: TaskRow, event: str, info: dict[str, Any] | None) -> None:
-        """Every change reaches local watchers; progress also goes out on MQTT (the other
-        events go through the outbox, written with the change itself)."""
-        self.service.notify(row, event, info)
-        if event == "progress" and info and self.bridge is not None:
-            self.bridge.progress(row.id, info)
-
     def _make_bridge(self) -> Bridge:
         return Bridge(
             self.loaded.settings.mqtt,
             device_id=self.loaded.device_id,
             service=self.service,
             store=self.store,
+            hub=self.hub,
             keystore=self.keystore,
             info=self.info,
             health=Health(self.loaded.state_dir, self._health_counters),

@@ -17,7 +17,6 @@ from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, Progress
 from agentbox.settings import ProviderConfig, Settings
-from agentbox.tasks import store as store_module
 from agentbox.tasks.rows import Event
 from agentbox.tasks.scheduler import Scheduler, backoff
 from agentbox.tasks.service import TaskService
@@ -98,7 +97,7 @@ async def make_box(path: Path) -> Box:
     await store.open()
     runner = ScriptedRunner()
     service = TaskService(store, lambda: Router(SETTINGS), lambda: 3, 262144)
-    scheduler = Scheduler(store, runner, {"local": 1, "cloud": 3}, 0.05, service.notify)
+    scheduler = Scheduler(store, runner, {"local": 1, "cloud": 3}, 0.05, store.hub)
     service.attach(scheduler)
     return Box(store, service, scheduler, runner)
 
@@ -340,40 +339,3 @@ def test_result_body_is_cut_from_the_stored_message_and_older_rows_still_read() 
     old = Event(2, "t", "result", b'{"id":"t","state":"succeeded","event":"result"}', None)
     for event in (new, old):
         assert json.loads(event.body()) == {"id": "t", "state": "succeeded"}
-
-
-async def test_outbox_hands_committed_events_over_in_memory_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store(tmp_path / "t.db")
-    await store.open()
-    assert store.outbox_take() is None  # nobody follows: the table is the only source
-    store.outbox_follow()
-
-    def fails(c: sqlite3.Connection) -> None:
-        store.staged.append(Event(0, "x", "accepted", b"{}", None))  # as _event would
-        raise ValueError("this op is rolled back")
-
-    reply = {"topic": "r", "correlation": None}
-    results = await asyncio.gather(
-        store.submit(TaskSpec(prompt="x", id="a"), lane="local", max_attempts=3, source="t"),
-        store.write(fails),
-        store.submit(
-            TaskSpec(prompt="x", id="b"), lane="local", max_attempts=3, source="t", reply=reply
-        ),
-        return_exceptions=True,
-    )
-    assert isinstance(results[1], ValueError)
-    taken = store.outbox_take()
-    assert taken is not None
-    stored = await store.outbox_fetch(10)  # the same events, in the same order, as stored
-    assert [(e.seq, e.task_id, e.message) for e in taken] == [
-        (e.seq, e.task_id, e.message) for e in stored
-    ]
-    assert [e.task_id for e in taken] == ["a", "b"] and store.outbox_take() == []
-    # Falling too far behind drops the hand-over; the follower reads the table again.
-    monkeypatch.setattr(store_module, "LIVE_MAX", 1)
-    for name in ("c", "d"):
-        await store.submit(TaskSpec(prompt="x", id=name), lane="local", max_attempts=3, source="t")
-    assert store.outbox_take() is None
-    await store.close()

@@ -22,8 +22,7 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +41,7 @@ from agentbox.mqtt.refusals import Refusals
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
 from agentbox.settings import MqttConfig
+from agentbox.tasks.hub import Follower, Hub, Item, Note
 from agentbox.tasks.rows import Event, TaskRow, targets
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
@@ -54,7 +54,6 @@ SESSION_EXPIRY_S = 7 * 86400
 MAX_BACKOFF_S = 60.0
 IN_FLIGHT = intake.RECEIVE_MAXIMUM  # requests handled at once (QoS 0 ones included)
 DRAIN_BATCH = 200
-MAX_PROGRESS = 1000  # progress messages held for the drain; beyond that they are dropped
 UPDATE_POLL_S = 2.0  # how often update.json (written by the root updater) is looked at
 HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
 MAX_WAITING = 16  # answer targets one task's result may have (requests that resent its id)
@@ -90,6 +89,7 @@ class Bridge:
         service: TaskService,
         store: Store,
         keystore: keys.KeyStore,
+        hub: Hub | None = None,
         info: Callable[[], dict[str, Any]],
         health: Health | None = None,
         schedule_ops: Mapping[str, Op] | None = None,
@@ -101,6 +101,7 @@ class Bridge:
         self.client_id = f"agentbox-{device_id}"
         self.service = service
         self.store = store
+        self.hub = hub if hub is not None else store.hub  # the drain follows its events
         self.keystore = keystore
         self.info = info
         self.health = health
@@ -119,8 +120,6 @@ class Bridge:
         self.hmac_secret: str | None = None
         self._link: Link | None = None
         self._delivered = 0  # the outbox seq up to which the broker acknowledged every event
-        # (newest outbox event when it happened, topic, body): sent in that place among events
-        self._progress: deque[tuple[int, str, bytes]] = deque()
         self.last_error = ""
         self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._busy = 0  # requests taken and not finished, every link's
@@ -203,7 +202,6 @@ class Bridge:
                 log.error("%s", exc)
             finally:
                 self.connected = False
-                self._progress.clear()  # stale by the next connection
             if self._reconnect.is_set():
                 delay = 1.0
                 continue  # new settings: try them at once
@@ -515,21 +513,6 @@ class Bridge:
             props.CorrelationData = bytes.fromhex(target["correlation"])
         return [pub.send(target["topic"], body, props)]
 
-    def progress(self, task_id: str, info: dict[str, Any]) -> None:
-        """A running task's progress on its event topic, sent at once and not kept in the
-        outbox: one lost while the broker is away is superseded by the next, or the result."""
-        if not self.connected or len(self._progress) >= MAX_PROGRESS:
-            return
-        body = {"event": "progress", "id": task_id, "state": "running", "info": info}
-        self._progress.append((self.store.last_event, self.topics.event(task_id), encode(body)))
-        self.store.outbox_ready.set()  # the drain sends it after the events committed before it
-
-    def _send_progress(self, before: int | None = None) -> None:
-        """Progress that happened before outbox event `before` was committed (all if None)."""
-        while self._progress and (before is None or self._progress[0][0] < before):
-            _, topic, body = self._progress.popleft()
-            self._publisher().send(topic, body).add_done_callback(settled)
-
     def _publisher(self) -> Publisher:
         """The QoS 1 publisher of the current connection (made with its client)."""
         assert self._link is not None
@@ -538,48 +521,69 @@ class Bridge:
     # ---- outbox ----------------------------------------------------------------------
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        """Catch up from the outbox table, then take events in memory as they commit (no read
-        per batch); from the table again whenever the store dropped the hand-over."""
-        try:
-            while True:
-                self.store.outbox_follow()
-                await self._drain_once(client)
-                while (events := self.store.outbox_take()) is not None:
-                    if events:
-                        await self._publish_events(events)
+        """Catch up from the outbox table, then take events (and progress, in its place) from
+        the hub as they commit, with no read per batch; from the table again whenever the hub
+        dropped this follower for falling behind."""
+        while True:
+            follower = self.hub.follow()
+            try:
+                await self._drain_once(client, follower)
+                while (items := follower.take()) is not None:
+                    if items:
+                        await self._publish_events(items)
                     else:
-                        self._send_progress()
-                        self.store.outbox_ready.clear()
-                        await self.store.outbox_ready.wait()
-        finally:
-            self.store.outbox_unfollow()
+                        await follower.wait()
+            finally:
+                self.hub.unfollow(follower)
 
-    async def _drain_once(self, client: aiomqtt.Client) -> int:
-        """Publish what the outbox table holds: after each connect, and at a clean stop."""
+    async def _drain_once(self, client: aiomqtt.Client, follower: Follower | None = None) -> int:
+        """Publish what the outbox table holds: after each connect, and at a clean stop. With a
+        follower, only the rows before its first event: it has those after, among progress."""
         sent = 0
         while events := await self.store.outbox_fetch(DRAIN_BATCH):
+            if follower is not None and follower.first is not None:
+                # Read after the follower was told of every commit before the read: a row from
+                # its first event on is the follower's to send, in its place.
+                events = [e for e in events if e.seq < follower.first]
+                if not events:
+                    break
             sent += await self._publish_events(events)
         return sent
 
-    async def _publish_events(self, events: list[Event]) -> int:
+    async def _publish_events(self, items: Sequence[Item]) -> int:
         """Publish in batches, each deleted from the outbox once the broker acknowledged all of
-        it. Rows this process already delivered (acknowledged, not yet deleted when a
-        connection dropped) are deleted without sending them again."""
-        stale = [e.seq for e in events if e.seq <= self._delivered]
+        it; progress goes out in its place, not waited for. Rows this process already delivered
+        (acknowledged, not yet deleted when a connection dropped) are deleted, not sent again."""
+        stale = [e.seq for e in items if isinstance(e, Event) and e.seq <= self._delivered]
         if stale:
             await self.store.outbox_delete(stale)
-        fresh = [e for e in events if e.seq > self._delivered]
-        for i in range(0, len(fresh), DRAIN_BATCH):
-            batch = fresh[i : i + DRAIN_BATCH]
-            await self._publisher().wait([ack for e in batch for ack in self._send_event(e)])
-            self._delivered = batch[-1].seq
-            await self.store.outbox_delete([e.seq for e in batch])
-        return len(fresh)
+        batch: list[Event] = []
+        acks: list[Acked] = []
+        sent = 0
+        for i, item in enumerate(items, 1):
+            if isinstance(item, Note):
+                self._send_note(item)
+            elif item.seq > self._delivered:
+                batch.append(item)
+                acks += self._send_event(item)
+            if batch and (len(batch) == DRAIN_BATCH or i == len(items)):
+                await self._publisher().wait(acks)
+                self._delivered = batch[-1].seq
+                await self.store.outbox_delete([e.seq for e in batch])
+                sent, batch, acks = sent + len(batch), [], []
+        return sent
+
+    def _send_note(self, note: Note) -> None:
+        """A running task's progress on its event topic, sent at once and kept nowhere: one
+        lost while the broker is away is superseded by the next, or by the result."""
+        if note.event != "progress" or not note.info:
+            return  # a retry is for local watchers only
+        body = {"event": "progress", "id": note.task_id, "state": "running", "info": note.info}
+        sent = self._publisher().send(self.topics.event(note.task_id), encode(body))
+        sent.add_done_callback(settled)
 
     def _send_event(self, event: Event) -> list[Acked]:
-        """An outbox event on its task's topic and, for a result, the answer to the request;
-        progress that came before it goes first, so "running" < "progress" < "result"."""
-        self._send_progress(event.seq)
+        """An outbox event on its task's topic and, for a result, the answer to the request."""
         out = [self._publisher().send(self.topics.event(event.task_id), event.message)]
         if event.event == "result":
             body = event.body()

@@ -7,12 +7,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentbox.providers.base import Failure, ProviderError
 from agentbox.routing.runner import Outcome, Progress
+from agentbox.tasks.hub import Hub
 from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
@@ -38,9 +38,6 @@ class Runner(Protocol):
     ) -> Outcome:
         """Run one attempt of a task; raise ProviderError on a classified failure."""
         ...
-
-
-Listener = Callable[[TaskRow, str, dict[str, Any] | None], None]
 
 
 @dataclass
@@ -76,12 +73,12 @@ class Scheduler:
         runner: Runner,
         lanes: dict[str, int],
         retry_base_s: float,
-        listener: Listener,
+        hub: Hub,
     ) -> None:
         self.store = store
         self.runner = runner
         self.retry_base_s = retry_base_s
-        self.listener = listener
+        self.hub = hub  # told each run's progress and retries (the store tells it the rest)
         self.lanes = {name: Lane(name, cap) for name, cap in lanes.items()}
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
@@ -114,7 +111,6 @@ class Scheduler:
         self._start(ln, row)
 
     def _start(self, lane: Lane, row: TaskRow) -> None:
-        self.listener(row, "running", None)
         task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
         lane.running[row.seq] = (row, task)
 
@@ -134,9 +130,7 @@ class Scheduler:
             free = lane.free
             lane.claiming = True
             try:
-                rows, expired, due = await self.store.claim(lane.name, free, time.time())
-                for row in expired:
-                    self.listener(row, "result", None)
+                rows, due = await self.store.claim(lane.name, free, time.time())
                 for row in rows:
                     self._start(lane, row)
                 lane.backlog = len(rows) == free
@@ -164,7 +158,7 @@ class Scheduler:
 
     async def _attempt(self, row: TaskRow) -> None:
         async def progress(info: dict[str, Any]) -> None:
-            self.listener(row, "progress", info)
+            self.hub.note(row, "progress", info)
 
         try:
             async with asyncio.timeout(max(row.deadline_at - time.time(), 0.0)):
@@ -210,7 +204,7 @@ class Scheduler:
                 error = {"code": code.value, "message": exc.message}
                 if await self.store.retry(row, at, error, refund=True):
                     self.lanes[row.lane].backlog = True
-                    self.listener(row, "retry", {"error": error, "hold": True})
+                    self.hub.note(row, "retry", {"error": error, "hold": True})
                 return
         if exc.failure in (Failure.retryable, Failure.quota) and row.attempts < row.max_attempts:
             delay = backoff(row.attempts, self.retry_base_s, exc.retry_after)
@@ -226,7 +220,7 @@ class Scheduler:
                 error = {"code": code.value, "message": exc.message}
                 if await self.store.retry(row, at, error):
                     self.lanes[row.lane].backlog = True
-                    self.listener(row, "retry", {"error": error, "retry_in_s": round(delay, 2)})
+                    self.hub.note(row, "retry", {"error": error, "retry_in_s": round(delay, 2)})
                 return
         await self._end(row, State.failed, code, exc.message, exc.usage)
 
@@ -258,7 +252,6 @@ class Scheduler:
                 done.attempts,
                 f": {done.result['error']['message']}" if done.result.get("error") else "",
             )
-            self.listener(done, "result", None)
 
     def cancel_running(self, task_id: str) -> bool:
         for lane in self.lanes.values():

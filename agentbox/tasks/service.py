@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from agentbox.routing.router import Decision, Router
+from agentbox.tasks.hub import Hub, Update
 from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
 from agentbox.tasks.spec import parse_spec
@@ -20,7 +20,6 @@ log = logging.getLogger("agentbox.tasks")
 # a person at the CLI or console gets a clear error after this long instead.
 PATIENT_SOURCES = frozenset({"mqtt", "schedule"})
 LOCAL_PATIENCE_S = 5.0
-Update = tuple[str, dict[str, Any]]  # (event name, body)
 
 
 class TaskService:
@@ -32,15 +31,16 @@ class TaskService:
         router: Callable[[], Router],
         max_attempts: Callable[[], int],
         max_payload_bytes: int,
+        hub: Hub | None = None,
     ) -> None:
         self.store = store
+        self.hub = hub if hub is not None else store.hub  # where watchers get the task's events
         self._router = router
         self._max_attempts = max_attempts
         self.max_payload_bytes = max_payload_bytes
         self.scheduler: Scheduler | None = None
         self.accepting = True
         self.accepted = 0
-        self._watchers: dict[str, set[asyncio.Queue[Update]]] = defaultdict(set)
 
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
@@ -91,7 +91,6 @@ class TaskService:
             raise
         if created:
             self.accepted += 1
-            self.notify(row, "accepted", None)
             self._router().learn_pin(spec, background=source in BACKGROUND_SOURCES)
         if scheduler is not None:
             if start and created:
@@ -110,34 +109,13 @@ class TaskService:
 
     async def cancel(self, task_id: str) -> TaskRow | None:
         row = await self.store.cancel(task_id)
-        if row is None:
-            return None
-        if row.final:
-            self.notify(row, "result", None)
-        elif self.scheduler is not None:
+        if row is not None and not row.final and self.scheduler is not None:
             self.scheduler.cancel_running(task_id)
         return row
 
     def watch(self, task_id: str) -> asyncio.Queue[Update]:
-        """A queue of (event, body) updates for one task, until unwatch()."""
-        queue: asyncio.Queue[Update] = asyncio.Queue()
-        self._watchers[task_id].add(queue)
-        return queue
+        """A queue of (event, body) updates for one task, from the hub, until unwatch()."""
+        return self.hub.watch(task_id)
 
     def unwatch(self, task_id: str, queue: asyncio.Queue[Update]) -> None:
-        watchers = self._watchers.get(task_id)
-        if watchers is not None:
-            watchers.discard(queue)
-            if not watchers:
-                del self._watchers[task_id]
-
-    def notify(self, row: TaskRow, event: str, info: dict[str, Any] | None) -> None:
-        """Scheduler and intake call this on every change; watchers get the task's view."""
-        watchers = self._watchers.get(row.id)
-        if not watchers:
-            return
-        body: dict[str, Any] = row.body()
-        if info:
-            body["info"] = info
-        for queue in watchers:
-            queue.put_nowait((event, body))
+        self.hub.unwatch(task_id, queue)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import jsonstrict
+from agentbox.tasks.hub import Change, Hub
 from agentbox.tasks.rows import COLUMNS, Event, OpenReport, TaskRow, dumps, targets
 from agentbox.tasks.usage import insert_usage, settle_orphans
 from agentbox.tasks.writer import Writer
@@ -20,43 +20,19 @@ from agentbox.vocabulary import FINAL_STATES, ErrorCode, State, TaskSpec, UsageE
 
 log = logging.getLogger("agentbox.store")
 PRUNE_BATCH = 500  # finished tasks deleted per transaction
-LIVE_MAX = 5000  # events held in memory for the bridge before it must read the table
 
 
 class Store(Writer):
     """All task state on top of the writer: tasks, outbox, counters."""
 
-    def __init__(self, path: Path, outbox: bool = True) -> None:
+    def __init__(self, path: Path, outbox: bool = True, hub: Hub | None = None) -> None:
         super().__init__(path)
         self.outbox_enabled = outbox
-        # Set on the loop after a commit that added outbox rows: the MQTT bridge waits on it.
-        self.outbox_ready = asyncio.Event()
-        self._live: list[Event] | None = None  # new events for the bridge, while it follows
-        self.last_event = 0  # seq of the newest committed outbox event
+        self.hub = hub if hub is not None else Hub()  # told every committed event
 
     def _after_commit(self, staged: list[Any]) -> None:
-        if not staged:
-            return
-        self.last_event = staged[-1].seq
-        if self._live is not None:
-            self._live.extend(staged)
-            if len(self._live) > LIVE_MAX:
-                self._live = None  # the bridge fell behind: it reads the table again
-        self.outbox_ready.set()
-
-    def outbox_follow(self) -> None:
-        """From now on, hand committed events over in memory (outbox_take) as well as keeping
-        them in the table; the follower then reads the table once for what came before."""
-        self._live = []
-
-    def outbox_unfollow(self) -> None:
-        self._live = None
-
-    def outbox_take(self) -> list[Event] | None:
-        """Events committed since the last take, in order; None when not following (or after
-        falling LIVE_MAX behind): then the table is the only source."""
-        taken, self._live = self._live, ([] if self._live is not None else None)
-        return taken
+        if staged:
+            self.hub.committed(staged)
 
     async def open(self, now: float | None = None) -> OpenReport:
         """Open, check and migrate the file, then requeue work a dead process left running and
@@ -71,6 +47,8 @@ class Store(Writer):
     # ---- tasks -------------------------------------------------------------------------
 
     def _event(self, c: sqlite3.Connection, row: TaskRow, event: str) -> None:
+        """Stage an event for the hub; with the outbox on, it is also an outbox row."""
+        outbox = None
         if self.outbox_enabled:
             payload = {"event": event, **row.body()}  # "event" first: see Event.body
             message = jsonstrict.dumps(payload, separators=(",", ":"))
@@ -80,7 +58,8 @@ class Store(Writer):
                 (row.id, event, message, dumps(row.reply), time.time()),
             ).lastrowid
             reply = row.reply if event == "result" else None
-            self.staged.append(Event(seq or 0, row.id, event, message.encode(), reply))
+            outbox = Event(seq or 0, row.id, event, message.encode(), reply)
+        self.staged.append(Change(event, row, outbox))
 
     @staticmethod
     def _one(c: sqlite3.Connection, where: str, args: Iterable[Any]) -> TaskRow | None:
@@ -196,14 +175,12 @@ class Store(Writer):
 
         return await self.write(op, durable=True)
 
-    async def claim(
-        self, lane: str, limit: int, now: float
-    ) -> tuple[list[TaskRow], list[TaskRow], float | None]:
-        """In one transaction: expire the lane's overdue queued tasks, mark up to `limit` due
-        ones running. Returns (claimed, expired, when the lane next needs a look): the next
-        run time or deadline, or only the next deadline when the lane is full."""
+    async def claim(self, lane: str, limit: int, now: float) -> tuple[list[TaskRow], float | None]:
+        """In one transaction: expire the lane's overdue queued tasks (their results go out as
+        events), mark up to `limit` due ones running. Returns (claimed, when the lane next
+        needs a look): the next run time or deadline, or only the next deadline when full."""
 
-        def op(c: sqlite3.Connection) -> tuple[list[TaskRow], list[TaskRow], float | None]:
+        def op(c: sqlite3.Connection) -> tuple[list[TaskRow], float | None]:
             expired = [
                 TaskRow.from_row(r)
                 for r in c.execute(
@@ -241,8 +218,8 @@ class Store(Writer):
                 "SELECT min(deadline_at) FROM tasks WHERE state = 'queued' AND lane = ?", (lane,)
             ).fetchone()
             if next_run is None or len(claimed) >= limit:
-                return claimed, expired, next_deadline
-            return claimed, expired, min(next_run, next_deadline)
+                return claimed, next_deadline
+            return claimed, min(next_run, next_deadline)
 
         return await self.write(op)
 
