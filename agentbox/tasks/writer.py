@@ -60,7 +60,7 @@ class Writer:
         self._inflight = False
         self._sync = ""
         self.commits = 0
-        # What ops leave for the loop (the store's new outbox events): writer thread only, and
+        # What ops leave for the loop (the store's events for its hub): writer thread only, and
         # handed over only for the ops that committed.
         self.staged: list[Any] = []
         self._closed = False
