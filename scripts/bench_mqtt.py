@@ -72,6 +72,18 @@ class Client:
             if not self.cond.wait_for(lambda: keys <= self.got, timeout):
                 raise RuntimeError(f"{len(keys - self.got)} answers missing")
 
+    def warm_up(self, within_s: float = 60) -> None:
+        """Send a probe each second until one is answered: a request published before the box
+        subscribed is dropped by the broker, and a fixed sleep raced a slow start."""
+        for i in range(int(within_s)):
+            self.send(i, "warm-")
+            with self.cond:
+                if self.cond.wait_for(lambda: bool(self.got), 1.0):
+                    self.got.clear()
+                    self.received = 0
+                    return
+        raise RuntimeError(f"the box answered no probe within {within_s:.0f} s")
+
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
@@ -133,7 +145,9 @@ def main() -> dict[str, Any]:
             text=True,
         )
         procs.append(box)
-        time.sleep(2)
+        probe = Client(broker.port, "agentbox/v1/bench/task/submit")
+        probe.warm_up()
+        probe.close()
         ours = measure(broker.port, "agentbox/v1/bench/task/submit")
         box.terminate()
         box.wait(30)
