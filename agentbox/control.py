@@ -1,7 +1,8 @@
 """Local control channel: an owner-only unix socket speaking JSON lines, for the CLI and console.
 
-A request is one line `{"op": ..., ...}`. The answer is zero or more `{"type": "event", ...}`
-lines followed by exactly one `{"type": "reply", ...}` or `{"type": "error", ...}` line.
+A request is one line `{"op": ..., ...}` naming an operation of the table (operations.py) that
+MQTT calls too. The answer is zero or more `{"type": "event", ...}` lines followed by exactly
+one `{"type": "reply", ...}` or `{"type": "error", ...}` line.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from agentbox.control_client import ControlError, encode_line
-from agentbox.tasks.rows import TaskRow
+from agentbox.operations import Call, Caller, Table
+from agentbox.tasks.ops import SubmitRequest, Submitted, TaskReply, task_ops
 from agentbox.tasks.service import TaskService
-from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.writer import StoreError
-from agentbox.vocabulary import ErrorCode, Op, SpecError, State
+from agentbox.vocabulary import ErrorCode, SpecError
 
 log = logging.getLogger("agentbox.control")
 ENVELOPE_BYTES = 16 * 1024  # a request line may hold a spec of max_payload_bytes plus this
 MAX_CONNECTIONS = 64
 IDLE_S = 120.0  # a connection that sends no request for this long is closed
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+LOCAL = Caller("socket")
 
 
 def _admitted(writer: asyncio.StreamWriter) -> bool:
@@ -46,21 +48,13 @@ def _admitted(writer: asyncio.StreamWriter) -> bool:
 
 
 class ControlServer:
-    """Serves the CLI; `status` and `reload` are callbacks the daemon provides."""
+    """Serves the CLI and the console: each request is an operation of `ops`."""
 
-    def __init__(
-        self,
-        path: Path,
-        service: TaskService,
-        status: Callable[[], Awaitable[dict[str, Any]]],
-        reload: Callable[[], Awaitable[str]],
-    ) -> None:
+    def __init__(self, path: Path, service: TaskService, ops: Table | None = None) -> None:
         self.path = path
-        self.service = service
-        self._status = status
-        self._reload = reload
+        self.service = service  # its payload limit, and its watchers for `wait`
+        self.ops = ops or Table(task_ops(service))
         self._server: asyncio.AbstractServer | None = None
-        self.ops: dict[str, Op] = {}
         self.connections = 0
         self._failed_ops: set[tuple[str, str]] = set()
 
@@ -133,22 +127,19 @@ class ControlServer:
                 raise ValueError("a request is a JSON object with an 'op'")
         except ValueError as exc:
             return {"type": "error", "code": "invalid_request", "message": str(exc)}
-        extra = self.ops.get(req["op"])
-        handler = getattr(self, f"_op_{req['op']}", None)
-        if extra is not None:
-
-            async def handler(r: dict[str, Any], _: Send) -> dict[str, Any]:
-                return {"type": "reply", **await extra(r)}
-
-        if handler is None:
-            return {
-                "type": "error",
-                "code": "invalid_request",
-                "message": f"unknown op {req['op']!r}",
-            }
+        name = req["op"]
         try:
-            result: dict[str, Any] = await handler(req, send)
-            return result
+            op = self.ops.find(name, "socket")
+        except SpecError as exc:
+            return {"type": "error", "code": exc.code.value, "message": exc.message}
+        if name == "submit" and isinstance(req.get("spec"), dict):
+            # Encoded again so that the intake's payload limit applies as it does to text.
+            req["spec"] = json.dumps(req["spec"], separators=(",", ":"))
+        try:
+            call = Call(op, op.parse(req))
+            if isinstance(call.request, SubmitRequest) and call.request.wait:
+                return await self._submit_waiting(call, send)
+            return _rendered(await call.run(LOCAL))
         except SpecError as exc:
             return {
                 "type": "error",
@@ -161,7 +152,7 @@ class ControlServer:
         except (KeyError, TypeError, ValueError) as exc:
             return {"type": "error", "code": "invalid_request", "message": f"bad request: {exc}"}
         except Exception as exc:  # a bug in one op must not drop the connection
-            return self._internal(req["op"], exc)
+            return self._internal(name, exc)
 
     def _internal(self, op: str, exc: Exception) -> dict[str, Any]:
         """An op that failed unexpectedly: logged with its traceback once, answered always."""
@@ -172,43 +163,17 @@ class ControlServer:
         message = f"{op!r} failed inside the daemon ({type(exc).__name__}): see its log"
         return {"type": "error", "code": "internal", "message": message}
 
-    async def _op_ping(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        return {"type": "reply", "ok": True}
-
-    async def _op_status(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        return {"type": "reply", "status": await self._status()}
-
-    async def _op_reload(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        return {"type": "reply", "message": await self._reload()}
-
-    async def _op_get(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        return _task_reply(await self.service.get(str(req["id"])), req["id"])
-
-    async def _op_cancel(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        return _task_reply(await self.service.cancel(str(req["id"])), req["id"])
-
-    async def _op_list(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        state = req.get("state")
-        if state is not None and state not in State.__members__:
-            raise ValueError(f"unknown state {state!r}")
-        rows = await self.service.list_tasks(state, int(req.get("limit", 50)))
-        return {"type": "reply", "tasks": [_brief(r) for r in rows]}
-
-    async def _op_submit(self, req: dict[str, Any], send: Send) -> dict[str, Any]:
-        raw = req["spec"]
-        if isinstance(raw, dict):
-            # Encoded again so that the intake's payload limit applies as it does to text.
-            raw = json.dumps(raw, separators=(",", ":"))
-        # Parsed once, here, and given its id first: a waiter watches the task before it is
-        # submitted, so that no event can slip between the commit and the watch.
-        spec = parse_spec(raw, self.service.max_payload_bytes).with_id()
-        if not req.get("wait"):
-            row, created = await self.service.submit(spec, "local")
-            return {"type": "reply", "created": created, "task": row.body()}
-        key = str(spec.id)
+    async def _submit_waiting(
+        self, call: Call[SubmitRequest, Submitted], send: Send
+    ) -> dict[str, Any]:
+        """A submit that streams its task's events until the result. The task is watched
+        before it is submitted (its id was given at parsing), so no event can slip between
+        the commit and the watch."""
+        key = str(call.request.spec.id)
         queue = self.service.watch(key)
         try:
-            row, created = await self.service.submit(spec, "local")
+            done = await call.run(LOCAL)
+            row, created = done.row, done.created
             if row.final:
                 return {"type": "reply", "created": created, "task": row.body()}
             await send(
@@ -236,14 +201,13 @@ def _listening(path: Path) -> bool:
         return True
 
 
-def _task_reply(row: TaskRow | None, task_id: Any) -> dict[str, Any]:
-    if row is None:
-        return {"type": "error", "code": "not_found", "message": f"no task with id {task_id!r}"}
-    return {"type": "reply", "task": row.body()}
-
-
-def _brief(row: TaskRow) -> dict[str, Any]:
-    view = row.body()
-    view["created_at"] = row.created_at
-    view["lane"] = row.lane
-    return view
+def _rendered(reply: Any) -> dict[str, Any]:
+    """A typed reply as the socket's reply (or error) line."""
+    if isinstance(reply, Submitted):
+        return {"type": "reply", "created": reply.created, "task": reply.row.body()}
+    if isinstance(reply, TaskReply):
+        if reply.row is None:
+            message = f"no task with id {reply.id!r}"
+            return {"type": "error", "code": "not_found", "message": message}
+        return {"type": "reply", "task": reply.row.body()}
+    return {"type": "reply", **reply}

@@ -14,13 +14,14 @@ from typing import Any
 import uvloop
 
 from agentbox import STARTED, __version__, config, keys, logs, reports
-from agentbox.admin import Admin
 from agentbox.config import EX_CONFIG, ConfigError, Loaded
+from agentbox.console_ops import ConsoleOps
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlError, socket_path
 from agentbox.health import Health
 from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
+from agentbox.operations import Table, daemon_ops
 from agentbox.providers.prices import PriceTable
 from agentbox.routing.budget import Budget
 from agentbox.routing.learned import BoxLearning
@@ -34,6 +35,7 @@ from agentbox.settings import Settings
 from agentbox.tasks.hub import Hub
 from agentbox.tasks.ledger import StoreLedger
 from agentbox.tasks.notes import NoteStore
+from agentbox.tasks.ops import task_ops
 from agentbox.tasks.planner import Planner
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.schedules import ScheduleStore
@@ -42,6 +44,7 @@ from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
+from agentbox.update.ops import update_ops
 from agentbox.update.remote import RemoteUpdates
 
 log = logging.getLogger("agentbox.daemon")
@@ -123,21 +126,38 @@ class Daemon:
         )
         self.service.attach(self.scheduler)
         self.planner = Planner(ScheduleStore(self.store), self.service)
+        self.ops = self._ops()
         self.bridge: Bridge | None = None
         self._bridge_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._mqtt_key: str | None = None  # read once the state dir is known to be usable
         if settings.mqtt.enabled:
             self.bridge = self._make_bridge()
-        self.control = ControlServer(
-            socket_path(loaded.state_dir), self.service, self.status, self.reload
-        )
-        self.control.ops.update(Admin(self).ops())
-        self.control.ops.update(self.planner.ops())
-        self.control.ops.update(self.notes.ops())
-        self.control.ops.update(routing_ops(lambda: self.router, self.learning, parse_spec))
+        self.control = ControlServer(socket_path(loaded.state_dir), self.service, self.ops)
         self._stop = asyncio.Event()
         self._last_status = ""
+
+    def _ops(self) -> Table:
+        """The one table of operations, for the control socket and the MQTT bridge."""
+        console = ConsoleOps(
+            loaded=lambda: self.loaded,
+            keystore=self.keystore,
+            providers=self.pool.status,
+            link=lambda: (
+                (self.bridge.connected, self.bridge.last_error) if self.bridge else (False, "")
+            ),
+            reload=self.reload,
+            config_arg=self.config_arg,
+        )
+        return Table(
+            daemon_ops(self.status, self.reload),
+            task_ops(self.service),
+            self.planner.ops(),
+            self.notes.ops(),
+            routing_ops(lambda: self.router, self.learning, parse_spec),
+            console.ops(),
+            update_ops(self._remote_updates),
+        )
 
     def _router(self, settings: Settings) -> Router:
         return Router(settings, self.pool.available, self.budget.exhausted, self.learning)
@@ -152,7 +172,7 @@ class Daemon:
             keystore=self.keystore,
             info=self.info,
             health=Health(self.loaded.state_dir, self._health_counters),
-            schedule_ops=self.planner.ops(),
+            ops=self.ops,
             updates=self._remote_updates(),
         )
 

@@ -1,4 +1,4 @@
-"""The shared vocabulary: task spec, route, states, error codes, usage entries, operations.
+"""The shared vocabulary: task spec, route, states, error codes, usage entries.
 
 It imports nothing of ours, so every layer (tasks, routing, MQTT, the control socket) can use
 it without pulling in another. The shapes are those of docs/reference.md.
@@ -7,7 +7,6 @@ it without pulling in another. The shapes are those of docs/reference.md.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -136,7 +135,3 @@ class UsageEntry:
     estimated: bool
     call: str = ""  # the call's id: its in-flight row is settled in place by it
     in_flight: bool = False  # written before the request left: its worst case, until settled
-
-
-# A named request of the control socket (and, for schedules, of MQTT): request -> reply fields.
-Op = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]

@@ -158,13 +158,7 @@ async def test_submit_wait_on_the_control_socket_streams_every_event_with_mqtt_o
     scheduler = Scheduler(store, ScriptedRunner(), {"local": 1, "cloud": 3}, 0.05, store.hub)
     service.attach(scheduler)
 
-    async def status() -> dict[str, Any]:
-        return {}
-
-    async def reload() -> str:
-        return "reloaded"
-
-    server = ControlServer(short_tmp / "c.sock", service, status, reload)
+    server = ControlServer(short_tmp / "c.sock", service)  # the task operations
     await server.start()
 
     def wait() -> list[dict[str, Any]]:

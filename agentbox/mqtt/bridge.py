@@ -22,7 +22,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,14 +40,16 @@ from agentbox.mqtt.ratelog import RateLog
 from agentbox.mqtt.refusals import Refusals
 from agentbox.mqtt.signing import ReplayCache, check_signature
 from agentbox.mqtt.topics import Topics, reply_refusal
+from agentbox.operations import Caller, Table
 from agentbox.settings import MqttConfig
 from agentbox.tasks.hub import Follower, Hub, Item, Note
+from agentbox.tasks.ops import Submitted, TaskReply, task_ops
 from agentbox.tasks.rows import Event, TaskRow, targets
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.update.remote import RemoteUpdates
-from agentbox.vocabulary import ErrorCode, Op, SpecError
+from agentbox.vocabulary import ErrorCode, SpecError
 
 log = logging.getLogger("agentbox.mqtt")
 SESSION_EXPIRY_S = 7 * 86400
@@ -60,6 +62,9 @@ MAX_WAITING = 16  # answer targets one task's result may have (requests that res
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
 # stops. Above the keepalive's detection of a dead broker (1.5 x 30 s), which ends a link anyway.
 STALL_S = 90.0
+# A request topic's kind -> (its operation's name, the request field its payload is, if one).
+REQUESTS = {"update": ("update_request", None), "submit": ("submit", "spec"),
+            "schedule_set": ("schedule_set", "schedule")}  # fmt: skip
 
 
 class IntakeStalled(Exception):
@@ -92,7 +97,7 @@ class Bridge:
         hub: Hub | None = None,
         info: Callable[[], dict[str, Any]],
         health: Health | None = None,
-        schedule_ops: Mapping[str, Op] | None = None,
+        ops: Table | None = None,
         updates: RemoteUpdates | None = None,
     ) -> None:
         self.conf = conf
@@ -105,7 +110,7 @@ class Bridge:
         self.keystore = keystore
         self.info = info
         self.health = health
-        self.schedule_ops = schedule_ops or {}
+        self.ops = ops or Table(task_ops(service))  # what the request topics call
         self.updates = updates
         self.connected = False
         self.session = 0
@@ -438,26 +443,24 @@ class Bridge:
         data: dict[str, Any],
         reply: dict[str, Any] | None,
     ) -> bool:
-        """Submit, get, cancel or a schedule op; False when its answer could not be sent."""
-        if kind == "submit":
-            row, created = await self.service.submit(data, "mqtt", reply)
-            if not created:
-                return await self._resent(link, row, reply, getattr(message, "dup", False))
-        elif kind in ("get", "cancel"):
-            task_id = data.get("id")
-            if not isinstance(task_id, str):
-                raise SpecError(ErrorCode.invalid_request, "'id' must be a string")
-            found = await (self.service.get if kind == "get" else self.service.cancel)(task_id)
-            body = found.body() if found else not_found(task_id)
-            return await self._respond(link, reply, task_id, body)
-        elif kind == "update" and self.updates is not None:
-            answer = {"event": "update_request", **self.updates.handle(data)}
-            return await self._respond(link, self._update_reply(reply), None, answer)
-        elif kind is not None and kind in self.schedule_ops:
-            data.pop("reply_to", None)
-            request = {"schedule": data} if kind == "schedule_set" else data
-            return await self._respond(link, reply, None, await self.schedule_ops[kind](request))
-        return True
+        """The operation the topic names, on the table the socket calls too; False when its
+        answer could not be sent."""
+        if kind is None:
+            return True
+        if kind != "submit":
+            data.pop("reply_to", None)  # where to answer, not part of the request
+        name, field = REQUESTS.get(kind, (kind, None))
+        answer = await self.ops.call(name, {field: data} if field else data, Caller("mqtt", reply))
+        if isinstance(answer, Submitted):  # a new task's one answer is its result, later
+            dup = getattr(message, "dup", False)
+            return answer.created or await self._resent(link, answer.row, reply, dup)
+        if isinstance(answer, TaskReply):
+            body = answer.row.body() if answer.row else not_found(answer.id)
+            return await self._respond(link, reply, answer.id, body)
+        if kind == "update":
+            body = {"event": "update_request", **answer}
+            return await self._respond(link, self._update_reply(reply), None, body)
+        return await self._respond(link, reply, None, dict(answer))
 
     async def _resent(
         self, link: Link, row: TaskRow, reply: dict[str, Any] | None, redelivered: bool

@@ -4,11 +4,13 @@ learned) and `route_reset` (forget it)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
+from agentbox.operations import Caller, Empty, Operation, typed_op
 from agentbox.routing.learned import BoxLearning
 from agentbox.routing.router import Decision, Router
-from agentbox.vocabulary import ErrorCode, Op, SpecError, TaskSpec
+from agentbox.vocabulary import ErrorCode, SpecError, TaskSpec
 
 
 def route_view(decision: Decision, learning: BoxLearning | None) -> dict[str, Any]:
@@ -23,19 +25,36 @@ def route_view(decision: Decision, learning: BoxLearning | None) -> dict[str, An
     }
 
 
+@dataclass(frozen=True)
+class RouteRequest:
+    spec: TaskSpec = field(metadata={"must": "be a task spec object"})
+
+
+class RouteReply(TypedDict):
+    route: dict[str, Any]
+
+
+class Forgot(TypedDict):
+    forgot: dict[str, Any]
+
+
 def routing_ops(
     router: Callable[[], Router], learning: BoxLearning, parse: Callable[[dict[str, Any]], TaskSpec]
-) -> dict[str, Op]:
+) -> list[Operation[Any, Any]]:
     """`parse` is the intake's spec parser (routing does not import the task modules)."""
 
-    async def route(req: dict[str, Any]) -> dict[str, Any]:
-        spec = req.get("spec")
-        if not isinstance(spec, dict):
+    def spec(raw: Any) -> TaskSpec:
+        if not isinstance(raw, dict):
             raise SpecError(ErrorCode.invalid_request, "'spec' must be a task spec object")
-        parsed = parse(spec).with_id()
-        return {"route": route_view(router().decide(parsed), learning)}
+        return parse(raw).with_id()
 
-    async def reset(req: dict[str, Any]) -> dict[str, Any]:
+    async def route(req: RouteRequest, _: Caller) -> RouteReply:
+        return {"route": route_view(router().decide(req.spec), learning)}
+
+    async def reset(_: Empty, __: Caller) -> Forgot:
         return {"forgot": await learning.reset()}
 
-    return {"route": route, "route_reset": reset}
+    return [
+        typed_op("route", RouteRequest, route, spec=spec),
+        typed_op("route_reset", Empty, reset),
+    ]

@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from agentbox.agent.tools import MAX_NOTES, Note
+from agentbox.operations import Caller, Empty, Operation, typed_op
 from agentbox.tasks.writer import Writer
-from agentbox.vocabulary import ErrorCode, Op, SpecError
+from agentbox.vocabulary import ErrorCode, SpecError
+
+
+@dataclass(frozen=True)
+class NoteKey:
+    key: str
+
+
+class NoteList(TypedDict):
+    notes: list[dict[str, Any]]
+
+
+class NoteDeleted(TypedDict):
+    deleted: str
 
 
 class NoteStore:
@@ -64,16 +79,16 @@ class NoteStore:
 
     # ---- control ops (agentbox notes ...) ----------------------------------------------
 
-    def ops(self) -> dict[str, Op]:
-        return {"notes_list": self.op_list, "notes_delete": self.op_delete}
+    def ops(self) -> list[Operation[Any, Any]]:
+        return [
+            typed_op("notes_list", Empty, self.op_list),
+            typed_op("notes_delete", NoteKey, self.op_delete),
+        ]
 
-    async def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def op_list(self, _: Empty, __: Caller) -> NoteList:
         return {"notes": [n.listed() for n in await self.all()]}
 
-    async def op_delete(self, req: dict[str, Any]) -> dict[str, Any]:
-        key = req.get("key")
-        if not isinstance(key, str):
-            raise SpecError(ErrorCode.invalid_request, "'key' must be a string")
-        if not await self.delete(key):
-            raise SpecError(ErrorCode.not_found, f"no note named {key!r}")
-        return {"deleted": key}
+    async def op_delete(self, req: NoteKey, _: Caller) -> NoteDeleted:
+        if not await self.delete(req.key):
+            raise SpecError(ErrorCode.not_found, f"no note named {req.key!r}")
+        return {"deleted": req.key}

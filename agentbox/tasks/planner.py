@@ -7,13 +7,16 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
+from agentbox.operations import BOTH, Caller, Empty, Operation, typed_op
 from agentbox.tasks.schedules import Schedule, ScheduleStore, entry, parse_schedule
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
-from agentbox.vocabulary import ErrorCode, Op, SpecError, State
+from agentbox.vocabulary import ErrorCode, SpecError, State
 
 log = logging.getLogger("agentbox.schedules")
 
@@ -26,6 +29,33 @@ RETRY_S = 5.0  # after a run could not be recorded (the store was unavailable)
 SOURCE = "schedule"
 
 
+@dataclass(frozen=True)
+class ScheduleSet:
+    schedule: Schedule
+
+
+@dataclass(frozen=True)
+class ScheduleName:
+    name: str
+
+
+class ScheduleReply(TypedDict):
+    created: bool
+    schedule: dict[str, Any]
+
+
+class Deleted(TypedDict):
+    deleted: str
+
+
+class ScheduleList(TypedDict):
+    schedules: list[dict[str, Any]]
+
+
+def _schedule_set(req: Mapping[str, Any]) -> ScheduleSet:
+    return ScheduleSet(parse_schedule(req.get("schedule")))
+
+
 class Planner:
     """Every due run becomes a task, or, when its time passed while the box could not run it,
     follows the schedule's policy: `run_once` runs once now for all missed times, `skip` runs
@@ -36,33 +66,30 @@ class Planner:
         self.service = service
         self._changed = asyncio.Event()
 
-    def ops(self) -> dict[str, Op]:
-        return {
-            "schedule_set": self.op_set,
-            "schedule_delete": self.op_delete,
-            "schedule_list": self.op_list,
-        }
+    def ops(self) -> list[Operation[Any, Any]]:
+        """schedule_set, schedule_delete and schedule_list, on the socket and MQTT."""
+        return [
+            Operation("schedule_set", _schedule_set, self.op_set, BOTH),
+            typed_op("schedule_delete", ScheduleName, self.op_delete, BOTH),
+            typed_op("schedule_list", Empty, self.op_list, BOTH),
+        ]
 
-    async def op_set(self, req: dict[str, Any]) -> dict[str, Any]:
-        schedule = parse_schedule(req.get("schedule"))
+    async def op_set(self, req: ScheduleSet, _: Caller) -> ScheduleReply:
         try:
-            self.service.route(parse_spec(schedule.task), SOURCE)
+            self.service.route(parse_spec(req.schedule.task), SOURCE)
         except SpecError as exc:
             # A provider or budget missing today may be there when the run is due.
             if exc.code == ErrorCode.invalid_request:
                 raise SpecError(exc.code, f"task: {exc.message}") from None
-        listed, created = await self.schedules.put(schedule)
+        listed, created = await self.schedules.put(req.schedule)
         self._changed.set()
         return {"created": created, "schedule": listed}
 
-    async def op_delete(self, req: dict[str, Any]) -> dict[str, Any]:
-        name = req.get("name")
-        if not isinstance(name, str):
-            raise SpecError(ErrorCode.invalid_request, "'name' must be a string")
-        if not await self.schedules.delete(name):
-            raise SpecError(ErrorCode.not_found, f"no schedule named {name!r}")
+    async def op_delete(self, req: ScheduleName, _: Caller) -> Deleted:
+        if not await self.schedules.delete(req.name):
+            raise SpecError(ErrorCode.not_found, f"no schedule named {req.name!r}")
         self._changed.set()
-        return {"deleted": name}
+        return {"deleted": req.name}
 
     async def summary(self) -> dict[str, Any]:
         """How many schedules there are and which runs next (for `status`)."""
@@ -72,7 +99,7 @@ class Planner:
         s, due = min(listed, key=lambda item: item[1])
         return {"count": len(listed), "next": {"name": s.name, "at": round(due, 3)}}
 
-    async def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def op_list(self, _: Empty, __: Caller) -> ScheduleList:
         return {"schedules": [entry(s, due) for s, due in await self.schedules.all()]}
 
     async def run(self) -> None:
