@@ -115,7 +115,8 @@ def fields_parser(
     fields = [
         (
             f.name,
-            hints[f.name],
+            convert.get(f.name) or _checker(hints[f.name]),
+            f.name in convert,
             f.metadata.get("must") or _must(hints[f.name]),
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
         )
@@ -124,15 +125,15 @@ def fields_parser(
 
     def parse(data: Mapping[str, Any]) -> Req:
         values: dict[str, Any] = {}
-        for name, hint, must, required in fields:
+        for name, check, converts, must, required in fields:
             if name not in data:
                 if required:
                     raise SpecError(ErrorCode.invalid_request, f"{name!r} must {must}")
                 continue
             value = data[name]
-            if name in convert:
-                value = convert[name](value)
-            elif not _fits(value, hint):
+            if converts:
+                value = check(value)
+            elif not check(value):
                 raise SpecError(ErrorCode.invalid_request, f"{name!r} must {must}")
             values[name] = value
         return cls(**values)
@@ -140,20 +141,20 @@ def fields_parser(
     return parse
 
 
-def _fits(value: Any, hint: Any) -> bool:
+def _checker(hint: Any) -> Callable[[Any], bool]:
+    """Whether a decoded JSON value fits the annotation; worked out once per field."""
     if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        return any(_fits(value, h) for h in typing.get_args(hint))
+        return lambda _: True
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        options = [_checker(h) for h in typing.get_args(hint)]
+        return lambda v: any(check(v) for check in options)
     if hint is type(None):
-        return value is None
-    kind = origin or hint
-    if kind in (int, float) and isinstance(value, bool):
-        return False  # true is not a number here
-    if kind is float:
-        return isinstance(value, int | float)
-    return isinstance(value, kind)
+        return lambda v: v is None
+    kind = typing.get_origin(hint) or hint
+    if kind in (int, float):  # true is not a number here; an integer is a float
+        kinds = (int, float) if kind is float else (int,)
+        return lambda v: isinstance(v, kinds) and not isinstance(v, bool)
+    return lambda v: isinstance(v, kind)
 
 
 _WORDS = {str: "be a string", int: "be an integer", float: "be a number", bool: "be true or false"}

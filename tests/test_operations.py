@@ -18,10 +18,10 @@ from agentbox import keys
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlClient, ControlError
 from agentbox.mqtt.bridge import Bridge
-from agentbox.operations import BOTH, Caller, Table, typed_op
+from agentbox.operations import BOTH, Caller, Table, fields_parser, typed_op
 from agentbox.routing.router import Router
 from agentbox.settings import MqttConfig, Settings
-from agentbox.tasks.ops import TaskId, TaskReply, task_ops
+from agentbox.tasks.ops import ListRequest, TaskId, TaskReply, task_ops
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.vocabulary import ErrorCode, SpecError
@@ -147,6 +147,11 @@ async def test_the_table_parses_at_its_edge_and_registers_each_name_once() -> No
         with pytest.raises(SpecError) as err:
             table.request("get", data, "socket")
         assert err.value.code == ErrorCode.invalid_request and err.value.message == why
+    lists = fields_parser(ListRequest)
+    assert lists({"state": None, "limit": 3}) == ListRequest(None, 3)
+    for bad, why in (({"limit": True}, "'limit' must be an integer"), ({"state": 1}, "string")):
+        with pytest.raises(SpecError, match=why):
+            lists(bad)
     with pytest.raises(SpecError, match="unknown op 'get'"):
         table.request("get", {"id": "a"}, "mqtt")  # MQTT reaches only what is opened to it
     with pytest.raises(ValueError, match="registered twice"):
