@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agentbox.tasks.checkpoint import Checkpointer
 from agentbox.tasks.migrations import SchemaTooNew, migrate
 
 log = logging.getLogger("agentbox.store")
@@ -55,7 +54,6 @@ class Writer:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
-        self.checkpointer = Checkpointer(path)
         self._pending: list[tuple[Op, bool, asyncio.Future[Any]]] = []
         self._inflight = False
         self._sync = ""
@@ -88,7 +86,6 @@ class Writer:
             if check != "ok":
                 raise StoreError(f"{self.path}: integrity check failed: {check}")
             versions = migrate(conn)
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's thread does it
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the task store: {exc}") from None
         except SchemaTooNew as exc:
@@ -98,7 +95,6 @@ class Writer:
                 " `agentbox update` kept (docs/updates.md)"
             ) from None
         self._conn = conn
-        self.checkpointer.start()
         return versions
 
     async def close(self) -> None:
@@ -121,7 +117,6 @@ class Writer:
 
     def _close_sync(self, _: None = None) -> None:
         assert self._conn is not None
-        self.checkpointer.stop()
         try:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
@@ -275,7 +270,6 @@ class Writer:
             log.error("store commit of %d ops failed: %s", len(ops), exc)
             return [(False, StoreError(err))] * len(ops), []
         self.commits += 1
-        self.checkpointer.committed(conn)
         staged, self.staged = self.staged, []
         return outcomes, staged
 
