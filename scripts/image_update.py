@@ -58,9 +58,12 @@ def release_key(work: Path) -> tuple[Path, Path]:
 
 
 def checkout_at(version: str, dest: Path, bad: bool) -> Path:
-    """This checkout's tracked files copied to dest, with version set (and, if bad, the entry
-    point swapped for EXIT78)."""
-    names = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
+    """This checkout's files (tracked, and new ones not ignored) copied to dest, with version
+    set (and, if bad, the entry point swapped for EXIT78)."""
+    # The working tree as the image's own wheel sees it: new files not yet added included (a
+    # release that imports a module only `git ls-files` left out fails in the guest).
+    names = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True,
                            check=True).stdout.decode().split("\0")  # fmt: skip
     for name in filter(None, names):
         src = REPO / name
