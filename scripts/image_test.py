@@ -24,6 +24,7 @@ from typing import Any
 
 import build_image
 import image_update
+import image_update_mqtt
 from box_test import (
     Report,
     check_cli,
@@ -359,7 +360,10 @@ def test_variant(arch: str, out: Path, rep: Report, reboot: bool, update: bool) 
         check_journal(g, rep, tag)
         save_journal(g, work, "journal-boot1.txt")
         if bundles is not None:
-            image_update.check_update(g, rep, arch, bundles)
+            ids = image_update.check_update(g, rep, arch, bundles)
+            ids += image_update_mqtt.check_mqtt_update(g, rep, arch, bundles)
+            image_update.tasks_finished(g, rep, arch, ids)
+            image_update_mqtt.check_update_security(g, rep, arch)
             save_journal(g, work, "journal-update.txt")
         if reboot:
             _, before = sh(g, "cat /etc/machine-id; hostname")

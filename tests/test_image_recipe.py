@@ -70,3 +70,46 @@ def test_readme_installs_the_release_of_this_version() -> None:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     readme = (REPO / "README.md").read_text()
     assert re.findall(r"^r=/opt/agentbox/releases/(\S+)", readme, re.M) == [version]
+
+
+def _service_settings(unit: Path) -> dict[str, list[str]]:
+    """Every KEY=value of the unit's [Service] section, each key's values in order."""
+    out: dict[str, list[str]] = {}
+    section = ""
+    for line in unit.read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_the_updater_unit_writes_only_where_updates_live_and_drops_the_rest(
+    short_tmp: Path,
+) -> None:
+    """agentbox-update.service runs as root: read-only but for the releases' root and the
+    state dir, four file capabilities, the system-service calls, no devices or namespaces."""
+    from agentbox.config import SYSTEM_STATE_DIR  # noqa: PLC0415
+    from agentbox.settings import UpdateConfig  # noqa: PLC0415
+
+    copy = verified(REPO / "systemd/agentbox-update.service", short_tmp)
+    s = _service_settings(copy)
+    assert s["ProtectSystem"] == ["strict"]
+    assert s["ReadWritePaths"][0].split() == [UpdateConfig().root, str(SYSTEM_STATE_DIR)]
+    assert set(s["CapabilityBoundingSet"][0].split()) == {
+        "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_CHOWN",
+    }  # fmt: skip
+    assert s["SystemCallFilter"][0] == "@system-service"
+    for key in ("NoNewPrivileges", "PrivateDevices", "PrivateTmp", "ProtectClock",
+                "ProtectHostname", "ProtectKernelTunables", "RestrictNamespaces",
+                "RestrictSUIDSGID", "MemoryDenyWriteExecute", "ProtectHome"):  # fmt: skip
+        assert s.get(key) == ["yes"], key
+    assert s["UMask"] == ["0022"], "releases must stay readable by the agentbox user"
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(copy)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    m = re.search(r"exposure level for \S+: (\d+(?:\.\d+)?)", done.stdout)
+    assert m is not None, done.stdout[-500:] + done.stderr
+    assert float(m.group(1)) <= 3.0, done.stdout

@@ -43,3 +43,14 @@ def test_bad_copy_refuses_to_run_but_checks_config(tmp_path: Path) -> None:
     done = _cli(src, "config", "check")
     assert done.returncode == 0, done.stderr
     assert _cli(src, "--version").stdout.strip() == "agentbox 9.9.9.post1"
+
+
+def test_a_new_module_not_yet_added_to_git_is_in_the_copy(tmp_path: Path) -> None:
+    """The image's wheel is built from the working tree; the test releases must be too."""
+    new = ROOT / "agentbox" / f"_untracked_probe_{os.getpid()}.py"
+    new.write_text('"""Made by a test; removed at its end."""\n')
+    try:
+        src = image_update.checkout_at("9.9.9.post1", tmp_path / "src", bad=False)
+        assert (src / "agentbox" / new.name).read_text() == new.read_text()
+    finally:
+        new.unlink()

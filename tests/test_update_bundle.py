@@ -1,15 +1,18 @@
 """Release bundles: built and signed by scripts/build-release, refused by `agentbox update`
 when tampered with, signed by another key, not the expected sha256 or truncated, with nothing
-changed on disk; `agentbox releases` lists and prunes."""
+changed on disk; an older release refused unless asked for, and even then when it could not
+open the store; `agentbox releases` lists and prunes."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tarfile
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +214,52 @@ def test_releases_lists_current_and_previous_and_prunes_the_rest(tmp_path: Path)
     assert pruned.returncode == 0, pruned.stderr
     left = sorted(p.name for p in (box.root / "releases").iterdir())
     assert left == ["0.2.0", "0.3.0"]
+
+
+# ---- older and equal versions (docs/updates.md) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def older(signed: dict[str, Path]) -> Path:
+    return build_bundle(signed["work"] / "older", signed["key"], "0.1.0rc2")
+
+
+def _store(box: Box, schema: int, floor: int | None) -> None:
+    """The box's store as a release at `schema` left it, with the floor it wrote (if any)."""
+    db = box.state / "agentbox.db"
+    db.unlink()
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        if floor is not None:
+            conn.execute("INSERT INTO meta VALUES ('schema_floor', ?)", (str(floor),))
+        conn.execute(f"PRAGMA user_version = {schema}")
+        conn.commit()
+
+
+def test_an_older_release_is_refused_unless_asked(signed: dict[str, Path], older: Path) -> None:
+    box = Box(signed["work"] / "box-older", signed["pub"])
+    error = _refused(box, older)
+    assert "release 0.1.0rc2 is older than the current 0.1.0" in error
+    assert "--allow-downgrade" in error and "allow_downgrade" in error
+
+
+def test_another_build_of_the_current_version_is_refused(
+    signed: dict[str, Path], tmp_path: Path
+) -> None:
+    box = Box(tmp_path, signed["pub"])  # its 0.1.0 came from the image: no manifest
+    again = build_bundle(tmp_path / "again", signed["key"], "0.1.0")
+    assert "another build of 0.1.0; give the new build its own version" in _refused(box, again)
+    same = build_bundle(tmp_path / "same", signed["key"], "0.1.0.0")  # 0.1.0 by PEP 440
+    assert "another build of 0.1.0.0" in _refused(box, same)
+
+
+@pytest.mark.parametrize("floor", [None, len(STEPS) + 1])
+def test_a_downgrade_the_store_is_too_new_for_is_refused_even_when_asked(
+    signed: dict[str, Path], older: Path, tmp_path: Path, floor: int | None
+) -> None:
+    box = Box(tmp_path, signed["pub"])
+    _store(box, len(STEPS) + 1, floor)  # migrated by a step the older release does not know
+    error = _refused(box, older, "--allow-downgrade")
+    said = "it did not say which" if floor is None else f"usable from schema v{floor} on"
+    assert f"release 0.1.0rc2 (store schema v{len(STEPS)}) cannot open this box's store" in error
+    assert said in error and "refused even when asked for" in error

@@ -160,3 +160,27 @@ def test_a_pool_request_reaches_the_updater_and_its_refusal_is_reported(
     peer.publish(pool, json.dumps({"url": url, "sha256": SHA}))
     assert answers(peer, 4)[3]["request"] == "requested"
     assert spool.exists()
+
+
+def test_allow_downgrade_is_part_of_the_signed_request(
+    daemons: Any, broker: Broker, peers: list[Peer], short_tmp: Path
+) -> None:
+    d = box(daemons, broker, short_tmp, "require_signature = true\n", SECRET)
+    spool = request.spool_path(d.state_dir)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe(EVENTS)
+    # Signed without the flag, sent with it: the HMAC covers the payload, so it is forged.
+    peer.publish(UPDATE, body(allow_downgrade=True), user=signed(UPDATE, "box1", body()))
+    odd = body(allow_downgrade="yes")
+    peer.publish(UPDATE, odd, user=signed(UPDATE, "box1", odd))
+    got = answers(peer, 2)
+    assert [a["state"] for a in got] == ["rejected", "rejected"], got
+    assert "bad signature" in got[0]["error"]["message"]
+    assert "'allow_downgrade' must be true or false" in got[1]["error"]["message"]
+    assert not spool.exists()
+    asked = body(allow_downgrade=True)
+    peer.publish(UPDATE, asked, user=signed(UPDATE, "box1", asked))
+    assert answers(peer, 3)[2]["request"] == "requested"
+    assert json.loads(spool.read_text())["allow_downgrade"] is True
+    assert request.take(spool).allow_downgrade is True

@@ -23,7 +23,7 @@ from agentbox.update.releases import Tree
 from agentbox.update.service import parse_show
 from tests.conftest import ROOT, free_port, outbox_mqtt, wait_for
 from tests.fakes import FakeProvider, openai_stream
-from tests.test_update_kit import ChildService, build_bundle, make_key
+from tests.test_update_kit import ChildService, build_bundle, make_key, snapshot
 
 WATCHDOG_S = 2.0
 READY_TIMEOUT_S = 12.0
@@ -43,6 +43,8 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made["0.2.9"] = build_bundle(work / "0.2.9", key, "0.2.9", "badconfig")
     made["0.3.0"] = build_bundle(work / "0.3.0", key, "0.3.0", "noready", "not-additive")
     made["0.3.1"] = build_bundle(work / "0.3.1", key, "0.3.1", "noready", "additive")
+    made["0.4.0"] = build_bundle(work / "0.4.0", key, "0.4.0", "", "not-additive")
+    made["0.4.1"] = build_bundle(work / "0.4.1", key, "0.4.1", "", "additive")
     return made
 
 
@@ -226,6 +228,44 @@ def test_rollback_across_an_additive_migration_keeps_the_migrated_store(
     assert not list(rig.state.glob("agentbox.db.before-*"))
     rig.submit(["after-rollback"])
     rig.all_succeeded([*ids, "after-rollback"])
+
+
+def test_a_downgrade_goes_in_only_when_asked_for_and_tasks_go_on(
+    rig: Rig, bundles: dict[str, Path]
+) -> None:
+    """Past an additive step the older release can still use the store: asked for, it is
+    installed like any update (and the newer one kept as previous)."""
+    up = rig.update(bundles["0.4.1"])
+    assert up.state == "succeeded", (up, rig.progress)
+    ids = [f"dg-{i}" for i in range(6)]
+    rig.submit(ids)
+    before = snapshot(rig.root)
+    refused = rig.update(bundles["0.1.0"])
+    assert (refused.code, refused.state) == (flow.REFUSED, "refused"), refused
+    assert "release 0.1.0 is older than the current 0.4.1" in str(refused.error)
+    assert snapshot(rig.root) == before, "a refused downgrade changed the release tree"
+    down = flow.update(bundles["0.1.0"], None, rig.box, allow_downgrade=True)
+    assert (down.code, down.state, down.old, down.new) == (flow.OK, "succeeded", "0.4.1", "0.1.0")
+    assert rig.cli("status")["version"] == "0.1.0"
+    assert (Tree(rig.root).current(), Tree(rig.root).previous()) == ("0.1.0", "0.4.1")
+    rig.submit(["after-downgrade"])
+    rig.all_succeeded([*ids, "after-downgrade"])
+
+
+def test_a_downgrade_past_a_step_not_additive_is_refused_even_when_asked_for(
+    rig: Rig, bundles: dict[str, Path]
+) -> None:
+    up = rig.update(bundles["0.4.0"])
+    assert up.state == "succeeded", (up, rig.progress)
+    ids = [f"nd-{i}" for i in range(4)]
+    rig.submit(ids)
+    before = snapshot(rig.root)
+    down = flow.update(bundles["0.1.0"], None, rig.box, allow_downgrade=True)
+    assert (down.code, down.state) == (flow.REFUSED, "refused"), down
+    want = f"release 0.1.0 (store schema v{len(STEPS)}) cannot open this box's store (schema v"
+    assert want in str(down.error) and f"usable from schema v{len(STEPS) + 1} on" in str(down.error)
+    assert snapshot(rig.root) == before and rig.cli("status")["version"] == "0.4.0"
+    rig.all_succeeded(ids)
 
 
 def test_systemctl_show_is_read_as_the_service_state() -> None:

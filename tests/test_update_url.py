@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox.update import flow, record
+from agentbox.update import bundle, flow, record, request
 from tests.conftest import free_port
 from tests.fakes import BundleServer, FakeProvider, openai_stream
 from tests.test_update_bundle import Box
@@ -97,3 +97,31 @@ def test_a_good_download_is_installed_and_serves(
         rig.service.close()
         fake.close()
     assert "Traceback" not in rig.service.log()
+
+
+def test_a_requested_downgrade_goes_in_only_with_allow_downgrade(
+    short_tmp: Path, made: dict[str, Path], server: BundleServer
+) -> None:
+    """What agentbox-update.service runs for a spooled request: the flag travels with it."""
+    fake = FakeProvider(default=openai_stream("done"))
+    rig = Rig(short_tmp, made["pub"], fake)
+    try:
+        for v in ("0.1.0", "0.2.0"):
+            done = rig.update(made[v])
+            assert done.state == "succeeded", (done, rig.progress)
+        url, sha = server.add(made["0.1.0"]), bundle.sha256_file(made["0.1.0"])
+        spool = request.spool(rig.state, request.parse({"url": url, "sha256": sha}))
+        refused = flow.run_request(spool, rig.box)
+        assert refused is not None and refused.code == flow.REFUSED, refused
+        assert "release 0.1.0 is older than the current 0.2.0" in str(refused.error)
+        last = record.read(rig.root)
+        assert last is not None and last["state"] == "failed", last
+        assert str(last["error"]).startswith("refused, nothing changed: release 0.1.0 is older")
+        asked = request.parse({"url": url, "sha256": sha, "allow_downgrade": True})
+        down = flow.run_request(request.spool(rig.state, asked), rig.box)
+        assert down is not None and down.state == "succeeded", (down, rig.progress)
+        assert (down.old, down.new) == ("0.2.0", "0.1.0")
+        assert rig.cli("status")["version"] == "0.1.0"
+    finally:
+        rig.service.close()
+        fake.close()

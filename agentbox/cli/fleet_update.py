@@ -93,6 +93,8 @@ def cmd_fleet_update(args: argparse.Namespace) -> int:
                 "sha256": sha256,
                 "signature": signature,
                 "version": manifest.version,
+                # Only when asked: a box from before the downgrade rule refuses the field.
+                **({"allow_downgrade": True} if args.allow_downgrade else {}),
             },
             pool=args.pool or "",
             boxes=args.box or [],
@@ -129,6 +131,10 @@ def add_parser(fleet_sub: Any) -> None:
     u.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds each box may take (default 1800)"
     )
+    u.add_argument(
+        "--allow-downgrade", action="store_true",
+        help="let boxes on a newer release install this older one (signed with the request)",
+    )  # fmt: skip
     u.add_argument("--json", action="store_true", help="print a summary as JSON")
     u.add_argument("--config", help="TOML file whose [mqtt] section says which broker")
     u.set_defaults(fn=cmd_fleet_update)

@@ -51,9 +51,11 @@ def cmd_update(args: argparse.Namespace) -> int:
         if outcome is None:
             return 0
     elif download.is_url(args.file):
-        outcome = flow.update_url(args.file, args.sha256, box)
+        outcome = flow.update_url(args.file, args.sha256, box, allow_downgrade=args.allow_downgrade)
     else:
-        outcome = flow.update(Path(args.file), args.sha256, box)
+        outcome = flow.update(
+            Path(args.file), args.sha256, box, allow_downgrade=args.allow_downgrade
+        )
     _journal(outcome)
     if args.json:
         print_json(outcome.to_dict())
@@ -133,6 +135,10 @@ def add_parsers(sub: Any) -> None:
     u.add_argument(
         "--request", metavar="FILE", help="run the update the daemon spooled (the path unit's)"
     )
+    u.add_argument(
+        "--allow-downgrade", action="store_true",
+        help="install a release older than the current one (never one that cannot open the store)",
+    )  # fmt: skip
     u.add_argument("--json", action="store_true", help="print the outcome as JSON")
     u.add_argument("--config")
     u.set_defaults(fn=cmd_update)

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentbox.update import bundle, download, install, probation, record, request, store_check
+from agentbox.update import (
+    bundle,
+    downgrade,
+    download,
+    install,
+    probation,
+    record,
+    request,
+    store_check,
+)
 from agentbox.update import keys as release_keys
 from agentbox.update.bundle import BundleError
 from agentbox.update.install import InstallError
@@ -85,7 +94,13 @@ def _refused(box: Box, old: str | None, new: str | None, error: str) -> Outcome:
 
 
 def update_url(
-    url: str, sha256: str | None, box: Box, signature: str | None = None, hint: str | None = None
+    url: str,
+    sha256: str | None,
+    box: Box,
+    signature: str | None = None,
+    hint: str | None = None,
+    *,
+    allow_downgrade: bool = False,
 ) -> Outcome:
     """Download the bundle (to a temporary file on the releases' file system), then update from
     it as from a file; a download cut short or refused changes nothing."""
@@ -95,7 +110,7 @@ def update_url(
     into = box.root if box.root.is_dir() else box.root.parent
     try:
         with download.fetched(url, into, box.progress) as path:
-            return update(path, sha256, box, signature)
+            return update(path, sha256, box, signature, allow_downgrade=allow_downgrade)
     except download.DownloadError as exc:
         return _refused(box, old, hint, str(exc))
 
@@ -112,12 +127,22 @@ def run_request(path: Path, box: Box) -> Outcome | None:
         return _refused(box, Tree(box.root).current(), None, str(exc))
     box.record_all = True
     box.record_extra = {"sha256": req.sha256, "requested_at": req.at}
-    return update_url(req.url, req.sha256, box, req.signature, req.version)
+    return update_url(
+        req.url, req.sha256, box, req.signature, req.version, allow_downgrade=req.allow_downgrade
+    )
 
 
-def update(path: Path, sha256: str | None, box: Box, signature: str | None = None) -> Outcome:
+def update(
+    path: Path,
+    sha256: str | None,
+    box: Box,
+    signature: str | None = None,
+    *,
+    allow_downgrade: bool = False,
+) -> Outcome:
     """Run one update to its end; every failure is an Outcome, never a half-switched box.
-    `signature`, when given, must be the bundle's own manifest.sig (a request pins it)."""
+    `signature`, when given, must be the bundle's own manifest.sig (a request pins it); an
+    older release is refused unless allow_downgrade (downgrade.check says when even then)."""
     say = box.progress
     tree = Tree(box.root)
     old = tree.current()
@@ -130,6 +155,7 @@ def update(path: Path, sha256: str | None, box: Box, signature: str | None = Non
         if signature is not None and bundle.head(path)[1] != signature:
             raise BundleError("the bundle's signature is not the one the request named")
         install.check_fits(manifest)
+        downgrade.check(tree, manifest, box.state_dir / store_check.DB_NAME, allow_downgrade)
     except (BundleError, release_keys.KeyFileError) as exc:
         return _refused(box, old, None, str(exc))
     new = manifest.version

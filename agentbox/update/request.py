@@ -21,7 +21,7 @@ from agentbox.update.releases import write_atomic
 
 SPOOL_DIR = "update-request"  # under the state dir; watched by agentbox-update.path
 NAME = "request.json"
-FIELDS = {"url", "sha256", "signature", "version"}
+FIELDS = {"url", "sha256", "signature", "version", "allow_downgrade"}
 MAX_URL = 2048
 SIG_RE = re.compile(r"^[A-Za-z0-9+/]{86}==$")  # base64 of a 64-byte ed25519 signature
 VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+_-]{0,63}$")
@@ -38,10 +38,13 @@ class Request:
     signature: str | None  # the bundle's manifest.sig, when the operator pins it too
     version: str | None  # what the operator says it is; the bundle's manifest decides
     at: float
+    allow_downgrade: bool = False  # an older release may be installed (docs/updates.md)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "sha256": self.sha256, "signature": self.signature,
+        data = {"url": self.url, "sha256": self.sha256, "signature": self.signature,
                 "version": self.version, "at": self.at}  # fmt: skip
+        # Only when asked, as fleet update sends it: a release before the rule refuses the field.
+        return data | ({"allow_downgrade": True} if self.allow_downgrade else {})
 
 
 def spool_path(state_dir: Path) -> Path:
@@ -69,10 +72,13 @@ def parse(data: Mapping[str, Any], at: float | None = None) -> Request:
     version = data.get("version")
     if version is not None and (not isinstance(version, str) or not VERSION_RE.match(version)):
         raise RequestError("'version' must be a release version")
+    allow = data.get("allow_downgrade", False)
+    if not isinstance(allow, bool):
+        raise RequestError("'allow_downgrade' must be true or false")
     when = data.get("at", at if at is not None else time.time())
     if not isinstance(when, int | float) or isinstance(when, bool):
         raise RequestError("'at' must be a Unix time")
-    return Request(url, sha.lower(), sig, version, float(when))
+    return Request(url, sha.lower(), sig, version, float(when), allow)
 
 
 def spool(state_dir: Path, req: Request) -> Path:
