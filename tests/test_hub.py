@@ -10,18 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentbox import keys
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlClient
-from agentbox.mqtt.bridge import Bridge
 from agentbox.routing.router import Router
-from agentbox.settings import MqttConfig, Settings
 from agentbox.tasks.hub import Change, Item, Note
 from agentbox.tasks.rows import Event
 from agentbox.tasks.scheduler import Scheduler
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.vocabulary import State, TaskSpec
+from tests.bridges import bare_bridge
 from tests.mqtt_peer import Broker, Peer
 from tests.test_scheduler import SETTINGS, ScriptedRunner
 
@@ -205,16 +203,7 @@ async def test_the_drain_keeps_progress_in_place_while_it_catches_up(short_tmp: 
         await store.open()
         await submit(store, "old")  # waits in the table from before the bridge
         peer.subscribe("agentbox/v1/hub/task/+/event")
-        conf = MqttConfig(host="127.0.0.1", port=broker.port, ha_discovery=False)
-        service = TaskService(store, lambda: Router(Settings()), lambda: 1, 65536)
-        bridge = Bridge(
-            conf,
-            device_id="hub",
-            service=service,
-            store=store,
-            keystore=keys.KeyStore(short_tmp),
-            info=lambda: {},
-        )
+        bridge = bare_bridge(store, broker.port, short_tmp, "hub")
         running = asyncio.create_task(bridge.run())
         await until(store.at_gate.is_set)  # following, and reading the table
         row = await submit(store, "t", state=State.running)

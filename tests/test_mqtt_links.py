@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 
-from agentbox import keys
 from agentbox.mqtt.bridge import Bridge, IntakeStalled
 from agentbox.notify import Notifier, watchdog_loop
-from agentbox.routing.router import Router
-from agentbox.settings import MqttConfig, Settings
+from agentbox.settings import MqttConfig
 from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.vocabulary import TaskSpec
+from tests.bridges import bare_bridge, bare_service
 from tests.conftest import NotifyListener
 from tests.mqtt_peer import Broker, Peer
 
@@ -68,16 +67,9 @@ async def box(short_tmp: Path) -> AsyncIterator[Box]:
     peer = Peer(broker.port)
     store = HeldStore(short_tmp / "tasks.db")
     await store.open()
-    conf = MqttConfig(host="127.0.0.1", port=broker.port, ha_discovery=False)
-    service = TaskService(store, lambda: Router(Settings()), lambda: 1, 65536)
-    bridge = Bridge(
-        conf,
-        device_id="box",
-        service=service,
-        store=store,
-        keystore=keys.KeyStore(short_tmp),
-        info=lambda: {},
-    )
+    service = bare_service(store)
+    bridge = bare_bridge(store, broker.port, short_tmp, "box", service)
+    conf = bridge.conf
     running = asyncio.create_task(bridge.run())
     await until(lambda: bridge.connected)
     try:

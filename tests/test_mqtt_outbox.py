@@ -8,13 +8,9 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from agentbox import keys
-from agentbox.mqtt.bridge import Bridge
-from agentbox.routing.router import Router
-from agentbox.settings import MqttConfig, Settings
-from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.store import Store
+from tests.bridges import bare_bridge
 from tests.mqtt_peer import Broker, Peer
 
 
@@ -49,16 +45,8 @@ async def test_acknowledged_events_are_not_sent_again_after_a_drop(short_tmp: Pa
             spec = parse_spec({"id": f"t{i}", "prompt": "x"})
             await store.submit(spec, lane="local", max_attempts=1, source="test")
         peer.subscribe("agentbox/v1/gate/task/+/event")
-        conf = MqttConfig(host="127.0.0.1", port=broker.port, ha_discovery=False)
-        service = TaskService(store, lambda: Router(Settings()), lambda: 1, 65536)
-        bridge = Bridge(
-            conf,
-            device_id="gate",
-            service=service,
-            store=store,
-            keystore=keys.KeyStore(short_tmp),
-            info=lambda: {},
-        )
+        bridge = bare_bridge(store, broker.port, short_tmp, "gate")
+        conf = bridge.conf
         running = asyncio.create_task(bridge.run())
         # The five `accepted` events are published and acknowledged; their delete is held.
         await until(store.at_gate.is_set)

@@ -14,17 +14,14 @@ from typing import Any
 
 import pytest
 
-from agentbox import keys
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlClient, ControlError
-from agentbox.mqtt.bridge import Bridge
 from agentbox.operations import BOTH, Caller, Table, fields_parser, typed_op
-from agentbox.routing.router import Router
-from agentbox.settings import MqttConfig, Settings
 from agentbox.tasks.ops import ListRequest, TaskId, TaskReply, task_ops
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.vocabulary import ErrorCode, SpecError
+from tests.bridges import bare_bridge, bare_service
 from tests.mqtt_peer import Broker, Peer
 from tests.test_mqtt_links import until
 
@@ -68,7 +65,7 @@ async def box(short_tmp: Path) -> AsyncIterator[Box]:
     broker = Broker(short_tmp).start()
     store = Store(short_tmp / "tasks.db")
     await store.open()
-    service = TaskService(store, lambda: Router(Settings()), lambda: 1, 65536)
+    service = bare_service(store)
     gets: list[str] = []
 
     async def counted_get(req: TaskId, caller: Caller) -> TaskReply:
@@ -79,16 +76,7 @@ async def box(short_tmp: Path) -> AsyncIterator[Box]:
     ops.add(typed_op("get", TaskId, counted_get, BOTH))
     control = ControlServer(short_tmp / "control.sock", service, ops)
     await control.start()
-    conf = MqttConfig(host="127.0.0.1", port=broker.port, ha_discovery=False)
-    bridge = Bridge(
-        conf,
-        device_id="box",
-        service=service,
-        store=store,
-        keystore=keys.KeyStore(short_tmp),
-        info=lambda: {},
-        ops=ops,
-    )
+    bridge = bare_bridge(store, broker.port, short_tmp, "box", service, ops=ops)
     running = asyncio.create_task(bridge.run())
     await until(lambda: bridge.connected)
     peer = Peer(broker.port)
