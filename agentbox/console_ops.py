@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from agentbox import config, keys, netcheck
-from agentbox.config import ConfigError, Loaded
+from agentbox.config import ConfigError
 from agentbox.health import Parts, addresses
 from agentbox.mqtt.connect import check_broker
 from agentbox.operations import Caller, Empty, Operation, typed_op
 from agentbox.routing.pool import test_key
 from agentbox.settings import MqttConfig
 from agentbox.vocabulary import ErrorCode, SpecError
+
+if TYPE_CHECKING:
+    from agentbox.live import Live
 
 Reply = dict[str, Any]
 
@@ -50,21 +53,21 @@ def _sections(raw: Any) -> dict[str, dict[str, Any]]:
 
 
 class ConsoleOps:
-    """The console's operations on explicit dependencies: `loaded` gives the settings in
+    """The console's operations on explicit dependencies: `live` gives the settings in
     effect (a reload replaces them), `providers` the pool's states, `link` the MQTT bridge's
     (connected, last error), `reload` re-reads configuration and keys."""
 
     def __init__(
         self,
         *,
-        loaded: Callable[[], Loaded],
+        live: Live,
         keystore: keys.KeyStore,
         providers: Callable[[], dict[str, dict[str, Any]]],
         link: Callable[[], tuple[bool, str]],
         reload: Callable[[], Awaitable[str]],
         config_arg: str | None,
     ) -> None:
-        self._loaded = loaded
+        self.live = live
         self.keystore = keystore
         self._providers = providers
         self._link = link
@@ -91,7 +94,7 @@ class ConsoleOps:
     async def keys(self, _: Empty, __: Caller) -> Reply:
         states = self._providers()
         providers = []
-        for name, conf in self._loaded().settings.providers.items():
+        for name, conf in self.live.settings.providers.items():
             info = keys.describe(self.keystore, name, conf.kind)
             providers.append(
                 {
@@ -103,7 +106,7 @@ class ConsoleOps:
                     "state": states.get(name, {}).get("state", "ok"),
                 }
             )
-        configured = self._loaded().settings.providers
+        configured = self.live.settings.providers
         return {
             "providers": providers,
             "addable": [n for n in config.STARTERS if n not in configured],
@@ -117,7 +120,7 @@ class ConsoleOps:
         return await self._save({"providers": {req.name: config.STARTERS[req.name]}})
 
     def _provider(self, name: str) -> Any:
-        conf = self._loaded().settings.providers.get(name)
+        conf = self.live.settings.providers.get(name)
         if conf is None:
             raise ValueError(f"no provider named {name!r} in the configuration")
         return conf
@@ -150,7 +153,7 @@ class ConsoleOps:
     # ---- budget and routing ------------------------------------------------------------
 
     async def settings(self, _: Empty, __: Caller) -> Reply:
-        s = self._loaded().settings.model_dump(mode="json")
+        s = self.live.settings.model_dump(mode="json")
         return {
             "settings": {sec: {k: s[sec][k] for k in ks} for sec, ks in config.EDITABLE.items()}
         }
@@ -169,7 +172,7 @@ class ConsoleOps:
     # ---- network and broker ------------------------------------------------------------
 
     async def network(self, _: Empty, __: Caller) -> Reply:
-        where = netcheck.target(self._loaded().settings)
+        where = netcheck.target(self.live.settings)
         parts = Parts("network")
         nets = parts.get("interfaces", addresses)
         return {
@@ -179,7 +182,7 @@ class ConsoleOps:
         }
 
     async def broker(self, _: Empty, __: Caller) -> Reply:
-        conf = self._loaded().settings.mqtt
+        conf = self.live.settings.mqtt
         connected, error = self._link()
         return {
             "mqtt": {k: getattr(conf, k) for k in config.EDITABLE["mqtt"]},
@@ -193,7 +196,7 @@ class ConsoleOps:
         bad = [k for k in changes if k not in config.EDITABLE["mqtt"]]
         if bad:
             raise ValueError(f"mqtt.{bad[0]} cannot be changed from the console")
-        current = self._loaded().settings.mqtt.model_dump()
+        current = self.live.settings.mqtt.model_dump()
         try:
             return MqttConfig(**{**current, **changes})
         except ValidationError as exc:
@@ -204,7 +207,7 @@ class ConsoleOps:
     async def broker_test(self, req: BrokerChange, _: Caller) -> Reply:
         conf = self._broker_conf(req)
         password = req.password or keys.resolve(self.keystore, keys.BROKER_KEY)[0]
-        identifier = f"agentbox-{self._loaded().device_id}-check"
+        identifier = f"agentbox-{self.live.loaded.device_id}-check"
         ok, message = await check_broker(conf, password, identifier)
         return {"ok": ok, "message": message}
 

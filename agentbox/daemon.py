@@ -23,26 +23,10 @@ from agentbox.mqtt.bridge import Bridge
 from agentbox.notify import Notifier, watchdog_loop
 from agentbox.operations import Table, daemon_ops
 from agentbox.providers.prices import PriceTable
-from agentbox.routing.budget import Budget
-from agentbox.routing.learned import BoxLearning
-from agentbox.routing.model import shipped
 from agentbox.routing.ops import routing_ops
-from agentbox.routing.pool import ProviderPool
-from agentbox.routing.router import CLOUD, LOCAL, Router
-from agentbox.routing.runner import ProviderRunner
-from agentbox.routing.scoreboard import Scoreboard
-from agentbox.settings import Settings
-from agentbox.tasks.hub import Hub
-from agentbox.tasks.ledger import StoreLedger
-from agentbox.tasks.notes import NoteStore
+from agentbox.runtime import build_runtime
 from agentbox.tasks.ops import task_ops
-from agentbox.tasks.planner import Planner
-from agentbox.tasks.scheduler import Scheduler
-from agentbox.tasks.schedules import ScheduleStore
-from agentbox.tasks.scores import StoreScores
-from agentbox.tasks.service import TaskService
 from agentbox.tasks.spec import parse_spec
-from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.update.ops import update_ops
 from agentbox.update.remote import RemoteUpdates
@@ -50,7 +34,6 @@ from agentbox.update.remote import RemoteUpdates
 log = logging.getLogger("agentbox.daemon")
 STATUS_EVERY_S = 5.0
 PRUNE_EVERY_S = 600.0
-DB_NAME = "agentbox.db"
 
 
 class StateDirError(Exception):
@@ -82,67 +65,32 @@ class Daemon:
     """One process: store, scheduler, providers, control socket, systemd notifications."""
 
     def __init__(self, loaded: Loaded, config_arg: str | None = None) -> None:
-        self.loaded = loaded
         self.config_arg = config_arg
         self.notifier = Notifier()
         self.started = time.monotonic()
-        self.keystore = keys.KeyStore(loaded.state_dir)
-        settings = loaded.settings
-        # Task events: the store and the scheduler feed it; the control socket and MQTT listen.
-        self.hub = Hub()
-        self.store = Store(loaded.state_dir / DB_NAME, outbox=settings.mqtt.enabled, hub=self.hub)
-        self.pool = ProviderPool(settings, self.keystore)
-        self.local = self.pool.local
-        self.prices = PriceTable(settings.prices, settings.providers)
-        self.budget = Budget(settings.budget, StoreLedger(self.store))
-        self.learning = BoxLearning(shipped(), self.store)
-        self.router = self._router(settings)
-        self.notes = NoteStore(self.store)
-        self.scores = StoreScores(self.store, Scoreboard())
-        runner = ProviderRunner(
-            self.pool.providers,
-            self.pool.breakers,
-            self.budget,
-            lambda: self.prices,
-            lambda: self.loaded.settings,
-            http=self.pool.tool_http,
-            notes=self.notes,
-            escalated=lambda spec: self.router.learn(spec, True, "escalated"),
-            scoreboard=self.scores.board,
-        )
-        self.service = TaskService(
-            self.store,
-            lambda: self.router,
-            lambda: self.loaded.settings.tasks.max_attempts,
-            settings.mqtt.max_payload_bytes,
-            hub=self.hub,
-        )
-        self.scheduler = Scheduler(
-            self.store,
-            runner,
-            {LOCAL: 1, CLOUD: settings.tasks.cloud_concurrency},
-            settings.tasks.retry_base_s,
-            self.hub,
-        )
-        self.service.attach(self.scheduler)
-        self.planner = Planner(ScheduleStore(self.store), self.service)
+        self.rt = build_runtime(loaded)
         self.ops = self._ops()
         self.bridge: Bridge | None = None
         self._bridge_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._mqtt_key: str | None = None  # read once the state dir is known to be usable
-        if settings.mqtt.enabled:
+        if loaded.settings.mqtt.enabled:
             self.bridge = self._make_bridge()
-        self.control = ControlServer(socket_path(loaded.state_dir), self.service, self.ops)
+        self.control = ControlServer(socket_path(loaded.state_dir), self.rt.service, self.ops)
         self._stop = asyncio.Event()
         self._last_status = ""
 
+    @property
+    def loaded(self) -> Loaded:
+        return self.rt.live.loaded
+
     def _ops(self) -> Table:
         """The one table of operations, for the control socket and the MQTT bridge."""
+        rt = self.rt
         console = ConsoleOps(
-            loaded=lambda: self.loaded,
-            keystore=self.keystore,
-            providers=self.pool.status,
+            live=rt.live,
+            keystore=rt.keystore,
+            providers=rt.pool.status,
             link=lambda: (
                 (self.bridge.connected, self.bridge.last_error) if self.bridge else (False, "")
             ),
@@ -151,25 +99,22 @@ class Daemon:
         )
         return Table(
             daemon_ops(self.status, self.reload),
-            task_ops(self.service),
-            self.planner.ops(),
-            self.notes.ops(),
-            routing_ops(lambda: self.router, self.learning, parse_spec),
+            task_ops(rt.service),
+            rt.planner.ops(),
+            rt.notes.ops(),
+            routing_ops(lambda: rt.live.router, rt.learning, parse_spec),
             console.ops(),
             update_ops(self._remote_updates),
         )
-
-    def _router(self, settings: Settings) -> Router:
-        return Router(settings, self.pool.available, self.budget.exhausted, self.learning)
 
     def _make_bridge(self) -> Bridge:
         return Bridge(
             self.loaded.settings.mqtt,
             device_id=self.loaded.device_id,
-            service=self.service,
-            store=self.store,
-            hub=self.hub,
-            keystore=self.keystore,
+            service=self.rt.service,
+            store=self.rt.store,
+            hub=self.rt.hub,
+            keystore=self.rt.keystore,
             info=self.info,
             health=Health(self.loaded.state_dir, self._health_counters),
             ops=self.ops,
@@ -192,13 +137,12 @@ class Daemon:
     def _broker_password(self) -> str | None:
         """Kept only to notice a changed password at reload (it is never logged)."""
         with contextlib.suppress(keys.KeyStoreError):
-            return keys.resolve(self.keystore, keys.BROKER_KEY)[0]
+            return keys.resolve(self.rt.keystore, keys.BROKER_KEY)[0]
         return None
 
     async def _apply_mqtt(self) -> None:
         """Broker settings or password changed: reconnect, start or stop the bridge."""
         conf = self.loaded.settings.mqtt
-        self.store.outbox_enabled = conf.enabled
         if conf.enabled and self.bridge is not None:
             log.info("mqtt settings changed: reconnecting to %s:%d", conf.host, conf.port)
             self.bridge.reconfigure(conf)
@@ -227,19 +171,19 @@ class Daemon:
 
     def _sources(self) -> reports.Sources:
         """The parts the reports read, as they are now (a reload swaps some)."""
+        rt = self.rt
         return reports.Sources(
-            loaded=self.loaded,
+            live=rt.live,
             started=self.started,
-            store=self.store,
-            service=self.service,
-            scheduler=self.scheduler,
-            local=self.local,
-            pool=self.pool,
-            budget=self.budget,
-            board=self.scores.board,
-            planner=self.planner,
-            learning=self.learning,
-            prices=self.prices,
+            store=rt.store,
+            service=rt.service,
+            scheduler=rt.scheduler,
+            local=rt.pool.local,
+            pool=rt.pool,
+            budget=rt.budget,
+            board=rt.scores.board,
+            planner=rt.planner,
+            learning=rt.learning,
             bridge=self.bridge,
         )
 
@@ -255,20 +199,20 @@ class Daemon:
         return await reports.health_counters(self._sources())
 
     async def _status_line(self) -> str:
-        counts = await self.store.counts()
+        counts = await self.rt.store.counts()
         queued = sum(c.get("queued", 0) for c in counts.values())
         running = sum(c.get("running", 0) for c in counts.values())
-        model = "loaded" if self.local.loaded else "not loaded"
+        model = "loaded" if self.rt.pool.local.loaded else "not loaded"
         return f"ready: {queued} queued, {running} running; local model {model}"
 
     # ---- reload ----------------------------------------------------------------------
 
     def _refresh_secrets(self) -> None:
         """Every key the daemon may hold, so the log scrubber can mask it."""
-        values = self.pool.secrets()
-        for name in {keys.BROKER_KEY, *self.keystore.names()}:
+        values = self.rt.pool.secrets()
+        for name in {keys.BROKER_KEY, *self.rt.keystore.names()}:
             with contextlib.suppress(keys.KeyStoreError):
-                value, _ = keys.resolve(self.keystore, name)
+                value, _ = keys.resolve(self.rt.keystore, name)
                 if value:
                     values.add(value)
         logs.SCRUBBER.set_secrets(values)
@@ -289,15 +233,8 @@ class Daemon:
             )
             new = new.model_copy(update={"state_dir": self.loaded.state_dir})
         warn_config(new)
-        self.loaded = new
+        self.rt.apply(new)
         settings = new.settings
-        self.pool.configure(settings)
-        self.prices = PriceTable(settings.prices, settings.providers)
-        self.budget.conf = settings.budget
-        self.router = self._router(settings)
-        self.scheduler.set_capacity(CLOUD, settings.tasks.cloud_concurrency)
-        self.scheduler.retry_base_s = settings.tasks.retry_base_s
-        self.service.max_payload_bytes = settings.mqtt.max_payload_bytes
         mqtt_key = self._broker_password()
         if settings.mqtt != old.mqtt or mqtt_key != self._mqtt_key:
             self._mqtt_key = mqtt_key
@@ -313,7 +250,7 @@ class Daemon:
 
     async def _healthy(self) -> None:
         """What a watchdog ping vouches for: the store's thread answers and MQTT intake moves."""
-        await self.store.ping()
+        await self.rt.store.ping()
         if self.bridge is not None:
             self.bridge.check_intake()
 
@@ -329,12 +266,12 @@ class Daemon:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY_S
                     t = self.loaded.settings.tasks
-                    n = await self.store.prune(
+                    n = await self.rt.store.prune(
                         time.time(), t.retention_hours * 3600, t.max_finished
                     )
                     if n:
                         log.info("pruned %d finished task(s)", n)
-                await self.scores.flush()
+                await self.rt.scores.flush()
             except StoreError as exc:
                 log.error("housekeeping: %s", exc)
             await asyncio.sleep(STATUS_EVERY_S)
@@ -369,10 +306,7 @@ class Daemon:
         prepare_state_dir(self.loaded.state_dir)
         self._mqtt_key = self._broker_password()
         self._refresh_secrets()
-        report = await self.store.open()
-        await self.budget.load()
-        await self.learning.load()
-        await self.scores.load()
+        report = await self.rt.open()
         if report.schema_from != report.schema_to:
             log.info("store schema migrated from v%d to v%d", report.schema_from, report.schema_to)
         if report.requeued or report.ended:
@@ -385,11 +319,11 @@ class Daemon:
             await self.control.start()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                self.scheduler.start(tg)
+                self.rt.scheduler.start(tg)
                 duties = [
                     tg.create_task(watchdog_loop(self.notifier, self._healthy), name="watchdog"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
-                    tg.create_task(self.planner.run(), name="schedules"),
+                    tg.create_task(self.rt.planner.run(), name="schedules"),
                 ]
                 self._start_bridge()
                 ready_s = time.monotonic() - STARTED
@@ -402,21 +336,17 @@ class Daemon:
 
                 self.notifier.stopping()
                 log.info("stopping: intake closed, draining running tasks")
-                self.service.accepting = False
+                self.rt.service.accepting = False
                 await self.control.close()
                 if self.bridge is not None:
                     self.bridge.close_intake()
-                await self.scheduler.stop(settings.tasks.stop_timeout_s)
+                await self.rt.scheduler.stop(settings.tasks.stop_timeout_s)
                 await self._stop_bridge()
                 for duty in duties:
                     duty.cancel()
         finally:
             await self.control.close()
-            await self.pool.close()
-            await self.learning.flush()
-            with contextlib.suppress(StoreError):
-                await self.scores.flush()  # the figures outlive a restart
-            await self.store.close()
+            await self.rt.close()
         log.info("stopped cleanly")
         return 0
 

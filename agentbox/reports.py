@@ -21,10 +21,9 @@ from agentbox.update import record as update_record
 from agentbox.update.remote import summary
 
 if TYPE_CHECKING:  # the parts' types only: this module builds nothing of them
-    from agentbox.config import Loaded
+    from agentbox.live import Live
     from agentbox.mqtt.bridge import Bridge
     from agentbox.providers.local import LocalProvider
-    from agentbox.providers.prices import PriceTable
     from agentbox.routing.budget import Budget
     from agentbox.routing.learned import BoxLearning
     from agentbox.routing.pool import ProviderPool
@@ -40,7 +39,7 @@ if TYPE_CHECKING:  # the parts' types only: this module builds nothing of them
 class Sources:
     """What the reports read, as the daemon holds it when asked (a reload swaps some)."""
 
-    loaded: Loaded
+    live: Live  # settings and prices in effect
     started: float  # time.monotonic() when the daemon was built
     store: Store
     service: TaskService
@@ -51,7 +50,6 @@ class Sources:
     board: Scoreboard
     planner: Planner
     learning: BoxLearning
-    prices: PriceTable
     bridge: Bridge | None
 
 
@@ -82,7 +80,7 @@ def rss_mb() -> float:
 async def status(src: Sources) -> dict[str, Any]:
     """The control socket's `status`: a part that fails is null and named in `unavailable`."""
     parts = Parts("status")
-    loaded = src.loaded
+    loaded = src.live.loaded
     report = {
         "version": __version__,
         "device_id": loaded.device_id,
@@ -106,7 +104,7 @@ async def status(src: Sources) -> dict[str, Any]:
         "network": parts.get("network", addresses),
         "update": parts.get("update", lambda: last_update(loaded.settings)),
         "errors": logs.RECENT.last(),
-        "config_warnings": [*loaded.warnings, *src.prices.warnings()],
+        "config_warnings": [*loaded.warnings, *src.live.prices.warnings()],
     }
     report["unavailable"] = parts.unavailable
     return report
@@ -123,11 +121,11 @@ def routing_status(settings: Settings, learning: BoxLearning) -> dict[str, Any]:
 
 def info(src: Sources) -> dict[str, Any]:
     """The retained `info` message: what this box is and can do (never a key)."""
-    settings = src.loaded.settings
+    settings = src.live.loaded.settings
     return {
         "version": __version__,
         "name": settings.device.name,
-        "device_id": src.loaded.device_id,
+        "device_id": src.live.loaded.device_id,
         "hardware": hardware(),
         "os": os_name(),
         "local_model": src.local.model or ("bundled" if settings.local.enabled else None),
@@ -165,7 +163,7 @@ async def health_counters(src: Sources) -> dict[str, Any]:
         },
         "local": {k: local[k] for k in ("loaded", "model", "tokens_per_s", "load_error")},
         "scoreboard": compact(src.board.summary()),
-        "update": summary(last_update(src.loaded.settings)),
+        "update": summary(last_update(src.live.loaded.settings)),
     }
 
 

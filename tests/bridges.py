@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from agentbox import keys
+from agentbox.live import Live
 from agentbox.mqtt.bridge import Bridge
-from agentbox.routing.router import Router
 from agentbox.settings import MqttConfig, Settings
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
@@ -15,7 +15,8 @@ from agentbox.tasks.store import Store
 
 def bare_service(store: Store) -> TaskService:
     """Intake on `store` with default routing, one attempt, a 64 KB payload limit."""
-    return TaskService(store, lambda: Router(Settings()), lambda: 1, 65536)
+    limits = {"tasks": {"max_attempts": 1}, "mqtt": {"max_payload_bytes": 65536}}
+    return TaskService(store, Live.of(Settings.model_validate(limits)))
 
 
 def bare_bridge(

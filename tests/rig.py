@@ -1,4 +1,5 @@
-"""A provider runner on the real pool, store and ledger, for routing and agent tests."""
+"""The daemon's own task side (runtime.build_runtime) without its transports, for routing and
+agent tests that drive the provider runner directly."""
 
 from __future__ import annotations
 
@@ -10,29 +11,46 @@ from typing import Any
 import pytest
 
 from agentbox import keys
-from agentbox.providers.prices import PriceTable
+from agentbox.config import Loaded
 from agentbox.routing.budget import Budget
 from agentbox.routing.pool import ProviderPool
-from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, ProviderRunner
+from agentbox.runtime import Runtime, build_runtime
 from agentbox.settings import Settings
 from agentbox.tasks.ledger import StoreLedger
-from agentbox.tasks.notes import NoteStore
-from agentbox.tasks.store import Store
 from agentbox.vocabulary import TaskSpec
 
 
 @dataclass
 class Rig:
-    settings: Settings
-    pool: ProviderPool
-    budget: Budget
-    runner: ProviderRunner
-    ledger: StoreLedger
+    rt: Runtime
+
+    @property
+    def settings(self) -> Settings:
+        return self.rt.live.settings
+
+    @property
+    def pool(self) -> ProviderPool:
+        return self.rt.pool
+
+    @property
+    def budget(self) -> Budget:
+        return self.rt.budget
+
+    @property
+    def runner(self) -> ProviderRunner:
+        return self.rt.runner
+
+    @property
+    def ledger(self) -> StoreLedger:
+        ledger = self.rt.budget.ledger
+        assert isinstance(ledger, StoreLedger)
+        return ledger
 
     async def run(self, spec: dict[str, Any], background: bool = False) -> Outcome:
+        """Route `spec` as the daemon's router would and run it, without the scheduler."""
         task = TaskSpec.model_validate(spec).with_id()
-        decision = Router(self.settings, self.pool.available).decide(task, background)
+        decision = self.rt.live.router.decide(task, background)
 
         async def progress(_: dict[str, Any]) -> None:
             return None
@@ -42,29 +60,17 @@ class Rig:
 
 @pytest.fixture
 async def rig_factory(tmp_path: Path) -> AsyncIterator[Any]:
-    made: list[tuple[Store, ProviderPool]] = []
+    made: list[Runtime] = []
 
     async def make(conf: dict[str, Any]) -> Rig:
-        settings = Settings(**conf)
-        store = Store(tmp_path / f"s{len(made)}.db")
-        await store.open()
-        pool = ProviderPool(settings, keys.KeyStore(tmp_path))
-        ledger = StoreLedger(store)
-        budget = Budget(settings.budget, ledger)
-        await budget.load()
-        runner = ProviderRunner(
-            pool.providers,
-            pool.breakers,
-            budget,
-            lambda: PriceTable(settings.prices, settings.providers),
-            lambda: settings,
-            http=pool.tool_http,
-            notes=NoteStore(store),
-        )
-        made.append((store, pool))
-        return Rig(settings, pool, budget, runner, ledger)
+        state = tmp_path / f"s{len(made)}"
+        state.mkdir()
+        loaded = Loaded(settings=Settings(**conf), path=None, state_dir=state, device_id="rig")
+        rt = build_runtime(loaded, keys.KeyStore(tmp_path))
+        await rt.open()
+        made.append(rt)
+        return Rig(rt)
 
     yield make
-    for store, pool in made:
-        await pool.close()
-        await store.close()
+    for rt in made:
+        await rt.close()

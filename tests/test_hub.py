@@ -12,7 +12,7 @@ from typing import Any
 
 from agentbox.control import ControlServer
 from agentbox.control_client import ControlClient
-from agentbox.routing.router import Router
+from agentbox.live import Live
 from agentbox.tasks.hub import Change, Item, Note
 from agentbox.tasks.rows import Event
 from agentbox.tasks.scheduler import Scheduler
@@ -127,7 +127,7 @@ async def test_local_watchers_get_every_event_with_mqtt_off(tmp_path: Path) -> N
     including a retry and progress, and the outbox table stays empty."""
     store = Store(tmp_path / "t.db", outbox=False)
     await store.open()
-    service = TaskService(store, lambda: Router(SETTINGS), lambda: 3, 262144)
+    service = TaskService(store, Live.of(SETTINGS))
     scheduler = Scheduler(store, ScriptedRunner(), {"local": 1, "cloud": 3}, 0.05, store.hub)
     service.attach(scheduler)
     queue = service.watch("w")
@@ -152,7 +152,7 @@ async def test_submit_wait_on_the_control_socket_streams_every_event_with_mqtt_o
 ) -> None:
     store = Store(short_tmp / "t.db", outbox=False)
     await store.open()
-    service = TaskService(store, lambda: Router(SETTINGS), lambda: 3, 262144)
+    service = TaskService(store, Live.of(SETTINGS))
     scheduler = Scheduler(store, ScriptedRunner(), {"local": 1, "cloud": 3}, 0.05, store.hub)
     service.attach(scheduler)
 

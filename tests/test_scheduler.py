@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from agentbox.live import Live
 from agentbox.providers.base import Failure, ProviderError
-from agentbox.routing.router import Router
 from agentbox.routing.runner import Outcome, Progress
 from agentbox.settings import ProviderConfig, Settings
 from agentbox.tasks.rows import Event
@@ -96,7 +96,7 @@ async def make_box(path: Path) -> Box:
     store = Store(path)
     await store.open()
     runner = ScriptedRunner()
-    service = TaskService(store, lambda: Router(SETTINGS), lambda: 3, 262144)
+    service = TaskService(store, Live.of(SETTINGS))
     scheduler = Scheduler(store, runner, {"local": 1, "cloud": 3}, 0.05, store.hub)
     service.attach(scheduler)
     return Box(store, service, scheduler, runner)

@@ -108,6 +108,10 @@ class Budget:
         self.this_month = 0.0
         self.reserved = 0.0
 
+    def configure(self, conf: BudgetConfig) -> None:
+        """New caps from a reload; what was spent and reserved stays counted."""
+        self.conf = conf
+
     async def load(self) -> None:
         self.day, self.month = day_month(time.time())
         self.today, self.this_month = await self.ledger.totals(self.day, self.month)

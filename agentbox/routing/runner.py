@@ -16,15 +16,14 @@ from typing import Any, TypeVar
 
 from agentbox.agent.loop import run_agent
 from agentbox.agent.tools import Context, FetchClient, Notes
+from agentbox.live import Live
 from agentbox.providers.base import Completion, Failure, Provider, ProviderError, Request, Tool
-from agentbox.providers.prices import PriceTable
 from agentbox.providers.registry import calls_tools
 from agentbox.routing.answers import check_output, input_bound, unsure, usage
 from agentbox.routing.breaker import AUTH_FAILED, QUOTA_EXHAUSTED, Breaker
 from agentbox.routing.budget import Budget, BudgetExceeded, Reservation, usage_entry
 from agentbox.routing.router import LOCAL
 from agentbox.routing.scoreboard import Call, Scoreboard, Stopwatch, failure_class
-from agentbox.settings import Settings
 from agentbox.vocabulary import Route, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.runner")
@@ -75,8 +74,7 @@ class ProviderRunner:
         providers: dict[str, Provider],
         breakers: dict[str, Breaker],
         budget: Budget,
-        prices: Callable[[], PriceTable],
-        settings: Callable[[], Settings],
+        live: Live,
         *,
         http: FetchClient,
         notes: Notes,
@@ -90,8 +88,7 @@ class ProviderRunner:
         self.providers = providers
         self.breakers = breakers
         self.budget = budget
-        self.prices = prices
-        self.settings = settings
+        self.live = live  # settings and prices as of the last reload
         self._chores: set[asyncio.Task[None]] = set()  # ledger writes of cancelled calls
 
     async def run(
@@ -134,7 +131,7 @@ class ProviderRunner:
     ) -> tuple[Completion, Any, str | None]:
         """The local model's answer, its data and what is wrong with it against the schema."""
         local = self.providers.get(LOCAL)
-        if local is None or not self.settings().local.enabled:
+        if local is None or not self.live.settings.local.enabled:
             raise ProviderError(Failure.unavailable, "the local model is disabled")
         clock = Stopwatch()
 
@@ -164,7 +161,7 @@ class ProviderRunner:
         self, spec: TaskSpec, route: Route, progress: Progress, escalate: bool
     ) -> Outcome:
         c, data, problem = await self._call_local(spec, progress)
-        settings = self.settings()
+        settings = self.live.settings
         doubt = None
         if problem is None and escalate and spec.json_schema is None:
             doubt = unsure(c, settings.routing.unsure_logprob)
@@ -200,7 +197,7 @@ class ProviderRunner:
     ) -> tuple[T, str]:
         """`call` on the route's provider, then along cloud_order (unless the task pins its
         model) until one answers; raises NoCloud when none did."""
-        settings = self.settings()
+        settings = self.live.settings
         names = [route.provider]
         if not spec.model:  # a pinned model has nowhere else to go
             tools = spec.kind == "agent"  # only to providers that can call its tools
@@ -284,7 +281,7 @@ class ProviderRunner:
     ) -> Paid:
         """One call: its worst case reserved and written down before the request leaves, the
         real cost booked after; a call cut short is booked at what it may have cost."""
-        prices = self.prices()
+        prices = self.live.prices
         bound = input_bound(request)
         worst = prices.worst_case(request.model, bound, request.max_tokens, provider.name)
         reservation = self.budget.reserve(worst, task_cap)
@@ -405,7 +402,7 @@ class ProviderRunner:
     async def _agent(self, spec: TaskSpec, route: Route, progress: Progress) -> Outcome:
         """Every step is one cloud call with failover; each is booked as soon as it is made,
         and all of them, over all the task's attempts, stay within the task's cap."""
-        settings = self.settings()
+        settings = self.live.settings
         cap = settings.budget.per_task_usd
         if spec.max_cost_usd is not None:
             cap = min(cap, spec.max_cost_usd)
@@ -462,7 +459,7 @@ class ProviderRunner:
         failed: NoCloud,
     ) -> Outcome:
         """No cloud provider took the task: go local if it may, hold, or fail clearly."""
-        settings = self.settings()
+        settings = self.live.settings
         over_budget = failed.over_budget
         if (
             may_go_local
@@ -494,7 +491,7 @@ class ProviderRunner:
             Failure.retryable,
             f"no cloud provider could take it: {detail}",
             retry_after=min(waits) if waits else None,
-            hold=self.settings().routing.offline == "hold",
+            hold=self.live.settings.routing.offline == "hold",
         )
 
     def _outcome(

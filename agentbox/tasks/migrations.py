@@ -154,6 +154,7 @@ class SchemaTooNew(Exception):
     """The file was written by a newer agentbox."""
 
 
+DB_NAME = "agentbox.db"  # the store's file in the state directory
 FLOOR_KEY = "schema_floor"  # in meta: the oldest schema version that can still use the store
 
 

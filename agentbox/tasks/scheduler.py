@@ -114,10 +114,13 @@ class Scheduler:
         task = asyncio.create_task(self._run(lane, row), name=f"task-{row.id}")
         lane.running[row.seq] = (row, task)
 
-    def set_capacity(self, lane: str, capacity: int) -> None:
-        if lane in self.lanes:
-            self.lanes[lane].capacity = capacity
-            self.lanes[lane].wake.set()
+    def configure(self, capacities: dict[str, int], retry_base_s: float) -> None:
+        """A reload's lane widths and retry base; a wider lane starts waiting work at once."""
+        self.retry_base_s = retry_base_s
+        for name, capacity in capacities.items():
+            if name in self.lanes:
+                self.lanes[name].capacity = capacity
+                self.lanes[name].wake.set()
 
     def start(self, tg: asyncio.TaskGroup) -> None:
         for lane in self.lanes.values():

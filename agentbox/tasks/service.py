@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from agentbox.routing.router import Decision, Router
+from agentbox.live import Live
+from agentbox.routing.router import Decision
 from agentbox.tasks.hub import Hub, Update
 from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.scheduler import BACKGROUND_SOURCES, Scheduler
@@ -28,16 +28,12 @@ class TaskService:
     def __init__(
         self,
         store: Store,
-        router: Callable[[], Router],
-        max_attempts: Callable[[], int],
-        max_payload_bytes: int,
+        live: Live,
         hub: Hub | None = None,
     ) -> None:
         self.store = store
         self.hub = hub if hub is not None else store.hub  # where watchers get the task's events
-        self._router = router
-        self._max_attempts = max_attempts
-        self.max_payload_bytes = max_payload_bytes
+        self.live = live  # router, attempts and payload bound as of the last reload
         self.scheduler: Scheduler | None = None
         self.accepting = True
         self.accepted = 0
@@ -45,9 +41,13 @@ class TaskService:
     def attach(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.live.settings.mqtt.max_payload_bytes
+
     def route(self, spec: TaskSpec, source: str) -> Decision:
         """Where the task would run today; SpecError when it cannot."""
-        return self._router().decide(spec, background=source in BACKGROUND_SOURCES)
+        return self.live.router.decide(spec, background=source in BACKGROUND_SOURCES)
 
     async def submit(
         self,
@@ -78,7 +78,7 @@ class TaskService:
             row, created = await self.store.submit(
                 spec,
                 lane=decision.lane,
-                max_attempts=self._max_attempts(),
+                max_attempts=self.live.settings.tasks.max_attempts,
                 source=source,
                 reply=reply,
                 route=decision.route.model_dump(),
@@ -91,7 +91,7 @@ class TaskService:
             raise
         if created:
             self.accepted += 1
-            self._router().learn_pin(spec, background=source in BACKGROUND_SOURCES)
+            self.live.router.learn_pin(spec, background=source in BACKGROUND_SOURCES)
         if scheduler is not None:
             if start and created:
                 scheduler.start_now(row)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentbox.tasks.migrations import DB_NAME
 from agentbox.update import (
     bundle,
     downgrade,
@@ -155,7 +156,7 @@ def update(
         if signature is not None and bundle.head(path)[1] != signature:
             raise BundleError("the bundle's signature is not the one the request named")
         install.check_fits(manifest)
-        downgrade.check(tree, manifest, box.state_dir / store_check.DB_NAME, allow_downgrade)
+        downgrade.check(tree, manifest, box.state_dir / DB_NAME, allow_downgrade)
     except (BundleError, release_keys.KeyFileError) as exc:
         return _refused(box, old, None, str(exc))
     new = manifest.version
@@ -199,7 +200,7 @@ def _store_plan(
     release: Path, manifest: bundle.Manifest, tree: Tree, old: str | None, box: Box
 ) -> StorePlan:
     """What a rollback would cost: nothing, or the store as it was at the switch."""
-    db = box.state_dir / store_check.DB_NAME
+    db = box.state_dir / DB_NAME
     if not db.exists():
         return StorePlan(db, None, ["no task store yet: nothing to migrate"])
     say = box.progress

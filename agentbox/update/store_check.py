@@ -12,7 +12,6 @@ from pathlib import Path
 
 from agentbox.tasks.migrations import FLOOR_KEY
 
-DB_NAME = "agentbox.db"
 # What every release so far has: its migrations module. Run by a release's own Python, so
 # the check is that release's code, not ours.
 MIGRATE = (
