@@ -34,22 +34,20 @@ from agentbox.health import Health
 from agentbox.mqtt import intake, paho_adapter, reports
 from agentbox.mqtt.connect import client_for, describe_error, properties
 from agentbox.mqtt.discovery import announce, unannounce
-from agentbox.mqtt.payloads import decode, encode, id_of, not_found, rejected
+from agentbox.mqtt.payloads import encode
 from agentbox.mqtt.publisher import Acked, Publisher, settled
-from agentbox.mqtt.ratelog import RateLog
 from agentbox.mqtt.refusals import Refusals
-from agentbox.mqtt.signing import ReplayCache, check_signature
-from agentbox.mqtt.topics import Topics, reply_refusal
-from agentbox.operations import Caller, Table
+from agentbox.mqtt.requests import Requests, send_reply
+from agentbox.mqtt.topics import Topics
+from agentbox.operations import Table
 from agentbox.settings import MqttConfig
 from agentbox.tasks.hub import Follower, Hub, Item, Note
-from agentbox.tasks.ops import Submitted, TaskReply, task_ops
-from agentbox.tasks.rows import Event, TaskRow, targets
+from agentbox.tasks.ops import task_ops
+from agentbox.tasks.rows import Event, targets
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
 from agentbox.update.remote import RemoteUpdates
-from agentbox.vocabulary import ErrorCode, SpecError
 
 log = logging.getLogger("agentbox.mqtt")
 SESSION_EXPIRY_S = 7 * 86400
@@ -57,14 +55,9 @@ MAX_BACKOFF_S = 60.0
 IN_FLIGHT = intake.RECEIVE_MAXIMUM  # requests handled at once (QoS 0 ones included)
 DRAIN_BATCH = 200
 UPDATE_POLL_S = 2.0  # how often update.json (written by the root updater) is looked at
-HMAC_KEY = "mqtt-hmac"  # the key store entry that signs requests
-MAX_WAITING = 16  # answer targets one task's result may have (requests that resent its id)
 # Requests unfinished this long with none finishing means intake is stuck: the watchdog ping
 # stops. Above the keepalive's detection of a dead broker (1.5 x 30 s), which ends a link anyway.
 STALL_S = 90.0
-# A request topic's kind -> (its operation's name, the request field its payload is, if one).
-REQUESTS = {"update": ("update_request", None), "submit": ("submit", "spec"),
-            "schedule_set": ("schedule_set", "schedule")}  # fmt: skip
 
 
 class IntakeStalled(Exception):
@@ -110,19 +103,25 @@ class Bridge:
         self.keystore = keystore
         self.info = info
         self.health = health
-        self.ops = ops or Table(task_ops(service))  # what the request topics call
+        self.requests = Requests(
+            conf,
+            self.topics,
+            device_id,
+            service=service,
+            store=store,
+            ops=ops or Table(task_ops(service)),  # what the request topics call
+            keystore=keystore,
+        )
         self.updates = updates
         self.connected = False
         self.session = 0
         self.received = 0
-        self.rejected = 0
         self.dropped = 0  # QoS 0 messages dropped with the intake queue full
         self.intake_open = True
         self._stopping = asyncio.Event()
         self._health_now = asyncio.Event()  # Home Assistant restarted: report at once
         self._reconnect = asyncio.Event()
         self._next_conf: MqttConfig | None = None
-        self.hmac_secret: str | None = None
         self._link: Link | None = None
         self._delivered = 0  # the outbox seq up to which the broker acknowledged every event
         self.last_error = ""
@@ -130,9 +129,7 @@ class Bridge:
         self._busy = 0  # requests taken and not finished, every link's
         self._moved_at = time.monotonic()  # when one was last taken or finished
         self.stall_s = STALL_S
-        self._replays = ReplayCache()
-        self._refusals = RateLog(log)
-        self._refused = Refusals(self)
+        self._refused = Refusals(self.requests, self)
 
     # ---- connection ------------------------------------------------------------------
 
@@ -164,13 +161,21 @@ class Bridge:
 
     def _drop(self) -> None:
         self.dropped += 1
-        self._refusals.count("qos0_queue_full")
+        self.requests.warnings.count("qos0_queue_full")
 
     def load_secret(self) -> None:
         """Read the signing secret (at start and on every reload), not once per request."""
-        self.hmac_secret = None
-        with contextlib.suppress(keys.KeyStoreError):
-            self.hmac_secret = keys.resolve(self.keystore, HMAC_KEY)[0]
+        self.requests.load_secret()
+
+    @property
+    def link(self) -> Link | None:
+        """The connection being served, if any."""
+        return self._link
+
+    @property
+    def rejected(self) -> int:
+        """Requests answered with a rejection, since start."""
+        return self.requests.rejected
 
     def reconfigure(self, conf: MqttConfig) -> None:
         """New broker settings (or a new password): leave this connection, connect anew."""
@@ -186,6 +191,7 @@ class Bridge:
             if self._next_conf is not None:
                 self.conf, self._next_conf = self._next_conf, None
                 self.topics = _topics(self.conf, self.device_id)
+                self.requests.configure(self.conf, self.topics)
                 self.last_error = ""
             try:
                 self.session = await self.store.bump("mqtt_session")
@@ -355,29 +361,9 @@ class Bridge:
                 ok = task.result()
         link.window.settle(slot, 0 if ok else None)  # in order; nothing once the link is gone
 
-    def _signature(self, message: aiomqtt.Message, topic: str, raw: bytes) -> str:
-        device = self.conf.pool if self.topics.pooled(topic) else self.device_id
-        return check_signature(self.hmac_secret, message.properties, topic, device, raw)
-
-    def _reply_target(self, message: aiomqtt.Message) -> tuple[dict[str, Any] | None, str | None]:
-        """The v5 Response Topic as an answer target, or why it is refused."""
-        props = message.properties
-        topic = getattr(props, "ResponseTopic", None) if props is not None else None
-        if topic is None:
-            return None, None
-        return self._target(topic, getattr(props, "CorrelationData", None))
-
-    def _target(self, topic: Any, corr: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
-        conf = self.conf
-        refusal = reply_refusal(topic, conf.prefix, conf.reply_allow, conf.discovery_prefix)
-        if refusal is not None:
-            return None, refusal
-        return {"topic": topic, "correlation": bytes(corr).hex() if corr else None}, None
-
     async def _handle(self, link: Link, message: aiomqtt.Message) -> bool:
-        """Serve one request; True when it may be acknowledged (it changed what it should)."""
-        topic = str(message.topic)
-        kind = self.topics.kind(topic)
+        """Serve one message; True when it may be acknowledged (it changed what it should)."""
+        kind = self.topics.kind(str(message.topic))
         if kind == "ha_status":
             if message.payload == b"online" and self.conf.ha_discovery:
                 # Home Assistant (re)started: announce again, and report health at once so
@@ -385,136 +371,7 @@ class Bridge:
                 await announce(link.client, self.topics, self.info())
                 self._health_now.set()
             return True
-        reply, refusal = self._reply_target(message)
-        raw = message.payload if isinstance(message.payload, bytes) else b""
-        data: dict[str, Any] = {}
-        claimed: str | None = None
-        ok = False
-        try:
-            # Every operation changes or reveals state (schedules spend money too): all signed.
-            if self.conf.require_signature:
-                signature = self._signature(message, topic, raw)
-                if not self._replays.claim(signature):
-                    # Dropped without an answer: a replay learns nothing, and a redelivery of
-                    # one already served (its PUBACK lost with a connection) is not answered twice.
-                    self._refusals.warning("replayed", "dropped a replayed request on %s", topic)
-                    ok = True
-                    return ok
-                claimed = signature
-            # schedule/list needs nothing: an empty payload is an empty request.
-            empty = kind == "schedule_list" and not raw.strip()
-            data = {} if empty else decode(raw, self.conf.max_payload_bytes)
-            if reply is None and refusal is None and "reply_to" in data:
-                reply, refusal = self._target(data["reply_to"], None)
-            if refusal is not None:
-                raise SpecError(ErrorCode.invalid_request, refusal)
-            if kind == "submit" and claimed is not None and data.get("id") is None:
-                # The same signed request sent again (or redelivered after a crash, when the
-                # replay cache is gone) names the same task: it never runs twice.
-                data["id"] = f"sig-{claimed[:40]}"
-            ok = await self._serve_request(link, message, kind, data, reply)
-        except SpecError as exc:
-            self.rejected += 1
-            task_id = exc.task_id or id_of(data)
-            body = rejected(task_id, str(exc.code), exc.message)
-            if kind == "update":
-                reply, body = self._update_reply(reply), {"event": "update_request", **body}
-            self._refusals.warning(
-                str(exc.code),
-                "rejected %d-byte message on %s: %s: %s",
-                len(raw),
-                topic,
-                exc.code,
-                exc.message,
-            )
-            ok = await self._respond(link, reply, task_id, body)
-        except StoreError as exc:
-            log.error("request on %s not stored (%s); it is redelivered later", topic, exc)
-        finally:
-            if claimed is not None and not ok:
-                self._replays.release(claimed)  # it comes back, and must then be served
-        return ok
-
-    async def _serve_request(
-        self,
-        link: Link,
-        message: aiomqtt.Message,
-        kind: str | None,
-        data: dict[str, Any],
-        reply: dict[str, Any] | None,
-    ) -> bool:
-        """The operation the topic names, on the table the socket calls too; False when its
-        answer could not be sent."""
-        if kind is None:
-            return True
-        if kind != "submit":
-            data.pop("reply_to", None)  # where to answer, not part of the request
-        name, field = REQUESTS.get(kind, (kind, None))
-        answer = await self.ops.call(name, {field: data} if field else data, Caller("mqtt", reply))
-        if isinstance(answer, Submitted):  # a new task's one answer is its result, later
-            dup = getattr(message, "dup", False)
-            return answer.created or await self._resent(link, answer.row, reply, dup)
-        if isinstance(answer, TaskReply):
-            body = answer.row.body() if answer.row else not_found(answer.id)
-            return await self._respond(link, reply, answer.id, body)
-        if kind == "update":
-            body = {"event": "update_request", **answer}
-            return await self._respond(link, self._update_reply(reply), None, body)
-        return await self._respond(link, reply, None, dict(answer))
-
-    async def _resent(
-        self, link: Link, row: TaskRow, reply: dict[str, Any] | None, redelivered: bool
-    ) -> bool:
-        """A submit naming a task the box knows runs nothing; its one answer is the task's final
-        result. Ended: answered now with the stored result. Queued or running: its target is
-        added to the task's (in the transaction that reads the state), and the result goes
-        there from the outbox when the task ends. A target that already gets the result (the
-        same topic and Correlation Data; a redelivery, DUP, of a request) gets no second copy."""
-        status = "final"
-        if not row.final:
-            found, status = await self.store.add_reply(row.id, reply, MAX_WAITING)
-            if found is None:
-                return await self._respond(link, reply, row.id, not_found(row.id))
-            row = found
-        if status == "full":
-            raise SpecError(
-                ErrorCode.invalid_request,
-                f"{MAX_WAITING} requests already wait for task {row.id!r}; ask task/get later",
-                row.id,
-            )
-        if status == "final" and not (redelivered and reply in targets(row.reply)):
-            return await self._respond(link, reply, row.id, row.body())
-        return True
-
-    def _update_reply(self, reply: dict[str, Any] | None) -> dict[str, Any]:
-        """An update request with no reply target is answered on the update event topic."""
-        return reply or {"topic": self.topics.update_events, "correlation": None}
-
-    async def _respond(
-        self,
-        link: Link,
-        reply: dict[str, Any] | None,
-        task_id: str | None,
-        body: dict[str, Any],
-    ) -> bool:
-        """Answer one request on its link: its response topic, else reply_to, else the result
-        topic. False when the link ended first (MqttError is caught here)."""
-        target = reply or ({"topic": self.topics.result(task_id)} if task_id else None)
-        if target is None:
-            return True  # nowhere to answer: the warning line is all there is
-        try:
-            await link.pub.wait(self._send_reply(link.pub, target, encode(body)))
-        except aiomqtt.MqttError:
-            return False
-        return True
-
-    @staticmethod
-    def _send_reply(pub: Publisher, target: dict[str, Any], body: bytes) -> list[Acked]:
-        props = None
-        if target.get("correlation"):
-            props = properties(PacketTypes.PUBLISH)
-            props.CorrelationData = bytes.fromhex(target["correlation"])
-        return [pub.send(target["topic"], body, props)]
+        return await self.requests.handle(link.pub, message, kind)
 
     def _publisher(self) -> Publisher:
         """The QoS 1 publisher of the current connection (made with its client)."""
@@ -592,7 +449,7 @@ class Bridge:
             body = event.body()
             for target in targets(event.reply):  # each request waiting for it
                 answer = target or {"topic": self.topics.result(event.task_id)}
-                out += self._send_reply(self._publisher(), answer, body)
+                out += send_reply(self._publisher(), answer, body)
         return out
 
 

@@ -20,6 +20,7 @@ from agentbox.vocabulary import ErrorCode, SpecError
 
 if TYPE_CHECKING:  # the bridge imports this module
     from agentbox.mqtt.bridge import Bridge, Link
+    from agentbox.mqtt.requests import Requests
 
 # Answers pending at once; past that a refused request is left unacknowledged, for the broker
 # to deliver again on the next connection.
@@ -44,49 +45,50 @@ class Refused:
 class Refusals:
     """The bridge's refusals of deliveries past intake's window (see the module docstring)."""
 
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
+    def __init__(self, requests: Requests, bridge: Bridge) -> None:
+        self.requests = requests  # how a request is read and answered
+        self.bridge = bridge  # only for its connection and whether intake is open
         self._answering: set[asyncio.Task[None]] = set()
 
     def refuse(self, message: intake.Request, slot: intake.Slot) -> None:
         """Called by intake while the payload is at hand; the answer goes out from a task."""
-        b = self.bridge
-        link = b._link
+        b, r = self.bridge, self.requests
+        link = b.link
         topic, raw = str(message.topic), message.payload
         assert isinstance(raw, bytes)  # intake.Request's payload always is
         if link is None or not b.intake_open or len(self._answering) >= ANSWERING_MAX:
             if link is not None:  # left unacknowledged: delivered again on the next connection
                 link.window.settle(slot, None)
                 if b.intake_open:
-                    b._refusals.warning(
+                    r.warnings.warning(
                         "left_unacknowledged",
                         "left a message on %s unacknowledged: %d refusals await their answers",
                         topic,
                         len(self._answering),
                     )
             return
-        refused = Refused(b.topics.kind(topic), message.dup, None, None, ("busy", BUSY_MESSAGE))
+        refused = Refused(r.topics.kind(topic), message.dup, None, None, ("busy", BUSY_MESSAGE))
         try:
-            refused.reply, refusal = b._reply_target(message)
+            refused.reply, refusal = r.reply_target(message)
             signature = None
-            if b.conf.require_signature:
-                signature = b._signature(message, topic, raw)
-                if b._replays.seen(signature):  # a replay, or a redelivery of one served
-                    b._refusals.warning("replayed", "dropped a replayed request on %s", topic)
+            if r.conf.require_signature:
+                signature = r.signature(message, topic, raw)
+                if r.replays.seen(signature):  # a replay, or a redelivery of one served
+                    r.warnings.warning("replayed", "dropped a replayed request on %s", topic)
                     link.window.settle(slot, intake.QUOTA_EXCEEDED)
                     return
-            data = decode(raw, b.conf.max_payload_bytes)
+            data = decode(raw, r.conf.max_payload_bytes)
             refused.task_id = id_of(data)
             if refused.kind == "submit" and signature is not None and data.get("id") is None:
-                refused.task_id = f"sig-{signature[:40]}"  # its task's id (bridge._handle)
+                refused.task_id = f"sig-{signature[:40]}"  # its task's id (requests.py)
             if refused.reply is None and refusal is None and "reply_to" in data:
-                refused.reply, refusal = b._target(data["reply_to"], None)
+                refused.reply, refusal = r.target(data["reply_to"], None)
             if refusal is not None:
                 raise SpecError(ErrorCode.invalid_request, refusal)
         except SpecError as exc:
             refused.verdict = (str(exc.code), exc.message)
-        b.rejected += 1
-        b._refusals.warning(
+        r.rejected += 1
+        r.warnings.warning(
             refused.verdict[0],
             "refused %d-byte message on %s: %s: %s",
             len(raw),
@@ -104,9 +106,9 @@ class Refusals:
                 return  # not a request: nothing to answer
             redelivered = refused.dup and refused.kind == "submit" and refused.verdict[0] == "busy"
             if redelivered and await self._known(refused.task_id):
-                return  # its task answers, or has answered: exactly one answer (bridge._handle)
+                return  # its task answers, or has answered: exactly one answer (requests.py)
             body = rejected(refused.task_id, *refused.verdict)
-            if not await self.bridge._respond(link, refused.reply, refused.task_id, body):
+            if not await self.requests.respond(link.pub, refused.reply, refused.task_id, body):
                 code = None  # the link ended first: delivered again on the next one
         finally:
             link.window.settle(slot, code)
@@ -116,5 +118,5 @@ class Refusals:
         if task_id is None:
             return False
         with contextlib.suppress(StoreError):
-            return await self.bridge.service.get(task_id) is not None
+            return await self.requests.service.get(task_id) is not None
         return False
