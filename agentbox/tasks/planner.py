@@ -76,7 +76,7 @@ class Planner:
 
     async def op_set(self, req: ScheduleSet, _: Caller) -> ScheduleReply:
         try:
-            self.service.route(parse_spec(req.schedule.task), SOURCE)
+            self.service.route(req.schedule.spec, SOURCE)
         except SpecError as exc:
             # A provider or budget missing today may be there when the run is due.
             if exc.code == ErrorCode.invalid_request:

@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from cronsim import CronSim, CronSimError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from agentbox.tasks.spec import parse_spec
 from agentbox.tasks.writer import Writer
-from agentbox.vocabulary import ErrorCode, SpecError
+from agentbox.vocabulary import ErrorCode, SpecError, TaskSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,39}$"  # + "." + due time fits a task id
 MAX_SCHEDULES = 200
@@ -35,6 +35,7 @@ class Schedule(BaseModel):
     every_s: float | None = Field(default=None, ge=MIN_EVERY_S, le=366 * 86400)
     missed: Literal["skip", "run_once"] = "run_once"
     task: dict[str, Any]
+    _spec: TaskSpec = PrivateAttr()  # `task` parsed once, when the schedule is
 
     @model_validator(mode="after")
     def _check(self) -> Schedule:
@@ -48,10 +49,15 @@ class Schedule(BaseModel):
         if "id" in self.task:
             raise ValueError("the task spec has no 'id': each run gets '<name>.<due time>'")
         try:
-            parse_spec(self.task)
+            self._spec = parse_spec(self.task)
         except SpecError as exc:
             raise ValueError(f"task: {exc.message}") from None
         return self
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The task each run submits, as parsed (without its run's id and meta)."""
+        return self._spec
 
     def next_due(self, after: float) -> float:
         """The first due time strictly after `after` (cron in local time, DST by the C library)."""
