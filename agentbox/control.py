@@ -176,13 +176,8 @@ class ControlServer:
             row, created = done.row, done.created
             if row.final:
                 return {"type": "reply", "created": created, "task": row.body()}
-            await send(
-                {
-                    "type": "event",
-                    "event": "accepted" if created else "known",
-                    "task": row.body(),
-                }
-            )
+            if not created:  # a new task's `accepted` is its first event from the hub
+                await send({"type": "event", "event": "known", "task": row.body()})
             while True:
                 event, body = await queue.get()
                 if event == "result":
