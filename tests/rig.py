@@ -55,7 +55,7 @@ class Rig:
         async def progress(_: dict[str, Any]) -> None:
             return None
 
-        return await self.runner.run(task, decision.route.model_dump(), progress, background)
+        return await self.runner.run(task, decision.route, progress, background)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ async def run(
         if events is not None:
             events.append(info)
 
-    return await rig.runner.run(task, decision.route.model_dump(), progress)
+    return await rig.runner.run(task, decision.route, progress)
 
 
 def tool_messages(request: dict[str, Any], kind: str) -> list[str]:
@@ -170,8 +170,8 @@ async def test_a_step_fails_over_to_the_next_provider(rig_factory: Any) -> None:
         rig = await rig_factory(conf)
         out = await run(rig, {"prompt": "2+2?", "kind": "agent"})
         assert out.result["output"] == "four"
-        assert out.route is not None and out.route["provider"] == "second"
-        assert "failed over from first" in out.route["reason"]
+        assert out.route is not None and out.route.provider == "second"
+        assert "failed over from first" in out.route.reason
         # the second provider got the whole conversation, with the first one's tool call
         assert tool_messages(b.requests[0], "openai") == ["4"]
     finally:
@@ -196,7 +196,7 @@ async def test_agent_steps_never_go_to_a_provider_without_tools(rig_factory: Any
         rig = await rig_factory(conf)
         out = await run(rig, {"prompt": "2+2?", "kind": "agent"})
         assert out.result["output"] == "four"
-        assert out.route is not None and out.route["provider"] == "second"
+        assert out.route is not None and out.route.provider == "second"
         assert plain.requests == []  # failover passed it by
         # a plain completion may still use it
         done = await run(rig, {"prompt": "hi", "model": "plain/gpt-4o-mini"})

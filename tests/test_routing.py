@@ -51,8 +51,8 @@ async def test_failover_from_a_provider_answering_500s(rig_factory: Any, fakes: 
     assert out.result["output"] == "from second"
     assert out.result["usage"]["cached_tokens"] == 4
     assert out.result["usage"]["reasoning_tokens"] == 3
-    assert out.route is not None and out.route["provider"] == "second"
-    assert "failed over from first" in out.route["reason"]
+    assert out.route is not None and out.route.provider == "second"
+    assert "failed over from first" in out.route.reason
     for _ in range(2):
         await rig.run({"prompt": "hi", "tier": "cloud"})
     # three failures in a row trip the breaker: the fourth task does not even ask `first`.
@@ -90,8 +90,8 @@ async def test_offline_light_work_runs_locally(rig_factory: Any) -> None:
     out = await rig.run(
         {"prompt": "Analyze and compare two designs step by step.", "max_tokens": 8}
     )
-    assert out.route is not None and out.route["tier"] == "local"
-    assert "offline" in out.route["reason"]
+    assert out.route is not None and out.route.tier == "local"
+    assert "offline" in out.route.reason
     # a pinned cloud task does not silently become local work
     with pytest.raises(ProviderError) as err:
         await rig.run({"prompt": "hi", "tier": "cloud"})
@@ -150,8 +150,8 @@ async def test_over_budget_auto_work_goes_local(rig_factory: Any, fakes: Any) ->
     out = await rig.run(
         {"prompt": "Analyze and compare these plans step by step.", "max_tokens": 8}
     )
-    assert out.route is not None and out.route["tier"] == "local"
-    assert out.route["reason"].startswith("budget: daily cap")
+    assert out.route is not None and out.route.tier == "local"
+    assert out.route.reason.startswith("budget: daily cap")
     assert a.requests == []
 
 
@@ -163,7 +163,7 @@ async def test_cut_stream_cost_is_booked(rig_factory: Any, fakes: Any) -> None:
     b.default = openai_stream("fine")
     rig = await rig_factory(two_clouds(a, b))
     out = await rig.run({"prompt": "hi", "tier": "cloud"})
-    assert out.route is not None and out.route["provider"] == "second"
+    assert out.route is not None and out.route.provider == "second"
     rows = await rig.ledger.store.read(
         lambda c: c.execute(
             "SELECT provider, estimated, output_tokens, cost_usd, in_flight FROM usage"
@@ -192,8 +192,8 @@ async def test_local_answer_failing_the_schema_escalates(rig_factory: Any, fakes
     out = await rig.run(
         {"prompt": "Extract a summary: the cat sat.", "schema": schema, "max_tokens": 3}
     )
-    assert out.route is not None and out.route["tier"] == "cloud"
-    assert "escalated: the local answer is not valid JSON" in out.route["reason"]
+    assert out.route is not None and out.route.tier == "cloud"
+    assert "escalated: the local answer is not valid JSON" in out.route.reason
     assert out.result["data"] == {"summary": "from the cloud, long enough for the schema"}
     assert out.result["usage"]["input_tokens"] > 20  # local and cloud usage together
 
@@ -209,7 +209,7 @@ async def test_background_work_never_moves_to_a_paid_model(rig_factory: Any, fak
     out = await rig.run(
         {"prompt": "Analyze this step by step and design a plan.", "max_tokens": 8}, background=True
     )
-    assert out.route is not None and out.route["tier"] == "local" and a.requests == []
+    assert out.route is not None and out.route.tier == "local" and a.requests == []
 
 
 def test_budget_reservations_are_atomic_and_settle(tmp_path: Path) -> None:
@@ -305,21 +305,20 @@ async def test_a_doubtful_local_answer_escalates_by_token_log_probability(
 
     strict = await rig_factory({"providers": cloud, "routing": {"unsure_logprob": 0.0}})
     out = await strict.run(task)
-    assert out.route is not None and out.route["tier"] == "cloud"
-    assert (
-        "escalated: the local answer looks unsure (mean token log-probability -"
-        in (out.route["reason"])
+    assert out.route is not None and out.route.tier == "cloud"
+    assert "escalated: the local answer looks unsure (mean token log-probability -" in (
+        out.route.reason
     )
     assert out.result["output"] == "Paris."
 
     lenient = await rig_factory({"providers": cloud, "routing": {"unsure_logprob": -20.0}})
     out = await lenient.run(task)
-    assert out.route is not None and out.route["tier"] == "local"
+    assert out.route is not None and out.route.tier == "local"
 
     alone = await rig_factory({"routing": {"unsure_logprob": 0.0}})
     out = await alone.run(task)
-    assert out.route is not None and out.route["tier"] == "local" and out.result["output"]
-    assert "but no cloud model could take it" in out.route["reason"]
+    assert out.route is not None and out.route.tier == "local" and out.result["output"]
+    assert "but no cloud model could take it" in out.route.reason
 
 
 async def test_the_local_worker_reports_token_log_probabilities(rig_factory: Any) -> None:

@@ -22,7 +22,7 @@ from agentbox.tasks.scheduler import Scheduler, backoff
 from agentbox.tasks.service import TaskService
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
-from agentbox.vocabulary import SpecError, State, TaskSpec
+from agentbox.vocabulary import Route, SpecError, State, TaskSpec
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ScriptedRunner:
     async def run(
         self,
         spec: TaskSpec,
-        route: dict[str, Any] | None,
+        route: Route | None,
         progress: Progress,
         background: bool = False,
     ) -> Outcome:

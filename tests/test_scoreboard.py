@@ -278,7 +278,7 @@ async def test_a_provider_failing_most_recent_calls_goes_last_in_the_failover_or
         assert rig.runner.scoreboard.failing("a") and not rig.runner.scoreboard.failing("b")
         out = await rig.run({"prompt": "hi", "tier": "cloud"})  # a failed 4 of its last 5
         assert len(a.requests) == 5, "a failing provider was still asked first"
-        assert out.route is not None and out.route["provider"] == "b"
+        assert out.route is not None and out.route.provider == "b"
     finally:
         a.close()
         b.close()

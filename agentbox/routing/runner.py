@@ -36,7 +36,7 @@ class Outcome:
     """A finished run: the result fields (docs/reference.md) and the route it took."""
 
     result: dict[str, Any]
-    route: dict[str, Any] | None
+    route: Route | None
     # Spend to store in the same transaction as the result, so the two always agree.
     bills: tuple[UsageEntry, ...] = ()
 
@@ -94,13 +94,13 @@ class ProviderRunner:
     async def run(
         self,
         spec: TaskSpec,
-        route_data: dict[str, Any] | None,
+        route: Route | None,
         progress: Progress,
         background: bool = False,
     ) -> Outcome:
         task_id = spec.id or ""
         try:
-            outcome = await self._run(spec, route_data, progress, background)
+            outcome = await self._run(spec, route, progress, background)
         except BaseException:
             self.scoreboard.task_ended(task_id, succeeded=False)
             raise
@@ -110,13 +110,12 @@ class ProviderRunner:
     async def _run(
         self,
         spec: TaskSpec,
-        route_data: dict[str, Any] | None,
+        route: Route | None,
         progress: Progress,
         background: bool,
     ) -> Outcome:
-        if route_data is None:
+        if route is None:
             raise ProviderError(Failure.unavailable, "task has no route")
-        route = Route.model_validate(route_data)
         auto = spec.tier == "auto" and not spec.model
         if spec.kind == "agent":
             return await self._agent(spec, route, progress)
@@ -266,8 +265,10 @@ class ProviderRunner:
             outcome, name = await self._each_provider(spec, route, call)
         except NoCloud as exc:
             return await self._nowhere(spec, progress, may_go_local, exc)
-        outcome.route["reason"] = self._reason(route, name)  # type: ignore[index]
-        return outcome
+        assert outcome.route is not None  # call() always says which provider answered
+        return replace(
+            outcome, route=outcome.route.model_copy(update={"reason": self._reason(route, name)})
+        )
 
     async def _paid(
         self,
@@ -509,7 +510,7 @@ class ProviderRunner:
         result: dict[str, Any] = {"output": calls[-1].text, "usage": spent, "error": None}
         if spec.json_schema is not None:
             result["data"] = data
-        return Outcome(result, route.model_dump())
+        return Outcome(result, route)
 
 
 def _skipped(breaker: Breaker) -> ProviderError:

@@ -16,7 +16,7 @@ from agentbox.tasks.hub import Hub
 from agentbox.tasks.rows import TaskRow
 from agentbox.tasks.store import Store
 from agentbox.tasks.writer import StoreError
-from agentbox.vocabulary import ErrorCode, State, TaskSpec
+from agentbox.vocabulary import ErrorCode, Route, State, TaskSpec
 
 log = logging.getLogger("agentbox.scheduler")
 MAX_BACKOFF_S = 300.0
@@ -32,7 +32,7 @@ class Runner(Protocol):
     async def run(
         self,
         spec: TaskSpec,
-        route: dict[str, Any] | None,
+        route: Route | None,
         progress: Progress,
         background: bool = False,
     ) -> Outcome:
@@ -165,8 +165,9 @@ class Scheduler:
 
         try:
             async with asyncio.timeout(max(row.deadline_at - time.time(), 0.0)):
+                route = None if row.route is None else Route.model_validate(row.route)
                 outcome = await self.runner.run(
-                    row.spec, row.route, progress, row.source in BACKGROUND_SOURCES
+                    row.spec, route, progress, row.source in BACKGROUND_SOURCES
                 )
         except TimeoutError:
             await self._end(row, State.expired, ErrorCode.deadline, "deadline passed while running")

@@ -16,7 +16,7 @@ from agentbox.tasks.hub import Change, Hub
 from agentbox.tasks.rows import COLUMNS, Event, OpenReport, TaskRow, dumps, targets
 from agentbox.tasks.usage import insert_usage, settle_orphans
 from agentbox.tasks.writer import Writer
-from agentbox.vocabulary import FINAL_STATES, ErrorCode, State, TaskSpec, UsageEntry
+from agentbox.vocabulary import FINAL_STATES, ErrorCode, Route, State, TaskSpec, UsageEntry
 
 log = logging.getLogger("agentbox.store")
 PRUNE_BATCH = 500  # finished tasks deleted per transaction
@@ -228,11 +228,13 @@ class Store(Writer):
         row: TaskRow,
         state: State,
         result: dict[str, Any],
-        route: dict[str, Any] | None,
+        route: Route | None,
         bills: tuple[UsageEntry, ...] = (),
     ) -> TaskRow | None:
         """Record the final state of one run and what it cost, in one transaction; None when
         that run no longer owns the task (its spend is booked all the same)."""
+
+        taken = None if route is None else dumps(route.model_dump())  # the route it took
 
         def op(c: sqlite3.Connection) -> TaskRow | None:
             for bill in bills:
@@ -240,7 +242,7 @@ class Store(Writer):
             cur = c.execute(
                 "UPDATE tasks SET state = ?, result = ?, route = coalesce(?, route),"
                 " finished_at = ? WHERE seq = ? AND state = 'running' AND attempts = ?",
-                (state, dumps(result), dumps(route), time.time(), row.seq, row.attempts),
+                (state, dumps(result), taken, time.time(), row.seq, row.attempts),
             )
             if cur.rowcount != 1:
                 return None
