@@ -51,14 +51,31 @@ def box(daemons: Any, broker: Broker, short_tmp: Path, mqtt: str, secret: str | 
     return start_box(daemons, config, "box1", secret, env=env)
 
 
+def watched_box(
+    daemons: Any,
+    broker: Broker,
+    peers: list[Peer],
+    short_tmp: Path,
+    mqtt: str,
+    secret: str | None,
+    *topics: str,
+) -> tuple[Any, Path, Peer]:
+    """A box, where its update requests are spooled, and a peer on its update events (and
+    `topics`)."""
+    d = box(daemons, broker, short_tmp, mqtt, secret)
+    peer = Peer(broker.port)
+    peers.append(peer)
+    peer.subscribe(EVENTS, *topics)
+    return d, request.spool_path(d.state_dir), peer
+
+
 def test_signed_requests_are_spooled_unsigned_ones_rejected(
     daemons: Any, broker: Broker, peers: list[Peer], short_tmp: Path
 ) -> None:
-    d = box(daemons, broker, short_tmp, "require_signature = true\n", SECRET)
-    spool = request.spool_path(d.state_dir)
-    peer = Peer(broker.port)
-    peers.append(peer)
-    peer.subscribe(EVENTS, f"{PREFIX}/box1/health", "ops/#")
+    d, spool, peer = watched_box(
+        daemons, broker, peers, short_tmp, "require_signature = true\n", SECRET,
+        f"{PREFIX}/box1/health", "ops/#",
+    )  # fmt: skip
 
     peer.publish(UPDATE, body())  # unsigned
     ts = str(time.time())
@@ -125,11 +142,7 @@ def test_signed_requests_are_spooled_unsigned_ones_rejected(
 def test_a_pool_request_reaches_the_updater_and_its_refusal_is_reported(
     daemons: Any, broker: Broker, peers: list[Peer], short_tmp: Path
 ) -> None:
-    d = box(daemons, broker, short_tmp, "pool = 'p1'\n", None)
-    spool = request.spool_path(d.state_dir)
-    peer = Peer(broker.port)
-    peers.append(peer)
-    peer.subscribe(EVENTS)
+    d, spool, peer = watched_box(daemons, broker, peers, short_tmp, "pool = 'p1'\n", None)
     pool = f"{PREFIX}/pool/p1/update"
     peer.publish(pool, json.dumps({"url": "file:///etc/shadow", "sha256": SHA}))
     peer.publish(pool, json.dumps({"url": "http://x/b", "sha256": SHA, "at": 1}))
@@ -165,11 +178,9 @@ def test_a_pool_request_reaches_the_updater_and_its_refusal_is_reported(
 def test_allow_downgrade_is_part_of_the_signed_request(
     daemons: Any, broker: Broker, peers: list[Peer], short_tmp: Path
 ) -> None:
-    d = box(daemons, broker, short_tmp, "require_signature = true\n", SECRET)
-    spool = request.spool_path(d.state_dir)
-    peer = Peer(broker.port)
-    peers.append(peer)
-    peer.subscribe(EVENTS)
+    _, spool, peer = watched_box(
+        daemons, broker, peers, short_tmp, "require_signature = true\n", SECRET
+    )
     # Signed without the flag, sent with it: the HMAC covers the payload, so it is forged.
     peer.publish(UPDATE, body(allow_downgrade=True), user=signed(UPDATE, "box1", body()))
     odd = body(allow_downgrade="yes")
