@@ -13,6 +13,7 @@ from agentbox.routing import phrases, training
 from agentbox.routing.features import (
     FIRST_BLOCK,
     LAST_BLOCK,
+    LAST_LINE,
     Features,
     featurize,
     split,
@@ -158,3 +159,14 @@ def test_the_instruction_is_seen_apart_from_the_text_it_carries(template: str) -
 def test_a_long_block_counts_as_instruction_only_up_to_its_bound() -> None:
     instruction, passage = split("Write " + "very " * 2000 + "long.\n\nThen stop.")
     assert len(instruction) <= FIRST_BLOCK + LAST_BLOCK + 4 and passage > 9000
+
+
+def test_a_request_appended_to_a_long_passage_is_instruction() -> None:
+    """A last paragraph that ends a pasted document with the request: its last sentences, up
+    to LAST_LINE, are instruction, the rest of the document is passage."""
+    document = "Quarterly figures were stable across all regions of the company. " * 12
+    text = f"Acme annual review\n\n{document}Please write a 900-word press release from it."
+    instruction, passage = split(text)
+    assert "press release" in instruction
+    assert len(instruction) <= len("Acme annual review\n\n") + LAST_LINE
+    assert passage >= len(document) - LAST_LINE

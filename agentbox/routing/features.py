@@ -71,6 +71,7 @@ _QUOTED = re.compile(
     re.DOTALL,
 )
 _LEAD_IN = re.compile(r":[ \t]*\n")  # "Text:" then the text on the lines after it
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)[^a-z\n]{0,3}([a-z]+)")
 
 
@@ -139,12 +140,23 @@ def _lead_in(block: str) -> str:
 
 
 def _question(block: str) -> str:
-    """What a last block asks: all of a short one, else its last line if that is short (a
-    long last block is more often the passage than the question)."""
+    """What a last block asks: all of a short one, else its last line if that is short, else
+    the last sentences of that line that fit in LAST_LINE (a long last block is more often
+    the passage than the question, but a request is often appended to a passage's last
+    paragraph: "... Please write a review of it in 800 words.")."""
     if len(block) <= LAST_BLOCK:
         return _lead_in(block)
     line = block.rstrip().rsplit("\n", 1)[-1]
-    return line if len(line) <= LAST_LINE else ""
+    if len(line) <= LAST_LINE:
+        return line
+    tail: list[str] = []
+    size = 0
+    for sentence in reversed(_SENTENCE_END.split(line)):
+        size += len(sentence) + 1
+        if size > LAST_LINE:
+            break
+        tail.append(sentence)
+    return " ".join(reversed(tail))
 
 
 def asks(low: str) -> tuple[int, int]:
