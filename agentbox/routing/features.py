@@ -35,7 +35,7 @@ ASK_HEAD, ASK_TAIL = 250, 150  # the n-grams are of this much of the instruction
 # An instruction is the prompt's first block and its last (blocks are split by blank lines),
 # each at most this long; the blocks between, quoted text and what follows a "...:" line are
 # the passage it works on. A passage says little of how hard the work is, its length a bit.
-FIRST_BLOCK, LAST_BLOCK, LAST_LINE = 400, 300, 200
+FIRST_BLOCK, LAST_BLOCK, LAST_LINE = 400, 300, 300
 QUOTED_MIN = 40
 # Code and arithmetic are looked for in this much of a prompt's start and end: it bounds the
 # time of a decision (under 1 ms) whatever the prompt's size.
