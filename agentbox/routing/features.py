@@ -1,7 +1,7 @@
 """What the router's model sees of a prompt: its instruction apart from the text it carries (a
-pasted passage, quoted text, a document), hashed word and character n-grams of the instruction,
-and named structural features (the two lengths, code, math, asked output size, sub-tasks, what
-the instruction asks for, domain words)."""
+pasted passage, quoted text, a document), the hashed words of the instruction, and named
+structural features (the two lengths, code, math, asked output size, sub-tasks, what the
+instruction asks for, domain words)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from functools import lru_cache
 from agentbox.routing import phrases
 from agentbox.routing.heuristics import HEAVY, LIGHT
 
-BUCKETS = 1 << 13  # hashed n-gram slots; the named features sit after them
+BUCKETS = 1 << 13  # hashed word slots; the named features sit after them
 NAMED = (
     "instruction length",
     "passage length",
@@ -31,7 +31,7 @@ NAMED = (
     "heavy ask",
 )
 WIDTH = BUCKETS + len(NAMED)
-ASK_HEAD, ASK_TAIL = 250, 150  # the n-grams are of this much of the instruction's ends
+ASK_HEAD, ASK_TAIL = 250, 150  # the words are of this much of the instruction's ends
 # An instruction is the prompt's first block and its last (blocks are split by blank lines),
 # each at most this long; the blocks between, quoted text and what follows a "...:" line are
 # the passage it works on. A passage says little of how hard the work is, its length a bit.
@@ -81,7 +81,7 @@ class Features:
 
     values: dict[int, float]
     names: dict[int, str]
-    grams: tuple[int, ...] = ()  # the n-gram slots among values, each of value `scale`
+    grams: tuple[int, ...] = ()  # the word slots among values, each of value `scale`
     scale: float = 0.0
 
 
@@ -90,22 +90,11 @@ def stable_hash(text: str) -> int:
     return zlib.crc32(text.encode()) % BUCKETS
 
 
-@lru_cache(maxsize=20000)
-def _word_grams(word: str) -> dict[int, str]:
-    """A word's own bucket and those of its character 4-grams (with word edges), cached:
-    words repeat across prompts, and hashing is most of a decision's cost."""
-    grams = {stable_hash("w:" + word): word}
-    padded = f"<{word}>"
-    if len(padded) > 4:
-        for q in (padded[i : i + 4] for i in range(len(padded) - 3)):
-            grams.setdefault(stable_hash("c:" + q), q)
-    return grams
-
-
 @lru_cache(maxsize=50000)
-def _pair(a: str, b: str) -> tuple[int, str]:
-    gram = f"{a} {b}"
-    return stable_hash("b:" + gram), gram
+def _word(word: str) -> int:
+    """A word's bucket, cached: words repeat across prompts, and hashing is most of a
+    decision's cost."""
+    return stable_hash("w:" + word)
 
 
 def _clip(x: float) -> float:
@@ -195,17 +184,16 @@ def named(scanned: str, low: str, ask: str, passage: int, words: list[str]) -> l
 
 
 def featurize(text: str) -> Features:
-    """Binary n-gram presence (of the instruction) scaled to unit length, then the named
+    """Binary word presence (of the instruction) scaled to unit length, then the named
     features."""
     scanned = ends(text, SCAN_HEAD, SCAN_TAIL)  # all a decision reads of a long prompt
     low = scanned.lower()
     instruction, passage = split(text)
     ask = instruction.lower()
     words = _WORD.findall(ends(ask, ASK_HEAD, ASK_TAIL))
-    names: dict[int, str] = {}
-    for w in words:
-        names.update(_word_grams(w))
-    names.update(map(_pair, words, words[1:]))
+    # Words alone: word pairs and character 4-grams fitted each source's style and routed
+    # prompts of an unseen source worse (corpus/README.md, "What the model reads").
+    names = dict(zip(map(_word, words), words, strict=True))
     grams = tuple(names)
     scale = 1 / math.sqrt(len(grams)) if grams else 0.0
     values = dict.fromkeys(grams, scale)
