@@ -281,6 +281,10 @@ def test_modes_move_the_threshold_and_pins_win() -> None:
     assert Router(s).decide(heavy).route.model == "big"
     with pytest.raises(SpecError, match="no cloud provider configured"):
         Router(Settings()).decide(TaskSpec(prompt="hi", tier="cloud"))
+    # heavy auto work with no cloud to send it to runs locally, and the reason says why
+    alone = Router(Settings()).decide(heavy)
+    assert alone.route.tier == "local"
+    assert alone.route.reason.startswith("no cloud provider configured; heavy")
 
 
 def test_at_a_cap_pinned_cloud_work_is_refused_at_intake_and_auto_work_goes_local() -> None:

@@ -184,8 +184,10 @@ class Router:
             return a.onto(cloud)
         if not self.settings.local.enabled:
             return a.onto(self._cloud(f"local model disabled; {why}"))
-        if a.score < a.threshold or not self.settings.providers:
+        if a.score < a.threshold:
             return a.onto(self._local(why))
+        if not self.settings.providers:
+            return a.onto(self._local(f"no cloud provider configured; {why}"))
         if not self.cloud_reachable() and self.settings.routing.offline == "local":
             return a.onto(self._local(f"offline: no cloud provider reachable; {why}"))
         capped = self.spendable()
