@@ -6,6 +6,7 @@ or tuned on, with the model (and thresholds) trained as route-train does on all 
 
 from __future__ import annotations
 
+import bisect
 import json
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,21 @@ def rates(entries: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         "light_to_local": f"{down:.0f}/{len(light)}"
         + (f" ({down / len(light):.1%})" if light else ""),
     }
+
+
+def ranking(entries: Sequence[dict[str, Any]]) -> float:
+    """The share of (heavy, light) pairs whose held-out p(heavy) puts the heavy one higher
+    (ties count half): the ROC AUC, a figure no threshold moves, to compare models by."""
+    light = sorted(float(e["p"]) for e in entries if not e["heavy"])
+    heavy = [float(e["p"]) for e in entries if e["heavy"]]
+    if not light or not heavy:
+        return float("nan")
+    above = sum(
+        bisect.bisect_left(light, p)
+        + (bisect.bisect_right(light, p) - bisect.bisect_left(light, p)) / 2
+        for p in heavy
+    )
+    return above / (len(light) * len(heavy))
 
 
 def final(path: Path = CORPUS, test: Path = FINAL) -> None:
@@ -69,6 +85,7 @@ def main(path: Path = CORPUS) -> None:
         " thresholds come from the other sources only (thresholds from a cross-validation"
         " inside those), so no prompt is routed by a model that saw it or its source",
         "recall_targets_inside": RECALL,
+        "ranking_auc": round(ranking(entries), 3),
     }
     for mode in MODES:
         report[mode] = {
