@@ -20,9 +20,9 @@ from agentbox.routing.features import (
     stable_hash,
 )
 from agentbox.routing.learned import MAX_OFFSET, MAX_WEIGHT, BoxLearning
-from agentbox.routing.model import MODEL_FILE, LinearModel, ModelError, shipped
+from agentbox.routing.model import MODEL_FILE, LinearModel, ModelError, shipped, sigmoid
 from agentbox.routing.router import Router
-from agentbox.routing.training import Row, evaluate, held_out
+from agentbox.routing.training import Row, evaluate, held_out, load_corpus
 from agentbox.settings import Settings
 from agentbox.vocabulary import TaskSpec
 
@@ -105,6 +105,41 @@ def test_learning_is_bounded_and_a_pinned_local_tier_moves_its_kind_local() -> N
     # a schedule's pinned tier is not a user's label for a prompt each time it runs
     router.learn_pin(TaskSpec(prompt="hi", tier="cloud"), background=True)
     assert state.counts["pinned_cloud"] == 0
+
+
+NOTE = "Summarize this note in one line: {}."
+CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"
+
+
+def test_escalations_of_one_kind_leave_other_kinds_where_they_were() -> None:
+    """The box's corrections are on the words and word pairs that make a kind of prompt, not
+    on those every prompt has ("the", "."): the team's other light prompts do not move."""
+    model = shipped()
+    assert model.common and len(model.common) < 200
+    learning = BoxLearning(model)
+    probe = featurize(NOTE.format("the window in flat 9 rattles in the wind"))
+    others = [r for r in load_corpus(CORPUS) if r.source == "agentbox-team" and not r.heavy]
+    before = [model.logit(r.features) for r in others]
+    for thing in ("the boiler knocks at night", "the lift stops", "the tap drips all day"):
+        learning.observe(featurize(NOTE.format(thing)), True, "escalated", "balanced")
+    learning.observe(featurize(NOTE.format("room 12 does not lock")), True, "escalated", "balanced")
+    learning.observe(
+        featurize(NOTE.format("the hall smells of gas")), True, "escalated", "balanced"
+    )
+    assert sigmoid(model.logit(probe, learning.state.delta)) >= learning.threshold("balanced")
+    shifts = sorted(
+        model.logit(r.features, learning.state.delta) - z
+        for r, z in zip(others, before, strict=True)
+    )
+    assert shifts[len(shifts) // 2] < 0.25, shifts
+    threshold = learning.threshold("balanced")
+    moved = [
+        r.text
+        for r, z in zip(others, before, strict=True)
+        if sigmoid(z) < model.thresholds["balanced"]
+        and sigmoid(model.logit(r.features, learning.state.delta)) >= threshold
+    ]
+    assert len(moved) <= 1, moved
 
 
 def tokens(text: str) -> list[str]:

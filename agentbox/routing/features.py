@@ -83,6 +83,10 @@ class Features:
     names: dict[int, str]
     grams: tuple[int, ...] = ()  # the word slots among values, each of value `scale`
     scale: float = 0.0
+    # Word pairs, which the shipped model does not read: only the box's own corrections do
+    # (learned.py), where they tell one kind of prompt from another better than words alone.
+    pairs: tuple[int, ...] = ()
+    pair_scale: float = 0.0
 
 
 def stable_hash(text: str) -> int:
@@ -95,6 +99,12 @@ def _word(word: str) -> int:
     """A word's bucket, cached: words repeat across prompts, and hashing is most of a
     decision's cost."""
     return stable_hash("w:" + word)
+
+
+@lru_cache(maxsize=50000)
+def _pair(a: str, b: str) -> tuple[int, str]:
+    gram = f"{a} {b}"
+    return stable_hash("b:" + gram), gram
 
 
 def _clip(x: float) -> float:
@@ -201,4 +211,9 @@ def featurize(text: str) -> Features:
         if v:
             values[BUCKETS + i] = v
             names[BUCKETS + i] = NAMED[i]
-    return Features(values, names, grams, scale)
+    paired = dict(map(_pair, words, words[1:]))
+    for i, gram in paired.items():
+        names.setdefault(i, gram)
+    pairs = tuple(paired)
+    pair_scale = 1 / math.sqrt(len(pairs)) if pairs else 0.0
+    return Features(values, names, grams, scale, pairs, pair_scale)

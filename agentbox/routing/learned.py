@@ -18,7 +18,7 @@ log = logging.getLogger("agentbox.routing")
 KEY = "routing.learned"
 MAX_OFFSET = 0.1  # the thresholds move at most this far, either way
 OFFSET_STEP = 0.01  # per example the model got wrong
-RATE = 2.0  # of the per-box word corrections: a run of five escalations moves a kind
+RATE = 2.0  # of the per-box corrections: a run of five escalations moves a kind
 MAX_WEIGHT = 2.0  # per word slot, either way
 MAX_SLOTS = 4096  # the smallest corrections go first past this
 KINDS = ("escalated", "pinned_cloud", "pinned_local")
@@ -95,14 +95,18 @@ class BoxLearning:
         return min(max(self.model.thresholds[mode] + self.state.offset, 0.01), 0.99)
 
     def observe(self, f: Features, heavy: bool, kind: str, mode: str, shift: float = 0.0) -> None:
-        """One labeled example: a logistic step on the n-gram corrections, and the threshold
+        """One labeled example: a logistic step on the corrections of its words and word
+        pairs (but the model's common ones, which every kind of prompt has), and the threshold
         nudged when the model sent the prompt the wrong way (`shift`: the router's fixed
         adjustments of this task's logit)."""
         s = self.state
         p = sigmoid(self.model.logit(f, s.delta) + shift)
         g = p - (1.0 if heavy else 0.0)
-        for i, v in f.values.items():
-            if i < BUCKETS:
+        common = self.model.common
+        slots = [(i, v) for i, v in f.values.items() if i < BUCKETS]
+        slots += [(i, f.pair_scale) for i in f.pairs]
+        for i, v in slots:
+            if i not in common:
                 d = s.delta.get(i, 0.0) - RATE * g * v
                 s.delta[i] = max(-MAX_WEIGHT, min(MAX_WEIGHT, d))
         if heavy and p < self.threshold(mode):

@@ -29,12 +29,16 @@ class LinearModel:
     thresholds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MODES, 0.5))
     heavy_model_at: float = 0.9
     info: dict[str, Any] = field(default_factory=dict)
+    # word and word-pair slots of many training prompts ("the", ".", "of the"): they tell no
+    # kind of prompt from another, so the box's own corrections leave them alone (learned.py)
+    common: frozenset[int] = frozenset()
 
     def logit(self, f: Features, delta: dict[int, float] | None = None) -> float:
         w = self.weights
         z = self.bias + sum(w[i] * v for i, v in f.values.items())
         if delta:
             z += sum(delta.get(i, 0.0) * v for i, v in f.values.items())
+            z += f.pair_scale * sum(delta.get(i, 0.0) for i in f.pairs)
         return z
 
     def explain(
@@ -54,6 +58,10 @@ class LinearModel:
         ranked = sorted(f.grams, key=weight)
         ends = ranked[:top] + ranked[-top:] if len(ranked) > 2 * top else ranked
         parts = named + [(w[i] * f.scale, i) for i in ends]
+        if delta:  # the box's corrections of word pairs, which the shipped model does not read
+            learned = [(delta[i] * f.pair_scale, i) for i in f.pairs if i in delta]
+            z += sum(c for c, _ in learned)
+            parts += learned
         parts.sort(key=lambda p: -abs(p[0]))
         return z, [f"{f.names[i]!r} {c:+.2f}" for c, i in parts[:top] if abs(c) >= 0.01]
 
@@ -65,6 +73,7 @@ class LinearModel:
             "thresholds": {m: round(t, 4) for m, t in self.thresholds.items()},
             "heavy_model_at": self.heavy_model_at,
             "info": self.info,
+            "common": sorted(self.common),
             # sparse: most hashed slots never saw an n-gram
             "weights": {str(i): round(w, 5) for i, w in enumerate(self.weights) if round(w, 5)},
         }
@@ -82,6 +91,7 @@ class LinearModel:
             {m: float(data["thresholds"][m]) for m in MODES},
             float(data["heavy_model_at"]),
             dict(data.get("info") or {}),
+            frozenset(int(i) for i in data.get("common") or () if 0 <= int(i) < BUCKETS),
         )
 
 

@@ -43,6 +43,7 @@ PRIOR = {
 }
 PRIOR_PULL = 3e-3
 BIAS0 = -1.5
+COMMON_SHARE = 0.1  # a word (or pair) in this share of the training prompts is `common`
 
 
 @dataclass(frozen=True)
@@ -155,12 +156,19 @@ def pick_thresholds(rows: Sequence[Row], probs: Sequence[float]) -> dict[str, fl
     return out
 
 
+def common_words(rows: Sequence[Row]) -> frozenset[int]:
+    """The word and word-pair slots of at least COMMON_SHARE of the rows."""
+    seen = Counter(g for r in rows for g in (*r.features.grams, *r.features.pairs))
+    return frozenset(g for g, n in seen.items() if n >= COMMON_SHARE * len(rows))
+
+
 def train(rows: Sequence[Row], fitter: Fitter = fit) -> LinearModel:
     """A model on all rows, with thresholds picked on its own grouped cross-validation (so a
     threshold never comes from predictions on rows the model trained on)."""
     thresholds = pick_thresholds(rows, held_out(rows, fitter))
     model = fitter(rows)
     model.thresholds = thresholds
+    model.common = common_words(rows)
     return model
 
 
