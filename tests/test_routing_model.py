@@ -120,12 +120,15 @@ def test_escalations_of_one_kind_leave_other_kinds_where_they_were() -> None:
     probe = featurize(NOTE.format("the window in flat 9 rattles in the wind"))
     others = [r for r in load_corpus(CORPUS) if r.source == "agentbox-team" and not r.heavy]
     before = [model.logit(r.features) for r in others]
-    for thing in ("the boiler knocks at night", "the lift stops", "the tap drips all day"):
-        learning.observe(featurize(NOTE.format(thing)), True, "escalated", "balanced")
-    learning.observe(featurize(NOTE.format("room 12 does not lock")), True, "escalated", "balanced")
-    learning.observe(
-        featurize(NOTE.format("the hall smells of gas")), True, "escalated", "balanced"
+    things = (
+        "the boiler knocks at night",
+        "the lift stops",
+        "the tap drips all day",
+        "room 12 does not lock",
+        "the hall smells of gas",
     )
+    for thing in things:
+        learning.observe(featurize(NOTE.format(thing)), True, "escalated", "balanced")
     assert sigmoid(model.logit(probe, learning.state.delta)) >= learning.threshold("balanced")
     shifts = sorted(
         model.logit(r.features, learning.state.delta) - z

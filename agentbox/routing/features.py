@@ -9,7 +9,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from agentbox.routing import phrases
 from agentbox.routing.heuristics import HEAVY, LIGHT
@@ -83,10 +83,18 @@ class Features:
     names: dict[int, str]
     grams: tuple[int, ...] = ()  # the word slots among values, each of value `scale`
     scale: float = 0.0
-    # Word pairs, which the shipped model does not read: only the box's own corrections do
-    # (learned.py), where they tell one kind of prompt from another better than words alone.
-    pairs: tuple[int, ...] = ()
-    pair_scale: float = 0.0
+    words: tuple[str, ...] = ()  # the instruction's tokens, in order
+
+    @cached_property
+    def pairs(self) -> dict[int, str]:
+        """The slots of its word pairs, which the shipped model does not read: only the box's
+        own corrections do (learned.py), where they tell one kind of prompt from another
+        better than words alone. Made on first use: a box that learned nothing never pays."""
+        return dict(map(_pair, self.words, self.words[1:]))
+
+    @property
+    def pair_scale(self) -> float:
+        return 1 / math.sqrt(len(self.pairs)) if self.pairs else 0.0
 
 
 def stable_hash(text: str) -> int:
@@ -211,9 +219,4 @@ def featurize(text: str) -> Features:
         if v:
             values[BUCKETS + i] = v
             names[BUCKETS + i] = NAMED[i]
-    paired = dict(map(_pair, words, words[1:]))
-    for i, gram in paired.items():
-        names.setdefault(i, gram)
-    pairs = tuple(paired)
-    pair_scale = 1 / math.sqrt(len(pairs)) if pairs else 0.0
-    return Features(values, names, grams, scale, pairs, pair_scale)
+    return Features(values, names, grams, scale, tuple(words))

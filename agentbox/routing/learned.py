@@ -19,7 +19,7 @@ KEY = "routing.learned"
 MAX_OFFSET = 0.1  # the thresholds move at most this far, either way
 OFFSET_STEP = 0.01  # per example the model got wrong
 RATE = 2.0  # of the per-box corrections: a run of five escalations moves a kind
-MAX_WEIGHT = 2.0  # per word slot, either way
+MAX_WEIGHT = 2.0  # per word or word-pair slot, either way
 MAX_SLOTS = 4096  # the smallest corrections go first past this
 KINDS = ("escalated", "pinned_cloud", "pinned_local")
 

@@ -63,7 +63,9 @@ class LinearModel:
             z += sum(c for c, _ in learned)
             parts += learned
         parts.sort(key=lambda p: -abs(p[0]))
-        return z, [f"{f.names[i]!r} {c:+.2f}" for c, i in parts[:top] if abs(c) >= 0.01]
+        return z, [
+            f"{f.names.get(i) or f.pairs[i]!r} {c:+.2f}" for c, i in parts[:top] if abs(c) >= 0.01
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
