@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentbox.routing.model import MODES
-from agentbox.routing.training import RECALL, evaluate, load_corpus, predict, train
+from agentbox.routing.training import PICK_MARGIN, RECALL, evaluate, load_corpus, predict, train
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"
 FINAL = CORPUS.with_name("final-test.jsonl")
@@ -85,6 +85,7 @@ def main(path: Path = CORPUS) -> None:
         " thresholds come from the other sources only (thresholds from a cross-validation"
         " inside those), so no prompt is routed by a model that saw it or its source",
         "recall_targets_inside": RECALL,
+        "picked_with_margin": PICK_MARGIN,
         "ranking_auc": round(ranking(entries), 3),
     }
     for mode in MODES:

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from agentbox.routing.model import MODEL_FILE
-from agentbox.routing.training import RECALL, load_corpus, train
+from agentbox.routing.training import PICK_MARGIN, RECALL, load_corpus, train
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"
 
@@ -22,6 +22,7 @@ def main() -> None:
         "rows": len(rows),
         "sources": dict(sorted(Counter(r.source for r in rows).items())),
         "recall_targets": RECALL,
+        "picked_with_margin": PICK_MARGIN,
     }
     MODEL_FILE.write_text(json.dumps(model.to_json(), separators=(",", ":")) + "\n")
     print(

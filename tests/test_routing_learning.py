@@ -38,15 +38,20 @@ model = "gpt-4o-mini"
     d: Daemon = daemons(config).start()
     before = d.json("route", PROBE)
     assert before["tier"] == "local" and before["learned"]["examples"] == 0, before
+    escalated = 0
     for thing in THINGS:
         task = d.json("submit", "--wait", "--max-tokens", "8", NOTE.format(thing))
-        assert task["route"]["tier"] == "cloud" and "escalated" in task["route"]["reason"], task
+        # each is answered by the cloud: escalated from local, or sent there at once when
+        # the escalations before it have already moved its kind
+        assert task["route"]["tier"] == "cloud", task
+        escalated += "escalated" in task["route"]["reason"]
+    assert escalated >= 3
     after = d.json("route", PROBE)
     assert after["tier"] == "cloud", after
-    assert after["score"] > before["score"] and after["learned"]["escalated"] == len(THINGS)
+    assert after["score"] > before["score"] and after["learned"]["escalated"] == escalated
     assert d.json("route", OTHER)["tier"] == "local"  # another kind of prompt stays local
     routing = d.json("status")["routing"]
-    assert routing["learned"]["escalated"] == len(THINGS) and routing["mode"] == "balanced"
+    assert routing["learned"]["escalated"] == escalated and routing["mode"] == "balanced"
 
     # kept in the store: a restarted daemon still knows it
     assert d.stop() == 0
@@ -54,7 +59,7 @@ model = "gpt-4o-mini"
     assert d.json("route", PROBE)["tier"] == "cloud"
 
     forgot = d.json("route", "--reset")
-    assert forgot["escalated"] == len(THINGS)
+    assert forgot["escalated"] == escalated
     reset = d.json("route", PROBE)
     assert reset["tier"] == "local" and reset["score"] == before["score"], reset
     assert reset["learned"]["examples"] == 0

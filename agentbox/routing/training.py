@@ -15,10 +15,11 @@ from agentbox.routing.features import BUCKETS, NAMED, WIDTH, Features, featurize
 from agentbox.routing.model import MODES, LinearModel, sigmoid
 
 # The share of heavy prompts each mode aims to send to the cloud, on prompts from sources
-# the model did not see. Thresholds are picked on held-out predictions to reach these: a
-# threshold from models that saw one source fewer is a little low for the model trained on
-# all of them, so the aim is the target itself (balanced: 95 %), not a margin above it.
+# the model did not see. Thresholds are picked on held-out predictions to reach these plus
+# PICK_MARGIN: a threshold picked on the other sources reached about a point less on an
+# unseen one (balanced: 94.2 % for an aim of 95 %, on the seven-source corpus).
 RECALL = {"cost": 0.85, "balanced": 0.95, "quality": 0.97}
+PICK_MARGIN = 0.01
 EPOCHS = 12
 L2 = 1e-4
 RATE = 0.5
@@ -143,15 +144,15 @@ def held_out(rows: Sequence[Row], fitter: Fitter = fit) -> list[float]:
 
 
 def pick_thresholds(rows: Sequence[Row], probs: Sequence[float]) -> dict[str, float]:
-    """Per mode, the highest threshold that still sends RECALL[mode] of heavy rows to the
-    cloud (a row goes to the cloud when p >= threshold)."""
+    """Per mode, the highest threshold that still sends RECALL[mode] + PICK_MARGIN of heavy
+    rows to the cloud (a row goes to the cloud when p >= threshold)."""
     heavy = sorted((p for r, p in zip(rows, probs, strict=True) if r.heavy), reverse=True)
     out = {}
     for mode in MODES:
         if not heavy:
             out[mode] = 0.5
             continue
-        k = min(max(math.ceil(RECALL[mode] * len(heavy)), 1), len(heavy))
+        k = min(max(math.ceil((RECALL[mode] + PICK_MARGIN) * len(heavy)), 1), len(heavy))
         out[mode] = max(heavy[k - 1] - 1e-6, 1e-6)
     return out
 
