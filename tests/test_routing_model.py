@@ -167,6 +167,13 @@ def test_an_asked_size_is_short_or_long_by_its_number() -> None:
     assert sizes("an essay of 2000 words") == (0, 1)
     assert sizes("a report of 5 pages") == (0, 1)
     assert sizes("there are 3 shops") == (0, 0)
+    # the same in the other languages an owner is likely to write in
+    assert sizes("einen bericht von 2000 wörtern") == (0, 1)
+    assert sizes("un résumé en 2 phrases") == (1, 0)
+    assert sizes("un informe de 10 páginas") == (0, 1)
+    # words of any script are whole tokens ("wörtern", not "w", "ö", "rtern")
+    asked = featurize("Schreibe einen Bericht von 2000 Wörtern über die Dampfmaschine.")
+    assert "long output asked" in asked.names.values() and "wörtern" in asked.words
 
 
 PASSAGES = (

@@ -41,7 +41,7 @@ QUOTED_MIN = 40
 # time of a decision (under 1 ms) whatever the prompt's size.
 SCAN_HEAD, SCAN_TAIL = 1200, 400
 
-_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+_WORD = re.compile(r"[^\W_]+|[^\w\s]|_")  # words of any script; each other mark alone
 _CODE = re.compile(
     r"```|^[ \t]*(?:def|class|async def) \w+[^\n]*:[ \t]*$|^[ \t]*(?:import|from) [\w.]+"
     r"|#include\b|\bfunction[ \t]+\w+[ \t]*\(|\) \{[ \t]*$|^[ \t]*return\b[^\n]*[)\]\w][ \t]*$"

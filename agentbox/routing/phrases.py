@@ -9,7 +9,8 @@ MATH = "math"
 MAKE = "make"  # a verb of making; the long things after it count as "long output asked"
 THING = "thing"  # something long to make: an essay, a report, a program
 LONG = "long"
-SMALL_UNIT = "small unit"  # words, sentences, lines: after a number, an answer's size
+WORD_UNIT = "word unit"  # after a number, an answer's size in words
+SMALL_UNIT = "small unit"  # sentences, lines: after a number, an answer's size
 BIG_UNIT = "big unit"  # paragraphs, pages, ...: after a number, a long answer
 SHORT = "short"
 REASON = "reason"
@@ -28,8 +29,16 @@ _TABLE = {
     " curriculum syllabus lesson contract policy agreement | summary of",
     LONG: "detailed thorough comprehensive design implement architect develop build entire"
     " whole | in depth | in detail | long form",
-    SMALL_UNIT: "word words sentence sentences line lines bullet bullets",
-    BIG_UNIT: "page pages slide slides section sections chapter chapters paragraph paragraphs",
+    # An asked size reads the same in the languages an owner is likely to write in (English,
+    # German, French, Spanish, Italian, Portuguese, Dutch), though the corpus is English.
+    WORD_UNIT: "word words wort worte wörter wörtern mot mots palabra palabras parola parole"
+    " palavra palavras woord woorden",
+    SMALL_UNIT: "sentence sentences line lines bullet bullets satz sätze sätzen zeile zeilen"
+    " phrase phrases ligne lignes frase frases frasi oración oraciones zin zinnen",
+    BIG_UNIT: "page pages slide slides section sections chapter chapters paragraph paragraphs"
+    " seite seiten absatz absätze absätzen kapitel paragraphe paragraphes chapitre chapitres"
+    " página páginas párrafo párrafos capítulo capítulos pagina pagine paragrafo paragrafi"
+    " capitolo capitoli alinea alineas hoofdstuk hoofdstukken",
     SHORT: "concise label classify categorize categorise extract identify detect translate tag"
     " briefly concisely headline keywords"
     " | one word | single word | a word | only the | only with | answer with | reply only"
@@ -99,7 +108,7 @@ def count(tokens: list[str]) -> tuple[Counter[str], int]:
         if kind is None:
             number = int(t[:6]) if t.isdigit() and t.isascii() else NUMBERS.get(t)
             if number is not None and i + 1 < n:
-                asked = _size(number, WORDS.get(tokens[i + 1]), tokens[i + 1])
+                asked = _size(number, WORDS.get(tokens[i + 1]))
                 if asked:
                     found[asked] += 1
             continue
@@ -111,12 +120,12 @@ def count(tokens: list[str]) -> tuple[Counter[str], int]:
     return found, made
 
 
-def _size(number: int, unit: str | None, word: str) -> str | None:
+def _size(number: int, unit: str | None) -> str | None:
     """What "N unit" says of an answer's size: short, long, or nothing."""
     if unit == BIG_UNIT:
         return LONG if number > 1 else None
+    if unit == WORD_UNIT:
+        return SHORT if number <= SMALL_SIZE else LONG if number >= BIG_SIZE else None
     if unit != SMALL_UNIT:
         return None
-    if word.startswith("word"):
-        return SHORT if number <= SMALL_SIZE else LONG if number >= BIG_SIZE else None
     return SHORT if number <= 3 else LONG if number >= 10 else None
