@@ -1,5 +1,7 @@
 """How long `auto` routing takes to decide, offline, on one core: every corpus prompt through
-Router.decide, timed one by one. `./scripts/route-bench` prints JSON (microseconds)."""
+Router.decide, timed one by one, against the 1 ms bound and, in the same run, a box whose own
+corrections make each decision read word pairs too. `./scripts/route-bench` prints JSON
+(microseconds)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import statistics
 import time
 from pathlib import Path
 
+from agentbox.routing.features import featurize
+from agentbox.routing.learned import BoxLearning
+from agentbox.routing.model import shipped
 from agentbox.routing.router import Router
 from agentbox.routing.training import load_corpus
 from agentbox.settings import ProviderConfig, Settings
@@ -16,6 +21,11 @@ from agentbox.vocabulary import TaskSpec
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "prompts.jsonl"
 ROUNDS = 5
+BOUND_US = 1000.0  # p99 of one decision on one core (docs: README, Routing)
+# Corrections as a box gets them: escalations of one kind of note
+ESCALATED = [
+    f"Summarize this note in one line: the {x} is broken." for x in ("lift", "tap", "door")
+]
 CLOCKS = ("cpu", "wall")
 
 
@@ -45,6 +55,12 @@ def main() -> None:
     specs = [TaskSpec(prompt=r.text).with_id() for r in load_corpus(CORPUS)]
     cold = timings(router, specs, "cpu")  # the first sight of a word fills the n-gram cache
     warm = {c: [x for _ in range(ROUNDS) for x in timings(router, specs, c)] for c in CLOCKS}
+    learning = BoxLearning(shipped())
+    for text in ESCALATED:
+        learning.observe(featurize(text), True, "escalated", "balanced")
+    learned = Router(settings, learning=learning)
+    timings(learned, specs, "cpu")
+    corrected = [x for _ in range(ROUNDS) for x in timings(learned, specs, "cpu")]
     longest = max(specs, key=lambda s: len(s.text()))
     report = {
         "decisions": len(warm["cpu"]),
@@ -55,6 +71,8 @@ def main() -> None:
         "model_load_ms": round(load_ms, 1),
         "first_pass_cpu_us": figures(cold),
         **{f"steady_{c}_us": figures(warm[c]) for c in CLOCKS},
+        "with_corrections_cpu_us": figures(corrected),
+        "bound_us": {"p99": BOUND_US, "met": figures(warm["cpu"])["p99"] < BOUND_US},
         "longest_prompt_cpu_us": figures(timings(router, [longest] * 200, "cpu")),
         "cpu": os.uname().machine,
     }
