@@ -203,6 +203,12 @@ def test_the_instruction_is_seen_apart_from_the_text_it_carries(template: str) -
     assert "passage length" in first.names.values()
 
 
+def test_quoted_data_is_passage_and_quoted_labels_are_instruction() -> None:
+    instruction, passage = split('Triage as "urgent" or "routine": "Disk full on /var"')
+    assert "urgent" in instruction and "routine" in instruction
+    assert "Disk" not in instruction and passage >= len("Disk full on /var")
+
+
 def test_a_long_block_counts_as_instruction_only_up_to_its_bound() -> None:
     instruction, passage = split("Write " + "very " * 2000 + "long.\n\nThen stop.")
     assert len(instruction) <= FIRST_BLOCK + LAST_BLOCK + 4 and passage > 9000
