@@ -81,7 +81,8 @@ _LEAD_IN = re.compile(r":[ \t]*\n")  # "Text:" then the text on the lines after 
 # a passage less often: tried, it routed unseen sources worse.)
 _FIELD = re.compile(
     r"^([ \t]*(?:context|passage|text|article|document|input|e-?mail|message|log|review"
-    r"|transcript|abstract|story|paragraph|excerpt|content|narrative|contract)[ \t]*:)"
+    r"|transcript|abstract|story|paragraph|excerpt|content|narrative|contract|sentence|tweet"
+    r"|comment|post|news|ticket|conversation|dialogue|snippet|data|table|record)[ \t]*:)"
     r"([^\n]*(?:\n(?![ \t]*[a-z][\w ]{0,20}:)[^\n]*\S[^\n]*)*)",
     re.MULTILINE | re.IGNORECASE,
 )
