@@ -29,6 +29,10 @@ NAMED = (
     "light words",
     "light ask",
     "heavy ask",
+    "instruction under 80",
+    "instruction 80-200",
+    "instruction 200-400",
+    "instruction over 400",
 )
 WIDTH = BUCKETS + len(NAMED)
 ASK_HEAD, ASK_TAIL = 250, 150  # the words are of this much of the instruction's ends
@@ -221,6 +225,10 @@ def named(scanned: str, low: str, ask: str, passage: int, words: list[str]) -> l
         _clip(sum(s in ask for s in LIGHT) / 3),
         _clip(light / 2),
         _clip(heavy / 2),
+        float(len(ask) < 80),
+        float(80 <= len(ask) < 200),
+        float(200 <= len(ask) < 400),
+        float(len(ask) >= 400),
     ]
 
 

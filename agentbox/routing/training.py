@@ -42,6 +42,12 @@ PRIOR = {
     "light words": -2.0,
     "light ask": -1.5,
     "heavy ask": 1.5,
+    # free: the bins let length weigh as it does, so function words ("and", "with") need
+    # not stand in for it
+    "instruction under 80": 0.0,
+    "instruction 80-200": 0.0,
+    "instruction 200-400": 0.0,
+    "instruction over 400": 0.0,
 }
 PRIOR_PULL = 3e-3
 BIAS0 = -1.5
