@@ -223,3 +223,12 @@ def test_a_request_appended_to_a_long_passage_is_instruction() -> None:
     assert "press release" in instruction
     assert len(instruction) <= len("Acme annual review\n\n") + LAST_LINE
     assert passage >= len(document) - LAST_LINE
+
+
+def test_the_end_of_one_long_last_sentence_is_instruction() -> None:
+    """A last paragraph of one sentence longer than LAST_LINE: its end still counts."""
+    facts = ", ".join(f"the {n}th plant extract soothes the skin" for n in range(4, 16))
+    text = f"Product notes\n\nIngredients: {facts}, so help me write a 300-word review of it"
+    instruction, _ = split(text)
+    assert "write a 300-word review" in instruction
+    assert len(instruction) <= len("Product notes\n\n") + LAST_LINE

@@ -175,9 +175,9 @@ def _lead_in(block: str) -> str:
 
 def _question(block: str) -> str:
     """What a last block asks: all of a short one, else its last line if that is short, else
-    the last sentences of that line that fit in LAST_LINE (a long last block is more often
-    the passage than the question, but a request is often appended to a passage's last
-    paragraph: "... Please write a review of it in 800 words.")."""
+    the last sentences of that line that fit in LAST_LINE, or the end of one longer sentence
+    (a long last block is more often the passage than the question, but a request is often
+    appended to a passage's last paragraph: "... Please write a review of it in 800 words.")."""
     if len(block) <= LAST_BLOCK:
         return _lead_in(block)
     line = block.rstrip().rsplit("\n", 1)[-1]
@@ -190,6 +190,8 @@ def _question(block: str) -> str:
         if size > LAST_LINE:
             break
         tail.append(sentence)
+    if not tail:  # one long sentence: its end, from a word's start
+        return line[len(line) - LAST_LINE :].split(" ", 1)[-1]
     return " ".join(reversed(tail))
 
 
