@@ -225,6 +225,14 @@ def test_a_request_appended_to_a_long_passage_is_instruction() -> None:
     assert passage >= len(document) - LAST_LINE
 
 
+def test_a_labeled_text_ends_where_the_scan_cuts_a_long_prompt() -> None:
+    """Past the cut of a long prompt's middle, a labeled text does not run on into the ask."""
+    context = "The pump in hall 4 was serviced and restarted by the night shift. " * 40
+    ask = "Answer only with 'yes' or 'no' and say nothing else, " * 8 + "not even a word."
+    instruction, _ = split(f"Context: {context}\nQuestion: Was the pump restarted?\n{ask}")
+    assert "nothing else" in instruction and "serviced" not in instruction
+
+
 def test_the_end_of_one_long_last_sentence_is_instruction() -> None:
     """A last paragraph of one sentence longer than LAST_LINE: its end still counts."""
     facts = ", ".join(f"the {n}th plant extract soothes the skin" for n in range(4, 16))

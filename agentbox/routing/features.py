@@ -155,7 +155,12 @@ def ends(text: str, head: int, tail: int) -> str:
 def split(text: str) -> tuple[str, int]:
     """The instruction of a prompt (of its scanned ends) and the length of the passage it
     carries: what is not instruction."""
-    scanned = _FIELD.sub(_field, ends(text, SCAN_HEAD, SCAN_TAIL))
+    if len(text) <= SCAN_HEAD + SCAN_TAIL:
+        scanned = _FIELD.sub(_field, text)
+    else:  # a label's text runs on to the cut, not past it
+        scanned = (
+            _FIELD.sub(_field, text[:SCAN_HEAD]) + "\n" + _FIELD.sub(_field, text[-SCAN_TAIL:])
+        )
     blocks = [b for b in _BLOCKS.split(scanned) if b.strip()]
     if not blocks:
         return "", 0
