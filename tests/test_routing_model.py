@@ -233,6 +233,16 @@ def test_a_labeled_text_ends_where_the_scan_cuts_a_long_prompt() -> None:
     assert "nothing else" in instruction and "serviced" not in instruction
 
 
+def test_a_long_last_block_that_asks_nothing_is_passage() -> None:
+    """After a first block that asks, a long last block that asks nothing (no question, no
+    verb of asking, no "you") is the text worked on, not a question."""
+    findings = "The trial enrolled 120 adults aged 40 to 65 in four clinics. " * 6
+    text = f"Extract the sentences that define the population.\n\nTrial 7\n\n{findings}"
+    instruction, passage = split(text)
+    assert "population" in instruction and "clinics" not in instruction
+    assert passage >= len(findings)
+
+
 def test_the_end_of_one_long_last_sentence_is_instruction() -> None:
     """A last paragraph of one sentence longer than LAST_LINE: its end still counts."""
     facts = ", ".join(f"the {n}th plant extract soothes the skin" for n in range(4, 16))

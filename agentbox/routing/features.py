@@ -98,6 +98,8 @@ def _field(m: re.Match[str]) -> str:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_YOU = re.compile(r"\byou(?:r|rs|rself)?\b")
+_ASKING = phrases.LIGHT_ASKS | phrases.HEAVY_ASKS | {"please", "now", "then", "also", "make"}
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)[^a-z\n]{0,3}([a-z]+)")
 
 
@@ -167,9 +169,21 @@ def split(text: str) -> tuple[str, int]:
     parts = [ends(_lead_in(blocks[0]), FIRST_BLOCK, 0)]
     # after "...:" the next block is the text; a last block past it may be the question
     if len(blocks) > 2 or (len(blocks) == 2 and not blocks[0].rstrip().endswith(":")):
-        parts.append(_question(blocks[-1]))
+        last = _question(blocks[-1])
+        # a long last block that asks nothing, after a first one that asks, is the text itself
+        if len(blocks[-1]) <= LAST_BLOCK or _asking(last) or not _asking(parts[0]):
+            parts.append(last)
     instruction = _QUOTED.sub(" ", "\n\n".join(p for p in parts if p))
     return instruction, max(len(text) - len(instruction), 0)
+
+
+def _asking(text: str) -> bool:
+    """Whether a piece of a prompt asks for something: a question, or a sentence that opens
+    with a verb of asking ("Summarize", "Write", "Please ...") or speaks to the model."""
+    low = text.lower()
+    if "?" in low or _YOU.search(low):
+        return True
+    return any(w in _ASKING for w in _SENTENCE_START.findall(low))
 
 
 def _lead_in(block: str) -> str:
